@@ -1,0 +1,18 @@
+"""audiotok: neural audio codec tokenizers.
+
+    import audiotok
+    codec = audiotok.load_codec("path/to/checkpoint")   # or a recipe .yaml, or a name
+    tokens = codec.encode(wav)                           # wav [B, C, T] at codec.sample_rate
+    wav_hat = codec.decode(tokens)
+"""
+
+__version__ = "0.1.0"
+
+from .codecs import Codec, CodecConfig, CodecOutput, list_codecs, load_codec  # noqa: E402
+from .errors import AudiotokError  # noqa: E402
+from .tokens import CodecSpec, Tokens  # noqa: E402
+
+__all__ = [
+    "AudiotokError", "Codec", "CodecConfig", "CodecOutput", "CodecSpec", "Tokens",
+    "__version__", "list_codecs", "load_codec",
+]

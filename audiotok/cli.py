@@ -1,0 +1,49 @@
+"""The `audiotok` command line: encode, decode, info."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .errors import AudiotokError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("audiotok: interrupted", file=sys.stderr)
+        return 130
+    except (AudiotokError, ValueError, OSError) as e:
+        if os.environ.get("AUDIOTOK_DEBUG"):
+            raise
+        print(f"audiotok: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="audiotok", description="Neural audio codec tokenizers: encode audio to discrete "
+        "tokens and back, inspect codecs and token files.")
+    p.add_argument("--version", action="version", version=f"audiotok {__version__}")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+    from .commands import add_encode_decode_info
+
+    add_encode_decode_info(sub)
+    return p
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""Codec families. Importing this registers every encoder/decoder family."""
+
+from . import dac, seanet, vocos  # noqa: F401  (register components)
+from .base import Codec, CodecConfig, CodecOutput
+from .families import FAMILIES
+from .loading import list_codecs, load_codec, load_pretrained
+
+__all__ = ["Codec", "CodecConfig", "CodecOutput", "FAMILIES", "list_codecs", "load_codec",
+           "load_pretrained"]

@@ -1,0 +1,270 @@
+"""The Codec: encoder + quantizer + decoder assembled from a typed config.
+
+    codec = Codec(CodecConfig(...))            # or load_codec(dir | recipe.yaml | name)
+    tokens = codec.encode(wav)                 # wav [B, C, T] at codec.sample_rate
+    wav_hat = codec.decode(tokens)             # [B, C, max(num_samples)]
+    out = codec(wav)                           # training: CodecOutput with named losses
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from ..config import from_dict, to_dict
+from ..errors import AudiotokError, ConfigError, TokenFileError
+from ..fileio import atomic_path
+from ..quantizers import QUANTIZERS
+from ..tokens import CodecSpec, Tokens
+from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
+from .components import DECODERS, ENCODERS
+
+CHECKPOINT_FORMAT = 1
+DEFAULT_CHUNK_SECONDS = 10.0
+
+
+@dataclass
+class CodecConfig:
+    """A codec's model part: saved verbatim (defaults filled in) into config.json."""
+
+    family: str = "custom"
+    sample_rate: int = 16000
+    channels: int = 1
+    latent_dim: int = 64
+    encoder: dict = field(default_factory=lambda: {"type": "seanet"})
+    quantizer: dict = field(default_factory=lambda: {"type": "rvq"})
+    decoder: dict = field(default_factory=lambda: {"type": "seanet"})
+
+    def __post_init__(self):
+        if self.sample_rate <= 0 or self.channels <= 0 or self.latent_dim <= 0:
+            raise ValueError("sample_rate, channels and latent_dim must be positive")
+        self.encoder = ENCODERS.normalise(self.encoder, "encoder")
+        self.quantizer = QUANTIZERS.normalise(self.quantizer, "quantizer")
+        self.decoder = DECODERS.normalise(self.decoder, "decoder")
+
+
+@dataclass
+class CodecOutput:
+    """Result of `Codec.forward` (training).
+
+    audio:   [B, C, T]   reconstruction, cropped to the input length
+    codes:   [B, K, T']
+    latents: [B, D, T']  encoder output before quantization
+    z_q:     [B, D, T']  quantized latents
+    losses / metrics: named scalars from the quantizer ("vq/commit", "usage/0", ...)
+    """
+
+    audio: Tensor
+    codes: Tensor
+    latents: Tensor
+    z_q: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Codec(nn.Module):
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ENCODERS.build(config.encoder, "encoder", channels=config.channels,
+                                      latent_dim=config.latent_dim)
+        self.quantizer = QUANTIZERS.build(config.quantizer, "quantizer", dim=config.latent_dim)
+        try:
+            self.decoder = DECODERS.build(config.decoder, "decoder", channels=config.channels,
+                                          latent_dim=config.latent_dim,
+                                          hop_length=self.encoder.hop_length)
+        except ValueError as e:
+            raise ConfigError(f"decoder: {e}") from None
+        self.ref: str | None = None  # where it was loaded from; written into token files
+        self._fingerprint: tuple[tuple, str] | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return list(self.quantizer.codebook_sizes)
+
+    @property
+    def n_codebooks(self) -> int:
+        return len(self.codebook_sizes)
+
+    @property
+    def codebook_size(self) -> int:
+        return max(self.codebook_sizes)
+
+    @property
+    def spec(self) -> CodecSpec:
+        return CodecSpec(self.config.family, self.sample_rate, self.channels, self.hop_length,
+                         tuple(self.codebook_sizes), self.fingerprint())
+
+    def bitrate(self, n_codebooks: int | None = None) -> float:
+        return self.spec.bitrate(n_codebooks)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (first 16 hex digits) of config + weights; cached until a weight changes."""
+        state = self.state_dict()
+        key = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            h = hashlib.sha256(json.dumps(to_dict(self.config), sort_keys=True).encode())
+            for name in sorted(state):
+                t = state[name].detach().cpu().contiguous()
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = (key, h.hexdigest()[:16])
+        return self._fingerprint[1]
+
+    # ------------------------------------------------------------------ training
+    def forward(self, wav: Tensor, n_codebooks: int | None = None) -> CodecOutput:
+        """wav [B, C, T] -> CodecOutput; T is padded to whole frames, output cropped back."""
+        length = wav.shape[-1]
+        x = self._pad_to_frames(wav)
+        latents = self.encoder(x)
+        q = self.quantizer(latents, n_codebooks)
+        audio = self.decoder(q.z_q)[..., :length]
+        return CodecOutput(audio, q.codes, latents, q.z_q, q.losses, q.metrics)
+
+    def _pad_to_frames(self, wav: Tensor) -> Tensor:
+        frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
+        return nn.functional.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, wav: Tensor, n_codebooks: int | None = None, lengths: Tensor | None = None,
+               chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> Tokens:
+        """wav [B, C, T] at `sample_rate` -> Tokens with codes long [B, K, ceil(T / hop)].
+
+        `lengths` [B] gives the valid samples of each item of a padded batch. Long inputs are
+        encoded `chunk_seconds` at a time (None: all at once); for convolutional encoders the
+        codes are identical either way.
+        """
+        self._check_wav(wav)
+        n = self.quantizer.check_n_codebooks(n_codebooks)
+        num_samples = _lengths(lengths, wav)
+        x = self._pad_to_frames(wav)
+
+        def run(chunk: Tensor) -> Tensor:
+            return self.quantizer.encode(self.encoder(chunk), n)
+
+        chunk_frames = self._chunk_frames(chunk_seconds, x.shape[-1] // self.hop_length)
+        reach = self.encoder.receptive_field()
+        if reach is None:
+            reach = (int(UNBOUNDED_CONTEXT_SECONDS * self.sample_rate),) * 2
+        with torch.inference_mode():
+            codes = encode_chunked(run, x, self.hop_length, reach, chunk_frames)
+        codes = codes.clone()  # a normal tensor: users may edit codes in place
+        frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
+        return Tokens(codes=codes.long(), spec=self.spec, lengths=frames,
+                      num_samples=num_samples, codec_ref=self.ref)
+
+    def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+               ) -> Tensor:
+        """Tokens -> wav [B, C, max(num_samples)]; refuses tokens of another codec."""
+        self.check_tokens(tokens)
+        codes = tokens.codes.to(self._device())
+
+        def run(chunk: Tensor) -> Tensor:
+            return self.decoder(self.quantizer.decode(chunk))
+
+        chunk_frames = self._chunk_frames(chunk_seconds, codes.shape[-1])
+        reach = self.decoder.receptive_field()
+        if reach is None:
+            reach = (math.ceil(UNBOUNDED_CONTEXT_SECONDS * self.frame_rate),) * 2
+        with torch.inference_mode():
+            wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames)
+        return wav[..., : int(tokens.num_samples.max())].clone()
+
+    def check_tokens(self, tokens: Tokens) -> None:
+        """Raise TokenFileError unless `tokens` were made by this codec and are in range."""
+        mine, theirs = self.spec, tokens.spec
+        same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes)) == (
+            mine.sample_rate, mine.hop_length, tuple(mine.codebook_sizes))
+        if not same_shape or (theirs.fingerprint and theirs.fingerprint != mine.fingerprint):
+            raise TokenFileError(
+                f"tokens were made by codec {theirs.describe()}, not by this codec "
+                f"{mine.describe()}"
+            )
+        tokens.check_range()
+
+    def _chunk_frames(self, chunk_seconds: float | None, n_frames: int) -> int:
+        if chunk_seconds is None:
+            return max(n_frames, 1)
+        if chunk_seconds <= 0:
+            raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
+        return max(1, int(chunk_seconds * self.frame_rate))
+
+    def _check_wav(self, wav: Tensor) -> None:
+        if not isinstance(wav, Tensor) or wav.dim() != 3:
+            shape = tuple(wav.shape) if isinstance(wav, Tensor) else type(wav).__name__
+            raise ValueError(f"wav must be a tensor [B, C, T], got {shape}")
+        if wav.shape[1] != self.channels:
+            raise ValueError(f"codec expects {self.channels} channel(s), got {wav.shape[1]}")
+        if wav.shape[-1] == 0:
+            raise AudiotokError("audio has no samples")
+        if not torch.isfinite(wav).all():
+            raise AudiotokError("audio contains NaN or infinite samples")
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, path) -> Path:
+        """Write `config.json` + `model.safetensors` into directory `path` (atomically each)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(path / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        meta = {
+            "format_version": CHECKPOINT_FORMAT,
+            "audiotok_version": __version__,
+            "config": to_dict(self.config),
+            "spec": self.spec.to_dict(),
+        }
+        with atomic_path(path / "config.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu") -> "Codec":
+        from .loading import load_pretrained
+
+        return load_pretrained(path, device)
+
+    @classmethod
+    def from_config(cls, config: dict | CodecConfig) -> "Codec":
+        if isinstance(config, dict):
+            config = from_dict(CodecConfig, config, "model")
+        return cls(config)
+
+
+def _lengths(lengths: Tensor | None, wav: Tensor) -> Tensor:
+    b, _, t = wav.shape
+    if lengths is None:
+        return torch.full((b,), t, dtype=torch.long)
+    lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+    if lengths.shape != (b,) or (lengths < 1).any() or (lengths > t).any():
+        raise ValueError(f"lengths must be [B] in [1, {t}], got {lengths.tolist()}")
+    return lengths

@@ -1,0 +1,34 @@
+"""Registries and contracts for the encoder and decoder halves of a codec.
+
+Encoder contract (registered in ENCODERS, built as ``build(cfg, channels=C, latent_dim=D)``):
+    attribute ``hop_length: int``       samples per output frame (product of strides)
+    ``forward(wav [B, C, T]) -> z [B, D, T // hop_length]``; T is a multiple of hop_length
+    ``receptive_field() -> (left, right) | None``: input samples before/after a frame's
+        window that can change that frame (an upper bound is fine); None = unbounded (LSTM,
+        full attention).
+
+Decoder contract (registered in DECODERS, built as
+``build(cfg, channels=C, latent_dim=D, hop_length=H)``):
+    ``forward(z [B, D, T']) -> wav [B, C, T' * H]``
+    ``receptive_field() -> (left, right) | None`` in frames: how many neighbouring frames on
+        each side can change the samples of a frame; None = unbounded.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+
+ENCODERS = Registry("encoder")
+DECODERS = Registry("decoder")
+
+
+def check_hop(strides, hop_length: int) -> None:
+    """A decoder must upsample by exactly the encoder's hop length."""
+    total = 1
+    for s in strides:
+        total *= int(s)
+    if total != hop_length:
+        raise ValueError(
+            f"decoder strides {list(strides)} multiply to {total}, "
+            f"but the encoder's hop length is {hop_length}"
+        )

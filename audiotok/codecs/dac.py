@@ -1,0 +1,114 @@
+"""DAC-style snake encoder/decoder (Kumar et al. 2023, "High-Fidelity Audio Compression with
+Improved RVQGAN"; descript-audio-codec).
+
+Facts carried over: residual units of Snake -> conv(k=7, dilation 1/3/9) -> Snake -> conv(1);
+downsampling convs of kernel 2*stride that double the channels; a decoder that starts wide
+(1536 channels) and halves at every transposed conv; zero padding; weight norm; tanh output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
+from ..modules.snake import Snake1d
+from .components import DECODERS, ENCODERS, check_hop
+
+DILATIONS = (1, 3, 9)
+
+
+@dataclass
+class DACEncoderConfig:
+    d_model: int = 64
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])
+    causal: bool = False
+
+
+@dataclass
+class DACDecoderConfig:
+    channels: int = 1536
+    strides: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    causal: bool = False
+    tanh: bool = True
+
+
+class DACResidualUnit(nn.Module):
+    """Snake -> conv(7, dilation) -> Snake -> conv(1), identity skip. [B, C, T] -> same."""
+
+    def __init__(self, dim: int, dilation: int, causal: bool):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake1d(dim), Conv1d(dim, dim, 7, dilation=dilation, causal=causal),
+            Snake1d(dim), Conv1d(dim, dim, 1, causal=causal),
+        )
+
+    def reach(self):
+        return module_reach(self.block)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+def _units(dim: int, causal: bool) -> list[nn.Module]:
+    return [DACResidualUnit(dim, d, causal) for d in DILATIONS]
+
+
+class DACEncoder(nn.Module):
+    """wav [B, C, T] -> z [B, D, T / hop]."""
+
+    def __init__(self, cfg: DACEncoderConfig, channels: int, latent_dim: int):
+        super().__init__()
+        dim = cfg.d_model
+        layers: list[nn.Module] = [Conv1d(channels, dim, 7, causal=cfg.causal)]
+        for stride in cfg.strides:
+            layers += _units(dim, cfg.causal)
+            layers += [Snake1d(dim), Conv1d(dim, dim * 2, 2 * stride, stride, causal=cfg.causal)]
+            dim *= 2
+        layers += [Snake1d(dim), Conv1d(dim, latent_dim, 3, causal=cfg.causal)]
+        self.model = nn.Sequential(*layers)
+        self.hop_length = math.prod(cfg.strides)
+
+    def receptive_field(self):
+        left, right, _ = module_reach(self.model)
+        return left, right
+
+    def forward(self, wav: Tensor) -> Tensor:
+        return self.model(wav)
+
+
+class DACDecoder(nn.Module):
+    """z [B, D, T'] -> wav [B, C, T' * hop]."""
+
+    def __init__(self, cfg: DACDecoderConfig, channels: int, latent_dim: int, hop_length: int):
+        super().__init__()
+        check_hop(cfg.strides, hop_length)
+        dim = cfg.channels
+        layers: list[nn.Module] = [Conv1d(latent_dim, dim, 7, causal=cfg.causal)]
+        for stride in cfg.strides:
+            layers += [Snake1d(dim),
+                       ConvTranspose1d(dim, dim // 2, 2 * stride, stride, causal=cfg.causal)]
+            dim //= 2
+            layers += _units(dim, cfg.causal)
+        layers += [Snake1d(dim), Conv1d(dim, channels, 7, causal=cfg.causal)]
+        if cfg.tanh:
+            layers.append(nn.Tanh())
+        self.model = nn.Sequential(*layers)
+
+    def receptive_field(self):
+        return decoder_frame_reach(self.model)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model(z)
+
+
+@ENCODERS.register("dac", DACEncoderConfig)
+def build_dac_encoder(cfg: DACEncoderConfig, channels: int, latent_dim: int) -> DACEncoder:
+    return DACEncoder(cfg, channels, latent_dim)
+
+
+@DECODERS.register("dac", DACDecoderConfig)
+def build_dac_decoder(cfg, channels: int, latent_dim: int, hop_length: int) -> DACDecoder:
+    return DACDecoder(cfg, channels, latent_dim, hop_length)

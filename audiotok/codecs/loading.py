@@ -1,0 +1,104 @@
+"""Finding and opening codecs: checkpoint directories, recipe files, family names."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..config import from_dict
+from ..errors import AudiotokError, ConfigError
+from ..recipe import load_recipe
+from .base import CHECKPOINT_FORMAT, Codec, CodecConfig
+from .families import FAMILIES
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Trained codecs shipped inside the package: name -> checkpoint directory."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {f"audiotok/{p.name}": p for p in sorted(BUNDLED_DIR.iterdir())
+            if (p / "config.json").is_file()}
+
+
+def list_codecs() -> list[str]:
+    """Names `load_codec` accepts besides paths: bundled trained models, then family names
+    (which build an untrained codec of that family's default size)."""
+    return list(bundled_models()) + sorted(FAMILIES)
+
+
+def load_codec(ref, device="cpu", seed: int = 0) -> Codec:
+    """Open a codec from a checkpoint directory, a recipe YAML, or a name in `list_codecs()`.
+
+    A recipe or family name builds an untrained codec whose weights are drawn with `seed`,
+    so the same call always gives the same codec (useful for tests and pipelines; its
+    reconstructions are noise until trained).
+    """
+    bundled = bundled_models()
+    name = str(ref)
+    path = Path(ref)
+    if name in bundled:
+        codec = load_pretrained(bundled[name], device)
+    elif path.is_dir():
+        codec, name = load_pretrained(path, device), str(path.resolve())
+    elif path.suffix in (".yaml", ".yml"):
+        recipe = load_recipe(path)
+        if "model" not in recipe:
+            raise ConfigError(f"{path}: recipe has no 'model' section")
+        codec, name = _untrained(recipe["model"], seed, device), str(path.resolve())
+    elif name in FAMILIES:
+        codec = _untrained(FAMILIES[name], seed, device)
+    else:
+        raise AudiotokError(
+            f"no codec '{name}': not a checkpoint directory, recipe file, or known name "
+            f"({', '.join(list_codecs())})"
+        )
+    codec.ref = name
+    return codec
+
+
+def _untrained(model: dict, seed: int, device) -> Codec:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        codec = Codec(from_dict(CodecConfig, model, "model"))
+    return codec.to(device).eval()
+
+
+def load_pretrained(path, device="cpu") -> Codec:
+    """Open `config.json` + `model.safetensors` strictly; nothing is unpickled."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config_file, weights = path / "config.json", path / "model.safetensors"
+    for f in (config_file, weights):
+        if not f.is_file():
+            raise AudiotokError(f"{path}: not a codec checkpoint (missing {f.name})")
+    try:
+        meta = json.loads(config_file.read_text())
+    except ValueError as e:
+        raise AudiotokError(f"{config_file}: invalid JSON ({e})") from None
+    version = meta.get("format_version")
+    if version != CHECKPOINT_FORMAT:
+        raise AudiotokError(
+            f"{path}: checkpoint format {version}; this audiotok reads {CHECKPOINT_FORMAT}"
+        )
+    codec = Codec(from_dict(CodecConfig, meta["config"], "config"))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise AudiotokError(f"{weights}: unreadable weights ({e})") from None
+    try:
+        codec.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise AudiotokError(f"{weights}: weights do not match config ({str(e).splitlines()[0]})"
+                            ) from None
+    expected = meta.get("spec", {}).get("fingerprint")
+    if expected and expected != codec.fingerprint():
+        warnings.warn(f"{path}: weights fingerprint {codec.fingerprint()} differs from the "
+                      f"one recorded at save time ({expected})", stacklevel=2)
+    return codec.to(device).eval()

@@ -1,0 +1,128 @@
+"""SEANet conv(+LSTM) encoder/decoder, the EnCodec / SpeechTokenizer backbone.
+
+Architecture facts from Défossez et al. 2022 ("High Fidelity Neural Audio Compression") and
+the public EnCodec code: ELU residual units with a 2x channel bottleneck ("compress"),
+dilations growing by `dilation_base`, downsampling convs of kernel 2*stride doubling the
+channels, a 2-layer LSTM with skip after the last downsampling, reflect padding, weight norm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
+from ..modules.lstm import SLSTM
+from .components import DECODERS, ENCODERS, check_hop
+
+
+@dataclass
+class SEANetConfig:
+    n_filters: int = 32
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # order applied
+    n_residual_layers: int = 1
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    lstm_layers: int = 2
+    causal: bool = False
+    pad_mode: str = "reflect"
+    norm: str = "weight_norm"
+
+
+@dataclass
+class SEANetDecoderConfig(SEANetConfig):
+    strides: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+
+
+class SEANetResBlock(nn.Module):
+    """ELU -> conv(k, dilation) -> ELU -> conv(1), plus identity skip. [B, C, T] -> same."""
+
+    def __init__(self, dim: int, dilation: int, cfg: SEANetConfig):
+        super().__init__()
+        hidden = dim // cfg.compress
+        conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
+        self.block = nn.Sequential(
+            nn.ELU(), Conv1d(dim, hidden, cfg.residual_kernel_size, dilation=dilation, **conv),
+            nn.ELU(), Conv1d(hidden, dim, 1, **conv),
+        )
+
+    def reach(self):
+        return module_reach(self.block)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+def _res_stack(dim: int, cfg: SEANetConfig) -> list[nn.Module]:
+    return [SEANetResBlock(dim, cfg.dilation_base ** j, cfg) for j in range(cfg.n_residual_layers)]
+
+
+class SEANetEncoder(nn.Module):
+    """wav [B, C, T] -> z [B, D, T / hop]."""
+
+    def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int):
+        super().__init__()
+        conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
+        dim = cfg.n_filters
+        layers: list[nn.Module] = [Conv1d(channels, dim, cfg.kernel_size, **conv)]
+        for stride in cfg.strides:
+            layers += _res_stack(dim, cfg)
+            layers += [nn.ELU(), Conv1d(dim, dim * 2, 2 * stride, stride=stride, **conv)]
+            dim *= 2
+        if cfg.lstm_layers:
+            layers.append(SLSTM(dim, cfg.lstm_layers))
+        layers += [nn.ELU(), Conv1d(dim, latent_dim, cfg.last_kernel_size, **conv)]
+        self.model = nn.Sequential(*layers)
+        self.hop_length = math.prod(cfg.strides)
+        self.unbounded = cfg.lstm_layers > 0
+
+    def receptive_field(self):
+        if self.unbounded:
+            return None
+        left, right, _ = module_reach(self.model)
+        return left, right
+
+    def forward(self, wav: Tensor) -> Tensor:
+        return self.model(wav)
+
+
+class SEANetDecoder(nn.Module):
+    """z [B, D, T'] -> wav [B, C, T' * hop]."""
+
+    def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int, hop_length: int):
+        super().__init__()
+        check_hop(cfg.strides, hop_length)
+        conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
+        dim = cfg.n_filters * 2 ** len(cfg.strides)
+        layers: list[nn.Module] = [Conv1d(latent_dim, dim, cfg.kernel_size, **conv)]
+        if cfg.lstm_layers:
+            layers.append(SLSTM(dim, cfg.lstm_layers))
+        for stride in cfg.strides:
+            layers += [nn.ELU(), ConvTranspose1d(dim, dim // 2, 2 * stride, stride,
+                                                 causal=cfg.causal, norm=cfg.norm)]
+            dim //= 2
+            layers += _res_stack(dim, cfg)
+        layers += [nn.ELU(), Conv1d(dim, channels, cfg.last_kernel_size, **conv)]
+        self.model = nn.Sequential(*layers)
+        self.unbounded = cfg.lstm_layers > 0
+
+    def receptive_field(self):
+        return None if self.unbounded else decoder_frame_reach(self.model)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model(z)
+
+
+@ENCODERS.register("seanet", SEANetConfig)
+def build_seanet_encoder(cfg: SEANetConfig, channels: int, latent_dim: int) -> SEANetEncoder:
+    return SEANetEncoder(cfg, channels, latent_dim)
+
+
+@DECODERS.register("seanet", SEANetDecoderConfig)
+def build_seanet_decoder(cfg, channels: int, latent_dim: int, hop_length: int) -> SEANetDecoder:
+    return SEANetDecoder(cfg, channels, latent_dim, hop_length)

@@ -1,0 +1,190 @@
+"""`audiotok encode`, `decode` and `info`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import AudiotokError
+
+TOKEN_SUFFIX = ".atok"
+CODEC_HELP = ("codec checkpoint directory, recipe .yaml (untrained weights) or a name from "
+              "`audiotok info --list`")
+
+
+def add_encode_decode_info(sub) -> None:
+    enc = sub.add_parser("encode", help="audio files -> token files (.atok)",
+                         description="Encode audio files to token files. Any sample rate and "
+                         "channel count is converted to what the codec needs.")
+    enc.add_argument("audio", nargs="+", type=Path, help="wav/flac/ogg/mp3 files")
+    enc.add_argument("-o", "--output", type=Path, required=True,
+                     help="output .atok file (one input) or directory")
+    enc.add_argument("--codec", default=None, help=CODEC_HELP)
+    enc.add_argument("--n-codebooks", type=int, default=None,
+                     help="keep the first K codebook levels (lower bitrate); default all")
+    _add_common(enc)
+    enc.set_defaults(func=cmd_encode)
+
+    dec = sub.add_parser("decode", help="token files -> audio files",
+                         description="Decode token files back to audio with the codec that "
+                         "made them (recorded in the file) or the one given.")
+    dec.add_argument("tokens", nargs="+", type=Path, help=".atok files")
+    dec.add_argument("-o", "--output", type=Path, required=True,
+                     help="output audio file (.wav/.flac, one input) or directory")
+    dec.add_argument("--codec", default=None, help="override the codec recorded in the file")
+    dec.add_argument("--format", default="wav", choices=["wav", "flac"],
+                     help="audio format when writing into a directory (default wav)")
+    _add_common(dec)
+    dec.set_defaults(func=cmd_decode)
+
+    info = sub.add_parser("info", help="describe a codec or a token file",
+                          description="Print a codec's spec and bitrates, or a token file's.")
+    info.add_argument("target", nargs="?", help="codec (directory, recipe, name) or .atok file")
+    info.add_argument("--list", action="store_true", help="list codec names")
+    info.set_defaults(func=cmd_info)
+
+
+def _add_common(p) -> None:
+    p.add_argument("--chunk-seconds", type=float, default=10.0,
+                   help="process long audio in chunks of this many seconds (bounded memory)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def _open_codec(ref, device):
+    from .codecs import load_codec
+    from .codecs.loading import bundled_models
+
+    if ref is None:
+        bundled = list(bundled_models())
+        if not bundled:
+            raise AudiotokError("no --codec given and no bundled model is installed")
+        ref = bundled[0]
+    codec = load_codec(ref, device=device)
+    if not Path(str(ref)).is_dir() and str(ref) not in bundled_models():
+        print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
+              file=sys.stderr)
+    return codec
+
+
+def _outputs(inputs: list[Path], output: Path, suffix: str) -> list[Path]:
+    """One output per input: `output` itself for a single input with a file suffix, else
+    `output/<stem><suffix>`; refuse two inputs that would write the same file."""
+    if len(inputs) == 1 and output.suffix and not output.is_dir():
+        return [output]
+    outs = [output / (p.stem + suffix) for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, outs):
+        if dst in seen:
+            raise AudiotokError(f"{src} and {seen[dst]} would both write {dst}; rename one")
+        seen[dst] = src
+    return outs
+
+
+def _for_each(items, outs, work, what: str) -> int:
+    from tqdm import tqdm
+
+    failed = 0
+    for src, dst in tqdm(list(zip(items, outs)), desc=what, unit="file", disable=len(items) < 2,
+                         file=sys.stderr):
+        try:
+            work(src, dst)
+        except (AudiotokError, ValueError) as e:
+            failed += 1
+            print(f"audiotok: error: {' '.join(str(e).split())}", file=sys.stderr)
+    if failed and len(items) > 1:
+        print(f"audiotok: {failed} of {len(items)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_encode(args) -> int:
+    from .audio import load_audio
+
+    codec = _open_codec(args.codec, args.device)
+    codec.quantizer.check_n_codebooks(args.n_codebooks)
+    outs = _outputs(args.audio, args.output, TOKEN_SUFFIX)
+
+    def work(src: Path, dst: Path) -> None:
+        wav, _ = load_audio(src, codec.sample_rate, codec.channels)
+        tokens = codec.encode(wav[None].to(args.device), args.n_codebooks,
+                              chunk_seconds=args.chunk_seconds)
+        tokens.meta["source"] = src.name
+        tokens.save(dst)
+
+    return _for_each(args.audio, outs, work, "encode")
+
+
+def cmd_decode(args) -> int:
+    from .audio import save_audio
+    from .tokens import Tokens
+
+    outs = _outputs(args.tokens, args.output, "." + args.format)
+    codecs: dict = {}
+
+    def work(src: Path, dst: Path) -> None:
+        tokens = Tokens.load(src)
+        ref = args.codec or tokens.codec_ref
+        if ref is None:
+            raise AudiotokError(f"{src}: the file does not say which codec made it; "
+                                f"pass --codec")
+        if ref not in codecs:
+            codecs[ref] = _open_codec(ref, args.device)
+        codec = codecs[ref]
+        try:
+            codec.check_tokens(tokens)
+        except AudiotokError as e:
+            raise AudiotokError(f"{src}: {e}") from None
+        wav = codec.decode(tokens, chunk_seconds=args.chunk_seconds)
+        for i in range(wav.shape[0]):
+            target = dst if wav.shape[0] == 1 else dst.with_name(f"{dst.stem}_{i}{dst.suffix}")
+            save_audio(target, wav[i, :, : int(tokens.num_samples[i])], codec.sample_rate)
+
+    return _for_each(args.tokens, outs, work, "decode")
+
+
+def cmd_info(args) -> int:
+    from .tokens import MAGIC
+
+    if args.list or not args.target:
+        from .codecs import list_codecs
+
+        print("\n".join(list_codecs()))
+        return 0
+    path = Path(args.target)
+    if path.is_file() and path.read_bytes()[:4] == MAGIC:
+        _print_tokens_info(path)
+    else:
+        _print_codec_info(_open_codec(args.target, "cpu"))
+    return 0
+
+
+def _print_tokens_info(path: Path) -> None:
+    from .tokens import Tokens
+
+    t = Tokens.load(path)
+    s = t.spec
+    frames = t.lengths.tolist()
+    print(f"token file      {path}")
+    print(f"codec           {s.describe()}  ref: {t.codec_ref}")
+    print(f"shape [B,K,T]   {list(t.codes.shape)}")
+    print(f"duration        {', '.join(f'{n / s.sample_rate:.2f} s' for n in t.num_samples)}")
+    print(f"frames          {frames}  at {s.frame_rate:g} Hz")
+    print(f"codebooks used  {t.n_codebooks} of {len(s.codebook_sizes)} "
+          f"(sizes {list(s.codebook_sizes[: t.n_codebooks])})")
+    print(f"tokens/second   {t.tokens_per_second:g}")
+    print(f"bitrate         {t.bitrate / 1000:.3f} kbps")
+
+
+def _print_codec_info(codec) -> None:
+    s = codec.spec
+    n_params = sum(p.numel() for p in codec.parameters())
+    print(f"codec           {codec.ref}")
+    print(f"family          {s.family}")
+    print(f"sample rate     {s.sample_rate} Hz, {s.channels} channel(s)")
+    print(f"frame rate      {s.frame_rate:g} Hz (hop {s.hop_length} samples)")
+    print(f"codebooks       {len(s.codebook_sizes)} x {sorted(set(s.codebook_sizes))} entries")
+    print(f"parameters      {n_params / 1e6:.2f} M")
+    print(f"fingerprint     {s.fingerprint}")
+    print("n_codebooks  tokens/s  kbps")
+    for k in range(1, len(s.codebook_sizes) + 1):
+        print(f"{k:>11}  {s.frame_rate * k:>8g}  {s.bitrate(k) / 1000:>6.3f}")

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero."""
+
+
+class AudiotokError(Exception):
+    """A problem with the user's input (file, config, token file) rather than a bug."""
+
+
+class ConfigError(AudiotokError, ValueError):
+    """A recipe or model config that does not validate."""
+
+
+class AudioError(AudiotokError):
+    """An audio file that cannot be read or is not usable."""
+
+
+class TokenFileError(AudiotokError):
+    """A token file that is truncated, of another version, or of another codec."""

@@ -1,0 +1,1 @@
+"""Shared layers used by the codec families."""

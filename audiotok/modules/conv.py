@@ -1,0 +1,135 @@
+"""Convolutions that pad themselves (causal or centred) and report their reach.
+
+Codecs pad their input to a multiple of the hop length, so every strided conv here maps
+L samples to exactly L / stride frames and every transposed conv maps L frames to L * stride
+samples; this makes frame t own input samples [t * hop, (t + 1) * hop) at every depth, which
+is what exact chunked encoding relies on (see codecs/chunking.py).
+
+Reach: a layer whose output j is computed from inputs [j*s - left, j*s + right] has reach
+(left, right, s). `chain_reach` composes reaches through a stack (EnCodec's SConv1d pads the
+same way; the arithmetic is ours).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+Reach = tuple[int, int, int]  # (left, right, stride) in input units
+
+
+def chain_reach(reaches) -> Reach:
+    """Compose (left, right, stride) of layers applied in order."""
+    left = right = 0
+    scale = 1
+    for a, b, s in reaches:
+        left += a * scale
+        right += b * scale
+        scale *= s
+    return left, right, scale
+
+
+def module_reach(modules) -> Reach:
+    """Chain the reach of every child that has one (activations have none)."""
+    return chain_reach(m.reach() for m in modules if hasattr(m, "reach"))
+
+
+def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
+    """F.pad that also reflects inputs shorter than the pad (zero-extends them first)."""
+    if mode != "reflect":
+        return F.pad(x, (left, right), mode=mode)
+    length = x.shape[-1]
+    extra = max(left, right) - length + 1
+    if extra > 0:
+        x = F.pad(x, (0, extra))
+        return F.pad(x, (left, right), mode="reflect")[..., : length + left + right]
+    return F.pad(x, (left, right), mode="reflect")
+
+
+def _normed(layer: nn.Module, norm: str) -> nn.Module:
+    if norm == "weight_norm":
+        return weight_norm(layer)
+    if norm == "none":
+        return layer
+    raise ValueError(f"unknown norm '{norm}' (choose weight_norm or none)")
+
+
+class Conv1d(nn.Module):
+    """Conv1d with built-in causal or centred padding: L -> L / stride outputs.
+
+    x [B, C_in, L] -> [B, C_out, L // stride]; L must be a multiple of stride.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
+                 dilation: int = 1, groups: int = 1, bias: bool = True, causal: bool = False,
+                 pad_mode: str = "zeros", norm: str = "weight_norm"):
+        super().__init__()
+        conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride, dilation=dilation, groups=groups,
+                         bias=bias)
+        self.conv = _normed(conv, norm)
+        total = (kernel_size - 1) * dilation + 1 - stride
+        if total < 0:
+            raise ValueError(f"kernel {kernel_size} is smaller than stride {stride}")
+        self.pad_left = total if causal else total - total // 2
+        self.pad_right = total - self.pad_left
+        self.stride = stride
+        self.span = (kernel_size - 1) * dilation
+        self.pad_mode = "constant" if pad_mode == "zeros" else pad_mode
+
+    def reach(self) -> Reach:
+        right = self.span - self.pad_left
+        if self.pad_mode == "reflect":
+            # at the start of a signal the left pad mirrors samples up to pad_left ahead
+            right = max(right, self.pad_left)
+        return self.pad_left, right, self.stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(pad1d(x, self.pad_left, self.pad_right, self.pad_mode))
+
+
+class ConvTranspose1d(nn.Module):
+    """Transposed conv that trims its overlap: x [B, C_in, L] -> [B, C_out, L * stride]."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int,
+                 causal: bool = False, norm: str = "weight_norm"):
+        super().__init__()
+        self.convtr = _normed(nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride), norm)
+        total = kernel_size - stride
+        if total < 0:
+            raise ValueError(f"kernel {kernel_size} is smaller than stride {stride}")
+        # causal: trim the overlap on the right so no output depends on later frames
+        self.trim_right = total if causal else total // 2
+        self.trim_left = total - self.trim_right
+        self.stride = stride
+        self.kernel_size = kernel_size
+
+    def frame_reach(self) -> tuple[int, int]:
+        """Input frames on each side of frame t that can touch frame t's output samples."""
+        left = math.ceil((self.kernel_size - 1 - self.trim_left) / self.stride) + 1
+        right = math.ceil(self.trim_left / self.stride) + 1
+        return left, right
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.convtr(x)
+        return y[..., self.trim_left: y.shape[-1] - self.trim_right]
+
+
+def decoder_frame_reach(layers) -> tuple[int, int]:
+    """Frames on each side of frame t that can change frame t's samples (upper bound).
+
+    Walks an upsampling stack: a layer's reach, in units of its own rate (u samples per
+    frame), covers at most ceil(reach / u) frames; transposed convs multiply u.
+    """
+    u, left, right = 1, 0, 0
+    for m in layers:
+        if isinstance(m, ConvTranspose1d):
+            a, b = m.frame_reach()
+            left, right = left + math.ceil(a / u), right + math.ceil(b / u)
+            u *= m.stride
+        elif hasattr(m, "reach"):
+            a, b, _ = m.reach()
+            left, right = left + math.ceil(a / u), right + math.ceil(b / u)
+    return left + 1, right + 1

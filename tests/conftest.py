@@ -1,0 +1,89 @@
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+torch.set_num_threads(2)
+
+# Tiny versions of every family: same code paths as the full-size models, a few k params.
+TINY = {
+    "seanet-lstm": {
+        "family": "seanet", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "seanet", "n_filters": 4, "strides": [2, 4], "lstm_layers": 1},
+        "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 32},
+        "decoder": {"type": "seanet", "n_filters": 4, "strides": [4, 2], "lstm_layers": 1},
+    },
+    "seanet-conv": {
+        "family": "seanet", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "seanet", "n_filters": 4, "strides": [2, 5], "lstm_layers": 0},
+        "quantizer": {"type": "rvq", "n_codebooks": 4, "codebook_size": 64,
+                      "codebook_dim": 4, "l2_normalize": True},
+        "decoder": {"type": "seanet", "n_filters": 4, "strides": [5, 2], "lstm_layers": 0},
+    },
+    "seanet-causal": {
+        "family": "seanet", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "seanet", "n_filters": 4, "strides": [2, 4], "lstm_layers": 0,
+                    "causal": True},
+        "quantizer": {"type": "grvq", "groups": 2, "n_codebooks": 4, "codebook_size": 16},
+        "decoder": {"type": "seanet", "n_filters": 4, "strides": [4, 2], "lstm_layers": 0,
+                    "causal": True},
+    },
+    "dac": {
+        "family": "dac", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "dac", "d_model": 4, "strides": [2, 4]},
+        "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 1024,
+                      "codebook_dim": 4, "l2_normalize": True},
+        "decoder": {"type": "dac", "channels": 16, "strides": [4, 2]},
+    },
+    "wavtokenizer": {
+        "family": "wavtokenizer", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "seanet", "n_filters": 4, "strides": [2, 4, 5], "lstm_layers": 0},
+        "quantizer": {"type": "vq", "codebook_size": 128},
+        "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 2,
+                    "attention": True, "attention_heads": 2},
+    },
+    "fsq-stereo": {
+        "family": "fsq-test", "sample_rate": 8000, "channels": 2, "latent_dim": 8,
+        "encoder": {"type": "dac", "d_model": 4, "strides": [4]},
+        "quantizer": {"type": "fsq", "levels": [5, 4, 3]},
+        "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 1,
+                    "attention": False},
+    },
+}
+
+CONV_FAMILIES = ["seanet-conv", "seanet-causal", "dac", "fsq-stereo"]
+
+
+def build(name: str, seed: int = 0):
+    from audiotok import Codec
+
+    torch.manual_seed(seed)
+    return Codec.from_config(dict(TINY[name])).eval()
+
+
+@pytest.fixture(params=sorted(TINY))
+def family(request):
+    return request.param
+
+
+def speechlike(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A voiced, amplitude-modulated harmonic signal with noise bursts: [T, C] float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 30 * np.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * np.cumsum(f0) / sr
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = 0.5 * (1 + np.sin(2 * math.pi * 3.0 * t)) ** 2
+    sig = 0.2 * voiced * env + 0.02 * rng.standard_normal(t.shape)
+    return np.stack([np.roll(sig, 37 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+@pytest.fixture
+def write_audio(tmp_path):
+    def write(name: str, seconds: float = 1.0, sr: int = 8000, channels: int = 1, **kw):
+        path = tmp_path / name
+        sf.write(str(path), speechlike(seconds, sr, channels), sr, **kw)
+        return path
+    return write
