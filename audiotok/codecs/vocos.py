@@ -1,0 +1,110 @@
+"""Vocos-style decoder: ConvNeXt stack at frame rate, then an iSTFT head.
+
+Vocos (Siuzdak 2023, arXiv:2306.00814) keeps every layer at the frame rate and lets an inverse
+STFT produce the samples, which makes it much cheaper than upsampling decoders. WavTokenizer
+(Ji et al. 2024, arXiv:2408.16532) decodes its single-codebook tokens with this design and adds
+an attention stage (pos_net) before the ConvNeXt stack. The data flow here:
+
+    z [B, D, T'] -> embed conv k=7 -> [pos_net] -> LayerNorm -> N x ConvNeXt -> LayerNorm
+                 -> ISTFTHead -> wav [B, C, T' * hop]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..modules.attention import PosNet, Reach, add_reach
+from ..modules.convnext import ConvNeXtBlock
+from ..modules.istft import ISTFTHead, check_stft_sizes
+from .components import DECODERS
+
+
+@dataclass(frozen=True)
+class VocosDecoderConfig:
+    """Defaults are Vocos' 24 kHz model (dim 512, 1536, 8 layers); WavTokenizer uses 768,
+    2304, 12 layers. n_fft None means 4 * hop_length, as in both."""
+
+    dim: int = 512
+    intermediate_dim: int = 1536
+    num_layers: int = 8
+    n_fft: int | None = None
+    attention: bool = True
+    attention_heads: int = 8
+    attention_window: int | None = None  # frames each side; None = whole sequence
+
+    def __post_init__(self):
+        for name in ("dim", "intermediate_dim", "num_layers", "attention_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.attention and self.dim % self.attention_heads:
+            raise ValueError(
+                f"dim ({self.dim}) must be divisible by attention_heads ({self.attention_heads})"
+            )
+        if self.attention_window is not None and self.attention_window < 0:
+            raise ValueError(f"attention_window must be >= 0, got {self.attention_window}")
+
+
+def _init_backbone(module: nn.Module) -> None:
+    # Vocos initialises its backbone convs and linears with a truncated normal of std 0.02
+    if isinstance(module, (nn.Conv1d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+class VocosDecoder(nn.Module):
+    """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
+
+    def __init__(self, cfg: VocosDecoderConfig, channels: int, latent_dim: int, hop_length: int):
+        super().__init__()
+        n_fft = 4 * hop_length if cfg.n_fft is None else cfg.n_fft
+        try:
+            check_stft_sizes(n_fft, hop_length)
+        except ValueError as e:
+            raise ConfigError(f"decoder n_fft: {e}") from None
+        self.channels, self.latent_dim = channels, latent_dim
+        self.hop_length, self.n_fft = hop_length, n_fft
+        self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
+        self.pos_net = (
+            PosNet(cfg.dim, cfg.attention_heads, window=cfg.attention_window)
+            if cfg.attention else None
+        )
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, layer_scale=1 / cfg.num_layers)
+            for _ in range(cfg.num_layers)
+        )
+        self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.embed.apply(_init_backbone)
+        self.blocks.apply(_init_backbone)
+        self.head = ISTFTHead(cfg.dim, n_fft, hop_length, channels)
+
+    def receptive_field(self) -> Reach:
+        """(left, right) frames that can change a frame's samples; None with global attention.
+
+        embed (3) + pos_net (4 ResBlocks x 2 + window) + 3 per ConvNeXt block + the iSTFT
+        overlap (2 each side for n_fft = 4 * hop).
+        """
+        parts: list[Reach] = [(3, 3), *(block.reach() for block in self.blocks)]
+        if self.pos_net is not None:
+            parts.append(self.pos_net.reach())
+        parts.append(self.head.istft.reach())
+        return add_reach(parts)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.embed(z)
+        if self.pos_net is not None:
+            x = self.pos_net(x)
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_norm(x.transpose(1, 2)))
+
+
+@DECODERS.register("vocos", VocosDecoderConfig)
+def build_vocos_decoder(
+    cfg: VocosDecoderConfig, channels: int, latent_dim: int, hop_length: int
+) -> VocosDecoder:
+    return VocosDecoder(cfg, channels, latent_dim, hop_length)

@@ -1,0 +1,34 @@
+"""Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
+
+Importing this package registers every family in QUANTIZERS; recipes name them by type:
+"vq", "rvq", "fsq", "grvq".
+"""
+
+from __future__ import annotations
+
+from .base import QUANTIZERS, Quantizer, QuantizerOutput
+from .fsq import FiniteScalarQuantizer, FSQConfig
+from .grvq import GroupedResidualVQ, GRVQConfig
+from .rvq import ResidualVQ, RVQConfig
+from .vq import VectorQuantizer, VQConfig
+
+
+def build_quantizer(spec: dict, dim: int) -> Quantizer:
+    """{"type": name, **config} -> a quantizer over latents of `dim` channels."""
+    return QUANTIZERS.build(spec, "quantizer", dim=dim)
+
+
+__all__ = [
+    "QUANTIZERS",
+    "FSQConfig",
+    "FiniteScalarQuantizer",
+    "GRVQConfig",
+    "GroupedResidualVQ",
+    "Quantizer",
+    "QuantizerOutput",
+    "RVQConfig",
+    "ResidualVQ",
+    "VQConfig",
+    "VectorQuantizer",
+    "build_quantizer",
+]
