@@ -7,7 +7,9 @@ resampled with soxr and mixed to the channel count a codec needs. Every failure 
 
 from __future__ import annotations
 
+import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,74 @@ def _wav_missing_bytes(path: Path) -> int:
                 return max(0, pos + 8 + chunk_size - size)
             pos += 8 + chunk_size + (chunk_size & 1)
     return 0
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says: rate, length in frames and channel count."""
+
+    sample_rate: int
+    frames: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path) -> AudioInfo:
+    """Read only the header of `path`; truncated WAVs are reported here already."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
+        raise AudioError(f"{path}: cannot decode audio ({_reason(e)})") from None
+    if path.suffix.lower() == ".wav":
+        _check_complete(path, info.frames, info.frames)
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: audio has no samples")
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+
+
+def read_excerpt(path, start: int, frames: int, sample_rate: int | None = None,
+                 channels: int | None = None, info: AudioInfo | None = None) -> Tensor:
+    """Decode only frames [start, start + frames) of `path` (counted at the file's own rate)
+    -> wav float32 [C, T], converted like `load_audio`; T is shorter at the end of the file.
+
+    When resampling, a few milliseconds of context either side are decoded too, so the
+    excerpt matches the same span of the resampled whole file rather than showing filter
+    edges. `info`: this file's `audio_info`, when the caller has already read it.
+    """
+    path = Path(path)
+    info = info or audio_info(path)
+    start = max(0, min(start, info.frames))
+    frames = max(0, min(frames, info.frames - start))
+    resampling = sample_rate is not None and sample_rate != info.sample_rate
+    margin = 0
+    if resampling:  # whole steps of the rate ratio keep the output on the whole file's grid
+        margin = math.ceil(0.005 * info.sample_rate) + 16
+        step = info.sample_rate // math.gcd(info.sample_rate, sample_rate)
+        if step <= 0.05 * info.sample_rate:
+            margin = step * math.ceil(margin / step)
+    lead = min(margin, start)
+    want = min(lead + frames + margin, info.frames - start + lead)
+    try:
+        data, _ = sf.read(str(path), start=start - lead, frames=want, dtype="float32",
+                          always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
+        raise AudioError(f"{path}: cannot decode audio ({_reason(e)})") from None
+    mp3_tail = path.suffix.lower() == ".mp3" and start - lead + len(data) >= 0.98 * info.frames
+    if len(data) < want and not mp3_tail:  # MP3 headers only estimate the length
+        raise AudioError(f"{path}: truncated audio ({data.shape[0]} of {want} frames decoded "
+                         f"from frame {start - lead})")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    wav = data.T
+    if channels is not None:
+        wav = mix_channels(wav, channels, path)
+    if resampling and wav.shape[1] > 0:
+        ratio = sample_rate / info.sample_rate
+        wav = resample(wav, info.sample_rate, sample_rate)
+        begin = round(lead * ratio)
+        wav = wav[:, begin:begin + round(frames * ratio)]
+    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))

@@ -188,3 +188,22 @@ def _print_codec_info(codec) -> None:
     print("n_codebooks  tokens/s  kbps")
     for k in range(1, len(s.codebook_sizes) + 1):
         print(f"{k:>11}  {s.frame_rate * k:>8g}  {s.bitrate(k) / 1000:>6.3f}")
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a codec from a recipe (resumes where it stopped)",
+        description="Train a codec from a YAML recipe. Running the same command again resumes "
+        "from the last checkpoint in the run directory. Multi-GPU: torchrun "
+        "--nproc_per_node=N -m audiotok train RECIPE.")
+    p.add_argument("recipe", type=Path, help="recipes/*.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set data.train=/data/speech "
+                   "--set train.steps=2000 (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    return train(args.recipe, args.overrides)

@@ -67,10 +67,10 @@ def test_reduced_codebooks_lower_bitrate():
 
 
 @pytest.mark.parametrize("name", CONV_FAMILIES)
-@pytest.mark.parametrize("chunk_frames", [1, 3, 16, 50])
+@pytest.mark.parametrize("chunk_frames", [1, 4, 13, 50])
 def test_chunked_encode_equals_whole(name, chunk_frames):
     codec = build(name)
-    wav = torch.randn(1, codec.channels, 60 * codec.hop_length + 17) * 0.2
+    wav = torch.randn(1, codec.channels, 30 * codec.hop_length + 17) * 0.2
     whole = codec.encode(wav, chunk_seconds=None).codes
     seconds = chunk_frames / codec.frame_rate
     chunked = codec.encode(wav, chunk_seconds=seconds).codes

@@ -1,0 +1,24 @@
+"""The discriminator contract (AudioCraft-style, asserted at run time in tests).
+
+    disc(wav [B, C, T]) -> list of (logits, feature_maps), one entry per sub-discriminator
+        logits:       Tensor [B, ...]   real/fake scores (any trailing shape)
+        feature_maps: list[Tensor]      intermediate activations for feature matching
+
+Each family registers in DISCRIMINATORS with a config dataclass and a builder
+``build(cfg, channels: int, sample_rate: int) -> Discriminator``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+DISCRIMINATORS = Registry("discriminator")
+
+DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
+
+
+class Discriminator(nn.Module):
+    def forward(self, wav: Tensor) -> DiscriminatorOutput:
+        raise NotImplementedError

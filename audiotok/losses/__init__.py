@@ -1,0 +1,32 @@
+"""Training losses for GAN audio codecs; each returns a scalar tensor.
+
+    spectral     MultiResolutionMelLoss (DAC), MultiScaleSTFTLoss (EnCodec),
+                 MultiResolutionSTFTLoss (Parallel WaveGAN)
+    adversarial  generator_adversarial_loss, discriminator_loss, feature_matching_loss
+    balancer     LossBalancer (EnCodec) for the losses that depend on the model output
+    weighting    weighted_sum for the rest, and the rule binding recipe weights to loss names
+"""
+
+from .adversarial import (
+    ADVERSARIAL_KINDS,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from .balancer import BalancerConfig, BalancerOutput, LossBalancer
+from .spectral import (
+    MelLossConfig,
+    MultiResolutionMelLoss,
+    MultiResolutionSTFTLoss,
+    MultiScaleSTFTLoss,
+    MultiScaleSTFTLossConfig,
+    STFTLossConfig,
+)
+from .weighting import check_weights, weighted_sum
+
+__all__ = [
+    "ADVERSARIAL_KINDS", "BalancerConfig", "BalancerOutput", "LossBalancer", "MelLossConfig",
+    "MultiResolutionMelLoss", "MultiResolutionSTFTLoss", "MultiScaleSTFTLoss",
+    "MultiScaleSTFTLossConfig", "STFTLossConfig", "check_weights", "discriminator_loss",
+    "feature_matching_loss", "generator_adversarial_loss", "weighted_sum",
+]

@@ -1,0 +1,20 @@
+"""Training codecs from recipes: `audiotok train RECIPE [--set key=value ...]`."""
+
+from __future__ import annotations
+
+from .config import Recipe, read_recipe
+
+
+def train(recipe_path, overrides: list[str] | None = None) -> int:
+    """Run (or resume) the recipe; returns a process exit code."""
+    from .distributed import cleanup
+    from .trainer import Trainer
+
+    recipe = read_recipe(recipe_path, overrides)
+    try:
+        return Trainer(recipe).fit()
+    finally:
+        cleanup()
+
+
+__all__ = ["Recipe", "read_recipe", "train"]

@@ -1,0 +1,287 @@
+"""The GAN trainer: codec (generator) + discriminators, resumable, single- or multi-process.
+
+One step: the codec reconstructs a batch; once `disc_start_step` is reached the
+discriminators take a step on real vs detached fake audio; then the codec takes a step on
+the weighted sum of its named losses. Randomness in a step is drawn from a seed derived from
+(seed, step, rank), so a resumed run continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..codecs.base import Codec
+from ..data import build_items, make_train_loader, make_val_loader
+from ..discriminators import MultiDiscriminator
+from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from ..metrics import mel_distance, si_sdr
+from ..quantizers.metrics import level_metrics
+from . import checkpoint as ckpt
+from .config import Recipe
+from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_module, init_distributed
+from .losses import ReconstructionLosses, total_loss
+from .runlog import RunLogger
+from .schedule import lr_factor
+
+QUANTIZER_LOSSES = ["vq/commit", "vq/codebook"]
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.cfg = recipe.train
+        torch.set_flush_denormal(True)  # silent stretches of audio otherwise slow CPUs ~15x
+        self.device = _pick_device(self.cfg.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.run_dir = recipe.run_dir
+        torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
+        self.codec = Codec(recipe.model).to(self.device)
+        self.disc = MultiDiscriminator(recipe.discriminators, recipe.model.channels,
+                                       recipe.model.sample_rate).to(self.device)
+        self.losses = ReconstructionLosses(recipe.losses, recipe.model.sample_rate,
+                                           QUANTIZER_LOSSES).to(self.device)
+        self.opt_g, self.sched_g = self._optimizer(self.codec, recipe.optim.lr)
+        self.opt_d, self.sched_d = self._optimizer(self.disc, recipe.optim.disc_lr or
+                                                   recipe.optim.lr)
+        self.balancer = self._balancer()
+        self.step = 0
+        self.resumed_from = self._resume()
+        broadcast_module(self.codec, self.dist)
+        broadcast_module(self.disc, self.dist)
+        self.codec_ddp, self.disc_ddp = self._wrap(self.codec), self._wrap(self.disc)
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _optimizer(self, module: nn.Module, lr: float):
+        o = self.recipe.optim
+        opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=tuple(o.betas),
+                                weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, o, self.cfg.steps))
+        return opt, sched
+
+    def _balancer(self):
+        if not self.recipe.losses.balancer:
+            return None
+        from ..losses import BalancerConfig, LossBalancer
+
+        output = {k: v for k, v in self.recipe.losses.weights.items()
+                  if k not in QUANTIZER_LOSSES}
+        return LossBalancer(BalancerConfig(weights=output))
+
+    def _wrap(self, module: nn.Module):
+        if not self.dist.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # quantizer dropout can leave a level without gradient in a step
+        return DDP(module, device_ids=ids, find_unused_parameters=True)
+
+    def _resume(self):
+        latest = ckpt.find_latest(self.run_dir)
+        if latest is None:
+            return None
+        from safetensors.torch import load_file
+
+        self.codec.load_state_dict(load_file(str(latest / "model.safetensors")))
+        ckpt.load_discriminator(latest, self.disc)
+        state = ckpt.load_state(latest)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        if self.balancer is not None and "balancer" in state:
+            self.balancer.load_state_dict(state["balancer"])
+        self.step = int(state["step"])
+        return latest
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        if self.device.type == "cuda" and self.cfg.mixed_precision:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, wav: Tensor) -> dict[str, float]:
+        torch.manual_seed(_step_seed(self.cfg.seed, self.step, self.dist.rank))
+        use_disc = self.step >= self.cfg.disc_start_step
+        with self._autocast():
+            out = self.codec_ddp(wav)
+        values = {}
+        if use_disc:
+            values.update(self._disc_step(wav, out.audio.detach()))
+        losses = {**self.losses(wav, out.audio), **out.losses}
+        if use_disc:
+            with self._autocast():
+                fake = self.disc(out.audio)  # unwrapped: G step does not sync D grads
+                with torch.no_grad():
+                    real = self.disc(wav)
+            losses["adv/gen"] = generator_adversarial_loss(fake, self.recipe.losses.adversarial)
+            losses["feat"] = feature_matching_loss(real, fake)
+        self.opt_g.zero_grad(set_to_none=True)
+        self._backward(losses, out.audio)
+        values["grad_norm/gen"] = float(nn.utils.clip_grad_norm_(
+            self.codec.parameters(), self.recipe.optim.grad_clip))
+        self.opt_g.step()
+        self.sched_g.step()
+        broadcast_module(self.codec.quantizer, self.dist)
+        values.update({k: float(v.detach()) for k, v in losses.items()})
+        values.update({k: float(v.detach()) for k, v in out.metrics.items()})
+        values["lr"] = self.sched_g.get_last_lr()[0]
+        return values
+
+    def _backward(self, losses: dict[str, Tensor], audio: Tensor) -> None:
+        weights = self.recipe.losses.weights
+        if self.balancer is None:
+            total_loss(losses, weights).backward()
+            return
+        output = {k: v for k, v in losses.items() if k not in QUANTIZER_LOSSES}
+        rest = {k: v for k, v in losses.items() if k in QUANTIZER_LOSSES}
+        self.balancer.cfg.weights = {k: w for k, w in weights.items() if k in output}
+        self.balancer.backward(output, audio, extra_loss=total_loss(rest, weights)
+                               if rest else None)
+
+    def _disc_step(self, real: Tensor, fake: Tensor) -> dict[str, float]:
+        with self._autocast():
+            both = self.disc_ddp(torch.cat([real, fake]))
+        b = real.shape[0]
+        real_out = [(lg[:b], [f[:b] for f in fm]) for lg, fm in both]
+        fake_out = [(lg[b:], [f[b:] for f in fm]) for lg, fm in both]
+        loss = discriminator_loss(real_out, fake_out, self.recipe.losses.adversarial)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(self.disc.parameters(), self.recipe.optim.grad_clip)
+        self.opt_d.step()
+        self.sched_d.step()  # the discriminator's schedule starts when it does
+        return {"adv/disc": float(loss.detach()), "grad_norm/disc": float(norm)}
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> int:
+        """Train to `train.steps`; returns a process exit code (0, or 128+signal)."""
+        cfg = self.cfg
+        log = RunLogger(self.run_dir, self.dist.is_main, self.step, cfg.steps)
+        self._install_signal_handlers()
+        if self.resumed_from is not None:
+            log.info(f"resumed from {self.resumed_from} at step {self.step} "
+                     f"(weights {self.codec.fingerprint()})")
+        splits = build_items(self.recipe.data)
+        sr, ch = self.recipe.model.sample_rate, self.recipe.model.channels
+        loader = make_train_loader(self.recipe.data, sr, ch, cfg.batch_size, cfg.seed,
+                                   self.dist.rank, self.dist.world_size, self.step,
+                                   items=splits.train)
+        audio_per_step = cfg.batch_size * self.dist.world_size * self.recipe.data.segment_seconds
+        failed = 0
+        batches = iter(loader)
+        self.codec.train()
+        while self.step < cfg.steps:
+            batch = next(batches)
+            failed += int(batch["failed"])
+            values = self.train_step(batch["wav"].to(self.device, non_blocking=True))
+            self.step += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                values = all_reduce_mean(values, self.dist, self.device)
+                values["data/failed_files"] = failed
+                values.update(log.throughput(self.step, audio_per_step))
+                log.scalars(self.step, values)
+                log.progress(self.step, {k: values[k] for k in ("mel", "adv/gen", "adv/disc",
+                                                                "perf/audio_s_per_s")
+                                         if k in values})
+            if cfg.val_every and self.step % cfg.val_every == 0:
+                self.validate(splits.val, log)
+            stop = self._should_stop()
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
+                self.save(log)
+            if stop:
+                log.info(f"stopped by signal {self._stop_signal} at step {self.step}; "
+                         f"run the same command to resume")
+                log.close()
+                return 128 + (self._stop_signal or 0)
+        if self.dist.is_main:
+            path = self.codec.save_pretrained(self.run_dir / "model")
+            log.info(f"done: {self.step} steps; model exported to {path}")
+        log.info(f"rank {self.dist.rank} final weights {self.codec.fingerprint()}")
+        if self.dist.enabled:
+            print(f"[audiotok] rank {self.dist.rank} final weights {self.codec.fingerprint()}",
+                  flush=True)
+        log.close()
+        return 0
+
+    def save(self, log: RunLogger) -> None:
+        if self.dist.is_main:
+            state = {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                     "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+                     "data_position": self.step * self.cfg.batch_size * self.dist.world_size}
+            if self.balancer is not None:
+                state["balancer"] = self.balancer.state_dict()
+            path = ckpt.save_checkpoint(self.run_dir, self.step, self.codec, self.disc, state,
+                                        keep=self.cfg.keep_checkpoints)
+            log.info(f"checkpoint {path.name}")
+        barrier(self.dist)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self, items, log: RunLogger) -> dict[str, float]:
+        sr, ch = self.recipe.model.sample_rate, self.recipe.model.channels
+        loader = make_val_loader(self.recipe.data, sr, ch, self.cfg.batch_size,
+                                 self.dist.rank, self.dist.world_size, items=items)
+        self.codec.eval()
+        mel, sdr, codes = [], [], []
+        for i, batch in enumerate(loader):
+            if i >= self.cfg.val_batches:
+                break
+            wav = batch["wav"].to(self.device)
+            out = self.codec(wav)
+            mel.append(mel_distance(wav, out.audio, sr))
+            sdr.append(si_sdr(wav, out.audio))
+            codes.append(out.codes)
+            if i == 0:
+                for j in range(min(self.cfg.audio_examples, wav.shape[0])):
+                    if self.step == self.cfg.val_every:
+                        log.audio(self.step, f"original_{j}", wav[j], sr)
+                    log.audio(self.step, f"reconstruction_{j}", out.audio[j], sr)
+        self.codec.train()
+        values = {"mel_distance": torch.cat(mel).mean().item(),
+                  "si_sdr": torch.cat(sdr).clamp(min=-100).mean().item()}
+        all_codes = torch.cat([c.transpose(0, 1).flatten(1) for c in codes], dim=1)[None]
+        values.update({k: float(v) for k, v in
+                       level_metrics(all_codes, self.codec.codebook_sizes).items()})
+        values = all_reduce_mean(values, self.dist, self.device)
+        log.scalars(self.step, values, prefix="val")
+        log.info(f"step {self.step} val mel {values['mel_distance']:.3f} "
+                 f"si-sdr {values['si_sdr']:.2f} dB")
+        return values
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self._stop_signal = signum
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def _should_stop(self) -> bool:
+        flag = 1.0 if self._stop_signal else 0.0
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            t = torch.tensor([flag], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = float(t)
+            if flag and not self._stop_signal:
+                self._stop_signal = signal.SIGTERM
+        return bool(flag)
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2 ** 63)

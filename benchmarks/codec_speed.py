@@ -1,0 +1,118 @@
+"""Encode/decode real-time factors and peak memory for each codec family on this machine.
+
+    python benchmarks/codec_speed.py [--threads 2] [--seconds 30] [--long-minutes 10]
+
+For each family (default-size, untrained weights: speed does not depend on training):
+  * RTF = processing time / audio duration for encode and decode of a `--seconds` clip
+    (best of `--repeats`), so RTF 0.1 means ten times faster than real time;
+  * peak RSS while encoding a `--long-minutes` file in 10 s chunks, measured in a fresh
+    process so families do not share allocator state;
+  * for families whose receptive field is unbounded (LSTM, full attention), the fraction of
+    codes that chunked encoding shares with whole-file encoding on a 60 s clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+CODECS = ["recipes/tiny_speech_16k.yaml", "seanet", "dac", "wavtokenizer"]
+
+
+def signal(seconds: float, sr: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(int(seconds * sr)) / sr
+    voiced = sum(torch.sin(2 * torch.pi * 140 * k * t) / k for k in range(1, 10))
+    return (0.1 * voiced * (1 + torch.sin(2 * torch.pi * 3 * t)) +
+            0.01 * torch.randn(t.shape, generator=g))[None, None]
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def speed(ref: str, seconds: float, repeats: int) -> dict:
+    from audiotok import load_codec
+
+    codec = load_codec(ref)
+    wav = signal(seconds, codec.sample_rate)
+    codec.encode(wav[..., : codec.sample_rate])  # warm-up
+    enc = best_time(lambda: codec.encode(wav), repeats)
+    tokens = codec.encode(wav)
+    dec = best_time(lambda: codec.decode(tokens), repeats)
+    return {"codec": ref, "params_M": sum(p.numel() for p in codec.parameters()) / 1e6,
+            "frame_rate": codec.frame_rate, "kbps": codec.bitrate() / 1000,
+            "encode_rtf": enc / seconds, "decode_rtf": dec / seconds}
+
+
+def chunk_agreement(ref: str) -> float | None:
+    from audiotok import load_codec
+
+    codec = load_codec(ref)
+    if codec.encoder.receptive_field() is not None:
+        return None
+    wav = signal(60.0, codec.sample_rate)
+    whole = codec.encode(wav, chunk_seconds=None).codes
+    chunked = codec.encode(wav, chunk_seconds=10.0).codes
+    return (whole == chunked).float().mean().item()
+
+
+def peak_memory(ref: str, minutes: float) -> dict:
+    """Run in a child process: RSS after loading vs peak RSS during a long chunked encode."""
+    from audiotok import load_codec
+
+    codec = load_codec(ref)
+    wav = signal(minutes * 60, codec.sample_rate)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    tokens = codec.encode(wav, chunk_seconds=10.0)
+    took = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_before_MB": base, "peak_rss_MB": peak, "frames": tokens.codes.shape[-1],
+            "encode_s": took}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--long-minutes", type=float, default=10.0)
+    p.add_argument("--codecs", nargs="+", default=CODECS)
+    p.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child_memory:
+        print(json.dumps(peak_memory(args.child_memory, args.long_minutes)))
+        return
+    print(f"torch {torch.__version__}, {args.threads} threads, clip {args.seconds:g} s, "
+          f"long file {args.long_minutes:g} min")
+    print(f"{'codec':32} {'params':>7} {'Hz':>5} {'kbps':>6} {'enc RTF':>8} {'dec RTF':>8} "
+          f"{'peak MB':>8} {'long enc s':>10} {'chunk==whole':>12}")
+    for ref in args.codecs:
+        r = speed(ref, args.seconds, args.repeats)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child-memory", ref, "--threads", str(args.threads),
+             "--long-minutes", str(args.long_minutes)],
+            capture_output=True, text=True, check=True)
+        mem = json.loads(child.stdout.strip().splitlines()[-1])
+        agree = chunk_agreement(ref)
+        agree_s = "exact" if agree is None else f"{agree:.4f}"
+        print(f"{ref:32} {r['params_M']:>6.2f}M {r['frame_rate']:>5g} {r['kbps']:>6.2f} "
+              f"{r['encode_rtf']:>8.4f} {r['decode_rtf']:>8.4f} {mem['peak_rss_MB']:>8.0f} "
+              f"{mem['encode_s']:>10.1f} {agree_s:>12}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

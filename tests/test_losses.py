@@ -1,0 +1,225 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from audiotok.config import from_dict
+from audiotok.errors import ConfigError
+from audiotok.losses import (
+    BalancerConfig,
+    LossBalancer,
+    MelLossConfig,
+    MultiResolutionMelLoss,
+    MultiResolutionSTFTLoss,
+    MultiScaleSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    weighted_sum,
+)
+from audiotok.metrics import mel_distance, si_sdr
+
+SR = 8000
+
+SPECTRAL = {
+    "mel": lambda: MultiResolutionMelLoss(SR),
+    "msspec": lambda: MultiScaleSTFTLoss(SR),
+    "mrstft": lambda: MultiResolutionSTFTLoss(),
+}
+
+
+def tone(batch=2, channels=1, length=4000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(length) / SR
+    f0 = 150 + 100 * torch.rand(batch, channels, 1, generator=g)
+    wav = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 6))
+    return 0.3 * wav + 0.01 * torch.randn(batch, channels, length, generator=g)
+
+
+@pytest.fixture(params=sorted(SPECTRAL))
+def spectral(request):
+    return SPECTRAL[request.param]()
+
+
+def test_spectral_identical_is_zero(spectral):
+    x = tone()
+    assert spectral(x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_spectral_grows_with_noise(spectral):
+    x = tone()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    values = [spectral(x, x + level * noise).item() for level in (0.003, 0.03, 0.3)]
+    assert values[0] < values[1] < values[2], values
+
+
+def test_spectral_gradient_reaches_estimate(spectral):
+    x = tone()
+    est = (x + 0.05 * torch.randn_like(x)).requires_grad_()
+    spectral(x, est).backward()
+    assert est.grad is not None and torch.isfinite(est.grad).all()
+    assert est.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 1001), (1, 2, 300), (3, 1, 1), (2, 777)])
+def test_spectral_odd_and_short_lengths(spectral, shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    value = spectral(x, 0.5 * x)
+    assert value.dim() == 0 and torch.isfinite(value) and value > 0
+
+
+def test_spectral_runs_in_float32_under_autocast(spectral):
+    x = tone()
+    est = x + 0.05 * torch.randn_like(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = spectral(x.bfloat16(), est.bfloat16())
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(spectral(x.bfloat16().float(), est.bfloat16().float()).item(),
+                                         rel=1e-5)
+
+
+def test_spectral_buffers_are_not_saved():
+    assert MultiResolutionMelLoss(SR).state_dict() == {}
+    assert MultiScaleSTFTLoss(SR).state_dict() == {}
+
+
+def test_mel_config_is_strict():
+    with pytest.raises(ConfigError, match="did you mean 'n_mels'"):
+        from_dict(MelLossConfig, {"n_mel": [5]})
+    with pytest.raises(ConfigError, match="same length"):
+        from_dict(MelLossConfig, {"n_mels": [5, 10]})
+
+
+# --- adversarial ------------------------------------------------------------------------------
+
+
+def disc_out(*logits):
+    return [(torch.tensor([row]), [torch.tensor([row])]) for row in logits]
+
+
+FAKE = disc_out([0.5, -2.0], [1.5, 0.0])
+REAL = disc_out([2.0, 0.0], [0.5, -1.0])
+
+
+@pytest.mark.parametrize("kind, expected", [("hinge", 1.125), ("lsgan", 2.625)])
+def test_generator_adversarial_loss_values(kind, expected):
+    # hinge: sub1 (0.5 + 3) / 2, sub2 (0 + 1) / 2; lsgan: (0.25 + 9) / 2, (0.25 + 1) / 2
+    assert generator_adversarial_loss(FAKE, kind).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind, expected", [("hinge", 2.125), ("lsgan", 3.1875)])
+def test_discriminator_loss_values(kind, expected):
+    # hinge: sub1 real 0.5 + fake 0.75, sub2 real 1.25 + fake 1.75 -> (1.25 + 3.0) / 2
+    # lsgan: sub1 real 1 + fake 2.125, sub2 real 2.125 + fake 1.125 -> (3.125 + 3.25) / 2
+    assert discriminator_loss(REAL, FAKE, kind).item() == pytest.approx(expected)
+
+
+def test_adversarial_kind_typo_names_nearest():
+    with pytest.raises(ValueError, match="did you mean 'hinge'"):
+        generator_adversarial_loss(FAKE, "hing")
+
+
+def test_feature_matching():
+    real = [(torch.zeros(1), [torch.tensor([1.0, -1.0]), torch.tensor([2.0, 2.0])])]
+    fake_feat = torch.tensor([1.5, -1.0], requires_grad=True)
+    fake = [(torch.zeros(1), [fake_feat, torch.tensor([2.0, 2.0])])]
+    # layer 1: mean|diff| 0.25 / mean|real| 1; layer 2: 0 -> mean 0.125
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx(0.125)
+    assert feature_matching_loss(real, real).item() == 0.0
+    real_feat = real[0][1][0].requires_grad_()
+    feature_matching_loss(real, fake).backward()
+    assert fake_feat.grad is not None and real_feat.grad is None
+
+
+# --- weighting and balancing ------------------------------------------------------------------
+
+
+def test_weighted_sum_binds_by_name():
+    losses = {"mel": torch.tensor(2.0), "adv/gen": torch.tensor(3.0),
+              "logged": torch.tensor(float("nan"))}
+    assert weighted_sum(losses, {"mel": 15.0, "adv/gen": 1.0}).item() == 33.0
+    with pytest.raises(ValueError, match="'adv/gn'.*did you mean 'adv/gen'"):
+        weighted_sum(losses, {"adv/gn": 1.0})
+
+
+def make_model_and_losses():
+    torch.manual_seed(0)
+    model = nn.Conv1d(1, 1, 3, padding=1)
+    x = torch.randn(4, 1, 64)
+    target = torch.randn(4, 1, 64)
+    y = model(x)
+    return model, x, y, {
+        "big": 1e4 * (y - target).pow(2).mean(),   # gradient ~1e4 times the other's
+        "small": 1e-2 * (y - 2 * target).abs().mean(),
+    }
+
+
+def test_balancer_gradient_ratio_follows_weights():
+    model, x, y, losses = make_model_and_losses()
+    grads = {n: torch.autograd.grad(v, y, retain_graph=True)[0] for n, v in losses.items()}
+    balancer = LossBalancer(BalancerConfig(weights={"big": 1.0, "small": 3.0}))
+    out = balancer.backward(losses, y)
+
+    def norm(g):
+        return g.flatten(1).norm(dim=1).mean()
+
+    contrib = {n: out.scales[n] * grads[n] for n in grads}
+    assert norm(contrib["small"]) / norm(contrib["big"]) == pytest.approx(3.0, rel=1e-4)
+    assert norm(contrib["small"]) == pytest.approx(0.75, rel=1e-4)  # total_norm * 3 / 4
+    # the balanced gradient, sum of the contributions, reaches the parameters through y
+    total = contrib["big"] + contrib["small"]
+    expected = torch.autograd.grad(model(x), model.weight, grad_outputs=total)[0]
+    torch.testing.assert_close(model.weight.grad, expected)
+    assert set(out.losses) == {"big", "small"} and not out.losses["big"].requires_grad
+
+
+def test_balancer_extra_loss_and_errors():
+    model, _, y, losses = make_model_and_losses()
+    commit = model.bias.pow(2).sum()  # does not depend on y
+    balancer = LossBalancer(BalancerConfig(weights={"big": 1.0}))
+    out = balancer.backward({**losses, "vq/commit": commit}, y, extra_loss=0.5 * commit)
+    assert set(out.scales) == {"big"} and "small" in out.losses  # unweighted: logged only
+    assert model.bias.grad is not None
+    _, _, y, losses = make_model_and_losses()
+    with pytest.raises(ValueError, match="did you mean 'small'"):
+        LossBalancer(BalancerConfig(weights={"smal": 1.0})).backward(losses, y)
+    with pytest.raises(ValueError, match="'vq/commit' does not depend on y"):
+        LossBalancer(BalancerConfig(weights={"vq/commit": 1.0})).backward(
+            {"vq/commit": model.bias.pow(2).sum(), **losses}, y)
+
+
+def test_balancer_ema_state_round_trip():
+    balancer = LossBalancer(BalancerConfig(weights={"big": 1.0, "small": 1.0}))
+    for _ in range(2):
+        _, _, y, losses = make_model_and_losses()
+        out = balancer.backward(losses, y)
+    torch.testing.assert_close(out.ema_norms["big"], out.grad_norms["big"])  # same grads twice
+    restored = LossBalancer(balancer.cfg)
+    restored.load_state_dict(balancer.state_dict())
+    _, _, y, losses = make_model_and_losses()
+    torch.testing.assert_close(restored.backward(losses, y).scales["big"], out.scales["big"])
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_si_sdr():
+    x = tone(batch=3, channels=2, length=8000)
+    same = si_sdr(x, x)
+    assert same.shape == (3,) and (same > 90).all()
+    torch.testing.assert_close(si_sdr(x, 0.37 * x), same, atol=1e-3, rtol=0)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    noise = noise - noise.mean(-1, keepdim=True)
+    for snr in (0.0, 10.0, 20.0):
+        scale = x.flatten(1).std(1) / noise.flatten(1).std(1) / 10 ** (snr / 20)
+        est = x + scale[:, None, None] * noise
+        assert (si_sdr(x, est) - snr).abs().max() < 0.5
+
+
+def test_mel_distance():
+    x = tone(length=3001)
+    assert mel_distance(x, x, SR).abs().max() < 1e-6
+    d = mel_distance(x, x + 0.1 * torch.randn_like(x), SR)
+    assert d.shape == (2,) and (d > 0).all()
