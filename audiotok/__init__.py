@@ -8,9 +8,9 @@
 
 __version__ = "0.1.0"
 
-from .codecs import Codec, CodecConfig, CodecOutput, list_codecs, load_codec  # noqa: E402
-from .errors import AudiotokError  # noqa: E402
-from .tokens import CodecSpec, Tokens  # noqa: E402
+from .codecs import Codec, CodecConfig, CodecOutput, list_codecs, load_codec
+from .errors import AudiotokError
+from .tokens import CodecSpec, Tokens
 
 __all__ = [
     "AudiotokError", "Codec", "CodecConfig", "CodecOutput", "CodecSpec", "Tokens",

@@ -60,14 +60,14 @@ class CodecSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CodecSpec":
+    def from_dict(cls, d: dict) -> CodecSpec:
         keys = ("family", "sample_rate", "channels", "hop_length", "codebook_sizes", "fingerprint")
         try:
             return cls(**{k: d[k] for k in keys if k in d}).normalised()
         except (TypeError, KeyError) as e:
             raise TokenFileError(f"invalid codec spec in token header: {e}") from None
 
-    def normalised(self) -> "CodecSpec":
+    def normalised(self) -> CodecSpec:
         return replace(self, codebook_sizes=tuple(int(s) for s in self.codebook_sizes))
 
     def describe(self) -> str:
@@ -114,7 +114,7 @@ class Tokens:
     def bitrate(self) -> float:
         return self.spec.bitrate(self.n_codebooks)
 
-    def to(self, device) -> "Tokens":
+    def to(self, device) -> Tokens:
         return replace(self, codes=self.codes.to(device))
 
     def check_range(self) -> None:
@@ -155,7 +155,7 @@ class Tokens:
                            + payload)
 
     @classmethod
-    def load(cls, path) -> "Tokens":
+    def load(cls, path) -> Tokens:
         path = Path(path)
         if not path.is_file():
             raise TokenFileError(f"{path}: no such token file")
@@ -211,7 +211,7 @@ def _split(data: bytes, path: Path) -> tuple[dict, bytes]:
         raise TokenFileError(f"{path}: truncated token file (header cut short)")
     try:
         header = json.loads(data[_PREFIX.size:end])
-        header["shape"], header["bits"], header["crc32"], header["spec"]  # noqa: B018
+        header["shape"], header["bits"], header["crc32"], header["spec"]
     except (ValueError, KeyError, TypeError) as e:
         raise TokenFileError(f"{path}: corrupt token header ({e})") from None
     return header, data[end:]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -68,17 +67,27 @@ def chunk_agreement(ref: str) -> float | None:
     return (whole == chunked).float().mean().item()
 
 
+def _vm_kb(field: str) -> float:
+    # /proc, not getrusage: ru_maxrss is inherited from the parent across fork+exec
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise KeyError(field)
+
+
 def peak_memory(ref: str, minutes: float) -> dict:
-    """Run in a child process: RSS after loading vs peak RSS during a long chunked encode."""
+    """Run in a child process: RSS after loading codec and audio vs peak RSS during a long
+    chunked encode (the difference is what encoding holds at once)."""
     from audiotok import load_codec
 
     codec = load_codec(ref)
     wav = signal(minutes * 60, codec.sample_rate)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _vm_kb("VmHWM") / 1024
     start = time.perf_counter()
     tokens = codec.encode(wav, chunk_seconds=10.0)
     took = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _vm_kb("VmHWM") / 1024
     return {"rss_before_MB": base, "peak_rss_MB": peak, "frames": tokens.codes.shape[-1],
             "encode_s": took}
 
@@ -99,7 +108,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, clip {args.seconds:g} s, "
           f"long file {args.long_minutes:g} min")
     print(f"{'codec':32} {'params':>7} {'Hz':>5} {'kbps':>6} {'enc RTF':>8} {'dec RTF':>8} "
-          f"{'peak MB':>8} {'long enc s':>10} {'chunk==whole':>12}")
+          f"{'base MB':>8} {'peak MB':>8} {'long enc s':>10} {'chunk==whole':>12}")
     for ref in args.codecs:
         r = speed(ref, args.seconds, args.repeats)
         child = subprocess.run(
@@ -110,7 +119,8 @@ def main() -> None:
         agree = chunk_agreement(ref)
         agree_s = "exact" if agree is None else f"{agree:.4f}"
         print(f"{ref:32} {r['params_M']:>6.2f}M {r['frame_rate']:>5g} {r['kbps']:>6.2f} "
-              f"{r['encode_rtf']:>8.4f} {r['decode_rtf']:>8.4f} {mem['peak_rss_MB']:>8.0f} "
+              f"{r['encode_rtf']:>8.4f} {r['decode_rtf']:>8.4f} {mem['rss_before_MB']:>8.0f} "
+              f"{mem['peak_rss_MB']:>8.0f} "
               f"{mem['encode_s']:>10.1f} {agree_s:>12}", flush=True)
 
 

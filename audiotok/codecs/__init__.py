@@ -5,5 +5,12 @@ from .base import Codec, CodecConfig, CodecOutput
 from .families import FAMILIES
 from .loading import list_codecs, load_codec, load_pretrained
 
-__all__ = ["Codec", "CodecConfig", "CodecOutput", "FAMILIES", "list_codecs", "load_codec",
-           "load_pretrained"]
+__all__ = [
+           "FAMILIES",
+           "Codec",
+           "CodecConfig",
+           "CodecOutput",
+           "list_codecs",
+           "load_codec",
+           "load_pretrained",
+]

@@ -248,13 +248,13 @@ class Codec(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "Codec":
+    def from_pretrained(cls, path, device="cpu") -> Codec:
         from .loading import load_pretrained
 
         return load_pretrained(path, device)
 
     @classmethod
-    def from_config(cls, config: dict | CodecConfig) -> "Codec":
+    def from_config(cls, config: dict | CodecConfig) -> Codec:
         if isinstance(config, dict):
             config = from_dict(CodecConfig, config, "model")
         return cls(config)

@@ -15,7 +15,7 @@ with a fixed context; the result is then close to, not equal to, whole-signal pr
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -45,7 +45,7 @@ class SEANetResBlock(nn.Module):
     def __init__(self, dim: int, dilation: int, cfg: SEANetConfig):
         super().__init__()
         hidden = dim // cfg.compress
-        conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
+        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm}
         self.block = nn.Sequential(
             nn.ELU(), Conv1d(dim, hidden, cfg.residual_kernel_size, dilation=dilation, **conv),
             nn.ELU(), Conv1d(hidden, dim, 1, **conv),
@@ -67,7 +67,7 @@ class SEANetEncoder(nn.Module):
 
     def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int):
         super().__init__()
-        conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
+        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm}
         dim = cfg.n_filters
         layers: list[nn.Module] = [Conv1d(channels, dim, cfg.kernel_size, **conv)]
         for stride in cfg.strides:
@@ -97,7 +97,7 @@ class SEANetDecoder(nn.Module):
     def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int, hop_length: int):
         super().__init__()
         check_hop(cfg.strides, hop_length)
-        conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
+        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm}
         dim = cfg.n_filters * 2 ** len(cfg.strides)
         layers: list[nn.Module] = [Conv1d(latent_dim, dim, cfg.kernel_size, **conv)]
         if cfg.lstm_layers:

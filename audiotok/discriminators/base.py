@@ -22,3 +22,18 @@ DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
 class Discriminator(nn.Module):
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         raise NotImplementedError
+
+
+def run_conv_stack(x: Tensor, convs: nn.ModuleList, post: nn.Module, slope: float
+                   ) -> tuple[Tensor, list[Tensor]]:
+    """conv -> leaky ReLU for each layer, then the output conv; every activation (and the
+    output) is kept as a feature map. Returns (logits [B, N], feature maps)."""
+    import torch.nn.functional as F
+
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), slope)
+        fmap.append(x)
+    x = post(x)
+    fmap.append(x)
+    return x.flatten(1), fmap

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from ..modules.conv import pad1d
-from .base import DISCRIMINATORS, Discriminator, DiscriminatorOutput
+from .base import DISCRIMINATORS, Discriminator, DiscriminatorOutput, run_conv_stack
 
 
 @dataclass
@@ -62,13 +61,7 @@ class PeriodDiscriminator(nn.Module):
         # Reflect-pad to a whole number of periods, as HiFi-GAN does.
         x = pad1d(wav, 0, -t % self.period, "reflect")
         x = x.view(b, c, -1, self.period)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            fmap.append(x)
-        x = self.post(x)
-        fmap.append(x)
-        return x.flatten(1), fmap
+        return run_conv_stack(x, self.convs, self.post, self.slope)
 
 
 class MultiPeriodDiscriminator(Discriminator):

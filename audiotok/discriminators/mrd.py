@@ -15,12 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from ..modules.conv import pad1d
-from .base import DISCRIMINATORS, Discriminator, DiscriminatorOutput
+from .base import DISCRIMINATORS, Discriminator, DiscriminatorOutput, run_conv_stack
 
 # (kernel, stride, padding) over [frequency, time] per conv, from Vocos' DiscriminatorR.
 _LAYERS = [
@@ -81,13 +80,7 @@ class ResolutionDiscriminator(nn.Module):
         return mag.view(b, c, *mag.shape[-2:])
 
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, fmap = self.spectrogram(wav), []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            fmap.append(x)
-        x = self.post(x)
-        fmap.append(x)
-        return x.flatten(1), fmap
+        return run_conv_stack(self.spectrogram(wav), self.convs, self.post, self.slope)
 
 
 class MultiResolutionDiscriminator(Discriminator):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from ..errors import ConfigError
-from .base import DISCRIMINATORS, Discriminator, DiscriminatorOutput
+from .base import DISCRIMINATORS, Discriminator, DiscriminatorOutput, run_conv_stack
 
 
 @dataclass
@@ -62,13 +62,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(cfg.channels[-1], 1, 3, padding=1))
 
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
-        x, fmap = wav, []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            fmap.append(x)
-        x = self.post(x)
-        fmap.append(x)
-        return x.flatten(1), fmap
+        return run_conv_stack(wav, self.convs, self.post, self.slope)
 
 
 class MultiScaleDiscriminator(Discriminator):
