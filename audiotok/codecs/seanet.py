@@ -32,6 +32,7 @@ class SEANetConfig:
     causal: bool = False
     pad_mode: str = "reflect"
     norm: str = "weight_norm"
+    true_skip: bool = True  # identity shortcut in residual blocks; False: a 1x1 conv (EnCodec)
 
 
 @dataclass
@@ -50,12 +51,13 @@ class SEANetResBlock(nn.Module):
             nn.ELU(), Conv1d(dim, hidden, cfg.residual_kernel_size, dilation=dilation, **conv),
             nn.ELU(), Conv1d(hidden, dim, 1, **conv),
         )
+        self.shortcut = nn.Identity() if cfg.true_skip else Conv1d(dim, dim, 1, **conv)
 
     def reach(self):
         return module_reach(self.block)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        return self.shortcut(x) + self.block(x)
 
 
 def _res_stack(dim: int, cfg: SEANetConfig) -> list[nn.Module]:

@@ -23,10 +23,14 @@ class RVQConfig(VQConfig):
                        n levels, n uniform in 1..n_codebooks, so one model serves several
                        bitrates (DAC, Kumar et al. 2023, sec. 3.3; DAC picks a fixed fraction
                        of the batch, here each item is drawn independently).
+    dropout_choices:   if set, the dropped items draw their level count from this list
+                       instead (EnCodec trains at fixed bandwidths: 2/4/8/16/32 levels of a
+                       75 Hz, 10-bit RVQ = 1.5/3/6/12/24 kbps, Défossez et al. 2022 sec. 3.2).
     """
 
     n_codebooks: int = 8
     quantizer_dropout: float = 0.0
+    dropout_choices: list[int] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         super().__post_init__()
@@ -34,6 +38,10 @@ class RVQConfig(VQConfig):
             raise ValueError(f"n_codebooks must be >= 1, got {self.n_codebooks}")
         if not 0.0 <= self.quantizer_dropout <= 1.0:
             raise ValueError(f"quantizer_dropout must be in [0, 1], got {self.quantizer_dropout}")
+        bad = [c for c in self.dropout_choices if not 1 <= c <= self.n_codebooks]
+        if bad:
+            raise ValueError(f"dropout_choices must be level counts in 1..{self.n_codebooks}, "
+                             f"got {bad}")
 
 
 def subconfig(cls: type, cfg, **changes):
@@ -42,11 +50,14 @@ def subconfig(cls: type, cfg, **changes):
     return cls(**{**values, **changes})
 
 
-def sample_active_levels(batch: int, n_levels: int, p: float, device) -> Tensor:
-    """Quantizer dropout: long [B] levels each item keeps (n_levels, or uniform 1..n_levels
-    with probability p)."""
+def sample_active_levels(batch: int, n_levels: int, p: float, device,
+                         choices: list[int] | None = None) -> Tensor:
+    """Quantizer dropout: long [B] levels each item keeps (n_levels, or with probability p
+    a count drawn uniformly from `choices`, default 1..n_levels)."""
     keep_all = torch.full((batch,), n_levels, dtype=torch.long, device=device)
-    sampled = torch.randint(1, n_levels + 1, (batch,), device=device)
+    options = [c for c in (choices or []) if c <= n_levels] or list(range(1, n_levels + 1))
+    pick = torch.randint(0, len(options), (batch,), device=device)
+    sampled = torch.tensor(options, dtype=torch.long, device=device)[pick]
     dropped = torch.rand(batch, device=device) < p
     return torch.where(dropped, sampled, keep_all)
 
@@ -113,7 +124,8 @@ class ResidualVQ(Quantizer):
         n = self.check_n_codebooks(n_codebooks)
         active = None
         if self.training and n_codebooks is None and self.cfg.quantizer_dropout > 0:
-            active = sample_active_levels(z.shape[0], n, self.cfg.quantizer_dropout, z.device)
+            active = sample_active_levels(z.shape[0], n, self.cfg.quantizer_dropout, z.device,
+                                          self.cfg.dropout_choices)
         result = self.quantize(z, n, active, update=self.training)
         metrics = level_metrics(result.codes, self.codebook_sizes)
         return QuantizerOutput(result.z_q, result.codes, result.losses(), metrics)

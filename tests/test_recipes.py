@@ -1,0 +1,102 @@
+"""The published-design recipes: full-size rates computed, tiny overlays trained."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import speechlike
+
+from audiotok import Codec, load_codec
+from audiotok.cli import main
+from audiotok.train import read_recipe
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+# (recipe, sample rate, frames per second, {n_codebooks: kbps}) from the papers / releases
+PUBLISHED = [
+    ("encodec_24k", 24000, 75.0, {2: 1.5, 4: 3.0, 8: 6.0, 16: 12.0, 32: 24.0}),
+    ("dac_44k", 44100, 44100 / 512, {9: 7.752}),
+    ("dac_24k", 24000, 75.0, {32: 24.0}),
+    ("dac_16k", 16000, 50.0, {12: 6.0}),
+    ("wavtokenizer_24k_75hz", 24000, 75.0, {1: 0.9}),
+    ("wavtokenizer_24k_40hz", 24000, 40.0, {1: 0.48}),
+]
+TINY = ["encodec_24k_tiny", "dac_16k_tiny", "wavtokenizer_tiny"]
+
+
+def recipe(name, *overrides):
+    return read_recipe(RECIPES / f"{name}.yaml", ["data.train=unused", *overrides])
+
+
+@pytest.mark.parametrize("name,sr,fps,kbps", PUBLISHED, ids=[p[0] for p in PUBLISHED])
+def test_full_size_rates_match_published(name, sr, fps, kbps):
+    torch.manual_seed(0)
+    codec = Codec(recipe(name).model)
+    assert codec.sample_rate == sr
+    assert codec.frame_rate == pytest.approx(fps)
+    for n, rate in kbps.items():
+        assert codec.bitrate(n) / 1000 == pytest.approx(rate, abs=1e-3)
+    assert codec.n_codebooks == max(kbps)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    for i in range(6):
+        for sr in (16000, 24000):
+            sig = np.roll(speechlike(1.2, sr, seed=i), 700 * i, axis=0) * (0.5 + 0.1 * i)
+            sf.write(str(folder / f"utt{i}_{sr}.wav"), sig, sr)
+    return folder
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_overlay_trains_and_reloads(name, corpus, tmp_path):
+    from audiotok.data import build_items, make_train_loader
+    from audiotok.train.trainer import Trainer
+
+    r = recipe(name, f"data.train={corpus}", f"train.run_dir={tmp_path}",
+               "train.disc_start_step=1000", "data.num_workers=0", "optim.lr=1e-3",
+               "optim.warmup_steps=0", "optim.schedule=constant", "data.segment_seconds=0.3")
+    trainer = Trainer(r)
+    sr, bs = r.model.sample_rate, r.train.batch_size
+    batches = iter(make_train_loader(r.data, sr, 1, bs, items=build_items(r.data).train))
+    mel = []
+    for _ in range(24):
+        mel.append(trainer.train_step(next(batches)["wav"])["mel"])
+        trainer.step += 1
+    assert np.mean(mel[-5:]) < 0.9 * np.mean(mel[:5]), mel
+    # save -> reload -> identical codes
+    codec = trainer.codec.eval()
+    wav = torch.from_numpy(speechlike(0.7, sr).T[None].copy())
+    codes = codec.encode(wav).codes
+    codec.save_pretrained(tmp_path / "export")
+    again = load_codec(tmp_path / "export").encode(wav).codes
+    assert torch.equal(codes, again)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fewer_codebooks_lower_bitrate_in_info(name, tmp_path, capsys, write_audio):
+    codec = load_codec(RECIPES / f"{name}.yaml")
+    k = max(1, codec.n_codebooks // 2)
+    src = write_audio("x.wav", seconds=0.5, sr=codec.sample_rate)
+    assert main(["encode", str(src), "-o", str(tmp_path / "x.atok"), "--codec",
+                 str(RECIPES / f"{name}.yaml"), "--n-codebooks", str(k)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "x.atok")]) == 0
+    out = capsys.readouterr().out
+    expected = codec.frame_rate * k * math.log2(codec.codebook_size) / 1000
+    assert f"bitrate         {expected:.3f} kbps" in out
+    assert f"codebooks used  {k} of {codec.n_codebooks}" in out
+
+
+def test_encodec_dropout_draws_published_bandwidths():
+    torch.manual_seed(0)
+    q = Codec(recipe("encodec_24k_tiny").model).quantizer.train()
+    from audiotok.quantizers.rvq import sample_active_levels
+
+    counts = sample_active_levels(2000, q.n_codebooks, q.cfg.quantizer_dropout, "cpu",
+                                  q.cfg.dropout_choices)
+    assert set(counts.tolist()) == {2, 4, 8}
