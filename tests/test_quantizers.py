@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from audiotok.errors import ConfigError
-from audiotok.quantizers import QUANTIZERS, build_quantizer
+from audiotok.quantizers import QUANTIZERS, VectorQuantizer, VQConfig, build_quantizer
 from audiotok.quantizers.metrics import code_metrics
 from audiotok.quantizers.search import nearest
 
@@ -409,3 +409,13 @@ def test_registry_and_dim_checks():
     assert {"vq", "rvq", "fsq", "grvq"} <= set(QUANTIZERS.names())
     with pytest.raises(ValueError, match="not divisible by groups=2"):
         build_quantizer({"type": "grvq", "groups": 2, "n_codebooks": 4}, 7)
+
+
+def test_dead_code_restart_does_not_leak_the_current_batch():
+    """Restarts happen after the search: even when every code is 'dead', a training forward
+    quantizes with the old codebook, so the commitment loss is not zero."""
+    torch.manual_seed(0)
+    q = VectorQuantizer(VQConfig(codebook_size=64, dead_code_threshold=1e9, ema=True), 8).train()
+    q(torch.randn(2, 8, 10))                      # initialise
+    out = q(torch.randn(2, 8, 10) * 3)            # every code is below the threshold
+    assert out.losses["vq/commit"] > 0.5

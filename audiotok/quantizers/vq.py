@@ -129,6 +129,10 @@ class VectorQuantizer(Quantizer):
         q = F.embedding(codes, self.codebook.weight)            # [N, C]
         if update:
             self._record(x.detach(), codes)
+            # Restart dead codes only after this batch is quantized (as EnCodec's
+            # expire_codes_): restarting before the search would place codewords exactly on
+            # this batch's latents, making training quantization lossless but eval not.
+            self._restart(x.detach())
         q = q.view(b, t, c).transpose(1, 2)                     # [B, C, T]
         commit = F.mse_loss(z_e, q.detach(), reduction="none").mean((1, 2))
         codebook_loss = None
@@ -170,10 +174,14 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _prepare(self, x: Tensor) -> None:
-        """Before search: first-batch initialisation, else dead-code restarts. x [N, C]."""
+        """Before search: first-batch initialisation (k-means or uniform counts). x [N, C]."""
         if not bool(self.initialized):
             self._initialise(x)
-        elif self.cfg.dead_code_threshold > 0:
+
+    @torch.no_grad()
+    def _restart(self, x: Tensor) -> None:
+        """After search: dead-code restarts for the batches to come. x [N, C]."""
+        if self.cfg.dead_code_threshold > 0:
             self._restart_dead_codes(x)
 
     def _initialise(self, x: Tensor) -> None:

@@ -254,7 +254,8 @@ class Trainer:
         values = all_reduce_mean(values, self.dist, self.device)
         log.scalars(self.step, values, prefix="val")
         log.info(f"step {self.step} val mel {values['mel_distance']:.3f} "
-                 f"si-sdr {values['si_sdr']:.2f} dB")
+                 f"si-sdr {values['si_sdr']:.2f} dB, level 0 usage "
+                 f"{values['vq/usage/0']:.1%} perplexity {values['vq/perplexity/0']:.0f}")
         return values
 
     # ------------------------------------------------------------------ signals
