@@ -198,3 +198,14 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
     (root / "step_00000020.tmp-123" / "model.safetensors").write_bytes(b"x")
     (root / "latest").write_text("step_00000020\n")  # points at something missing
     assert find_latest(tmp_path).name == "step_00000010"
+
+
+def test_second_run_on_same_directory_is_refused(corpus, tmp_path):
+    from audiotok.errors import AudiotokError
+    from audiotok.train.trainer import Trainer
+
+    recipe = read_recipe(TINY, [f"data.train={corpus}", f"train.run_dir={tmp_path}", *SMALL])
+    first = Trainer(recipe)
+    with pytest.raises(AudiotokError, match="in use by another training run"):
+        Trainer(recipe)
+    del first

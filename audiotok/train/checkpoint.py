@@ -27,6 +27,25 @@ from ..fileio import atomic_write_bytes
 STATE_FILE = "state.pt"
 
 
+def lock_run_dir(run_dir):
+    """Hold an exclusive lock on `run_dir` for this process's lifetime (returns the open
+    file); a second trainer on the same run directory fails at once instead of interleaving
+    checkpoints."""
+    import fcntl
+
+    from ..errors import AudiotokError
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    handle = open(Path(run_dir) / ".lock", "a+")  # noqa: SIM115  (held until exit)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise AudiotokError(f"{run_dir} is in use by another training run; stop it or pick "
+                            f"another --set train.run_dir") from None
+    return handle
+
+
 def checkpoint_dir(run_dir) -> Path:
     return Path(run_dir) / "checkpoints"
 

@@ -42,6 +42,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.run_dir = recipe.run_dir
+        self._lock = ckpt.lock_run_dir(self.run_dir) if self.dist.is_main else None
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.codec = Codec(recipe.model).to(self.device)
         self.disc = MultiDiscriminator(recipe.discriminators, recipe.model.channels,
