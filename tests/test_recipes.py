@@ -23,8 +23,9 @@ PUBLISHED = [
     ("dac_16k", 16000, 50.0, {12: 6.0}),
     ("wavtokenizer_24k_75hz", 24000, 75.0, {1: 0.9}),
     ("wavtokenizer_24k_40hz", 24000, 40.0, {1: 0.48}),
+    ("mimi_24k", 24000, 12.5, {8: 1.1}),
 ]
-TINY = ["encodec_24k_tiny", "dac_16k_tiny", "wavtokenizer_tiny"]
+TINY = ["encodec_24k_tiny", "dac_16k_tiny", "wavtokenizer_tiny", "mimi_24k_tiny"]
 
 
 def recipe(name, *overrides):
@@ -100,3 +101,24 @@ def test_encodec_dropout_draws_published_bandwidths():
     counts = sample_active_levels(2000, q.n_codebooks, q.cfg.quantizer_dropout, "cpu",
                                   q.cfg.dropout_choices)
     assert set(counts.tolist()) == {2, 4, 8}
+
+
+def test_mimi_tiny_streams_exactly():
+    torch.manual_seed(0)
+    codec = Codec(recipe("mimi_24k_tiny").model).eval()
+    wav = torch.from_numpy(speechlike(1.3, 24000).T[None].copy())
+    offline = codec.encode(wav, chunk_seconds=None)
+    stream = codec.stream()
+    rng = np.random.default_rng(0)
+    pieces, pos = [], 0
+    while pos < wav.shape[-1]:
+        n = int(rng.integers(1, 3000))
+        pieces.append(stream.encode(wav[..., pos:pos + n]))
+        pos += n
+    pieces.append(stream.flush())
+    assert torch.equal(torch.cat(pieces, -1), offline.codes)
+    decoder = codec.stream()
+    audio = torch.cat([decoder.decode(offline.codes[..., i:i + 1])
+                       for i in range(offline.codes.shape[-1])], -1)
+    whole = codec.decode(offline, chunk_seconds=None)
+    torch.testing.assert_close(audio[..., : whole.shape[-1]], whole, rtol=0, atol=1e-5)

@@ -160,7 +160,7 @@ def test_torchrun_two_processes(corpus, tmp_path):
     assert len(set(prints.values())) == 1, prints
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["latest", "step_00000003", "step_00000006"]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "model", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoints", "model", "tb"]
 
 
 def test_recipe_validation(tmp_path):

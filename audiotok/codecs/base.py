@@ -25,6 +25,7 @@ from ..quantizers import QUANTIZERS
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
+from .streaming import StreamingCodec
 
 CHECKPOINT_FORMAT = 1
 DEFAULT_CHUNK_SECONDS = 10.0
@@ -59,6 +60,7 @@ class CodecOutput:
     latents: [B, D, T']  encoder output before quantization
     z_q:     [B, D, T']  quantized latents
     losses / metrics: named scalars from the quantizer ("vq/commit", "usage/0", ...)
+    semantic: [B, D, T'] the semantic levels' z_q for distillation (split quantizers), or None
     """
 
     audio: Tensor
@@ -67,6 +69,7 @@ class CodecOutput:
     z_q: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    semantic: Tensor | None = None
 
 
 class Codec(nn.Module):
@@ -143,7 +146,7 @@ class Codec(nn.Module):
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
         audio = self.decoder(q.z_q)[..., :length]
-        return CodecOutput(audio, q.codes, latents, q.z_q, q.losses, q.metrics)
+        return CodecOutput(audio, q.codes, latents, q.z_q, q.losses, q.metrics, q.semantic)
 
     def _pad_to_frames(self, wav: Tensor) -> Tensor:
         frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
@@ -193,6 +196,11 @@ class Codec(nn.Module):
         with torch.inference_mode():
             wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames)
         return wav[..., : int(tokens.num_samples.max())].clone()
+
+    def stream(self, n_codebooks: int | None = None) -> StreamingCodec:
+        """A StreamingCodec (codecs/streaming.py): encode audio and decode codes piece by piece
+        with results equal to `encode`/`decode` of the whole. ValueError unless causal."""
+        return StreamingCodec(self, n_codebooks)
 
     def check_tokens(self, tokens: Tokens) -> None:
         """Raise TokenFileError unless `tokens` were made by this codec and are in range."""

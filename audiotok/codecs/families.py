@@ -32,4 +32,18 @@ FAMILIES: dict[str, dict] = {
         "decoder": {"type": "vocos", "dim": 384, "intermediate_dim": 1152, "num_layers": 8,
                     "attention": True},
     },
+    # Mimi-like (Moshi, Defossez et al. 2024): causal SEANet + windowed causal transformer,
+    # 25 Hz -> 12.5 Hz, split semantic/acoustic RVQ; streams exactly (codec.stream()).
+    # Mimi proper: 64 filters, transformer 512 x 8 layers, 2048-entry 256-dim codebooks.
+    "mimi": {
+        "family": "mimi", "sample_rate": 24000, "latent_dim": 256,
+        "encoder": {"type": "mimi", "n_filters": 32, "strides": [4, 5, 6, 8], "downsample": 2,
+                    "transformer": {"dim": 256, "layers": 4, "heads": 4,
+                                    "dim_feedforward": 1024, "context": 250}},
+        "quantizer": {"type": "split_rvq", "n_semantic": 1, "n_codebooks": 8,
+                      "codebook_size": 2048, "codebook_dim": 64, "quantizer_dropout": 0.5},
+        "decoder": {"type": "mimi", "n_filters": 32, "strides": [8, 6, 5, 4], "downsample": 2,
+                    "transformer": {"dim": 256, "layers": 4, "heads": 4,
+                                    "dim_feedforward": 1024, "context": 250}},
+    },
 }

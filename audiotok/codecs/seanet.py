@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
 from ..modules.lstm import SLSTM
 from .components import DECODERS, ENCODERS, check_hop
+from .streaming import sequential_stages
 
 
 @dataclass
@@ -89,6 +90,10 @@ class SEANetEncoder(nn.Module):
         left, right, _ = module_reach(self.model)
         return left, right
 
+    def stream_stages(self) -> list:
+        """Layer-by-layer streaming (codecs/streaming.py); only for causal configurations."""
+        return sequential_stages(self.model)
+
     def forward(self, wav: Tensor) -> Tensor:
         return self.model(wav)
 
@@ -115,6 +120,10 @@ class SEANetDecoder(nn.Module):
 
     def receptive_field(self):
         return None if self.unbounded else decoder_frame_reach(self.model)
+
+    def stream_stages(self) -> list:
+        """Layer-by-layer streaming (codecs/streaming.py); only for causal configurations."""
+        return sequential_stages(self.model)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.model(z)

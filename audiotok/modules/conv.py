@@ -107,10 +107,15 @@ class ConvTranspose1d(nn.Module):
         self.kernel_size = kernel_size
 
     def frame_reach(self) -> tuple[int, int]:
-        """Input frames on each side of frame t that can touch frame t's output samples."""
-        left = math.ceil((self.kernel_size - 1 - self.trim_left) / self.stride) + 1
-        right = math.ceil(self.trim_left / self.stride) + 1
-        return left, right
+        """Input frames on each side of frame t that can touch frame t's output samples (exact).
+
+        Input i writes untrimmed outputs [i*s, i*s + k - 1], i.e. trimmed outputs shifted by
+        -trim_left; output frame t is [t*s, t*s + s - 1]. They overlap iff
+        t - (k-1-trim_left)/s <= i <= t + (s-1+trim_left)/s. A causal layer (trim_left 0)
+        therefore has right reach 0.
+        """
+        s, k = self.stride, self.kernel_size
+        return (k - 1 - self.trim_left) // s, (s - 1 + self.trim_left) // s
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.convtr(x)
@@ -118,18 +123,26 @@ class ConvTranspose1d(nn.Module):
 
 
 def decoder_frame_reach(layers) -> tuple[int, int]:
-    """Frames on each side of frame t that can change frame t's samples (upper bound).
+    """Frames on each side of frame t that can change frame t's samples.
 
-    Walks an upsampling stack: a layer's reach, in units of its own rate (u samples per
-    frame), covers at most ceil(reach / u) frames; transposed convs multiply u.
+    `layers`: an upsampling stack in order; each item is a ConvTranspose1d, a module with
+    `reach()`, an explicit (left, right, stride) tuple, or anything else (no reach:
+    activations). Walks the stack backwards from the output samples of frame 0, widening the
+    interval of positions they depend on at every layer, so the result is exact given the
+    layers' own reaches (summing per-layer frame bounds would overcount by up to a frame per
+    layer). No safety margin: a causal stack reports right == 0 (streaming relies on it) and
+    codecs/chunking.py adds its own margin.
     """
-    u, left, right = 1, 0, 0
-    for m in layers:
+    items = [m for m in layers
+             if isinstance(m, (tuple, ConvTranspose1d)) or hasattr(m, "reach")]
+    lo, hi = 0, 0  # frame 0's positions at the current depth, from the output backwards
+    hi = math.prod(m.stride for m in items if isinstance(m, ConvTranspose1d)) - 1
+    for m in reversed(items):
         if isinstance(m, ConvTranspose1d):
-            a, b = m.frame_reach()
-            left, right = left + math.ceil(a / u), right + math.ceil(b / u)
-            u *= m.stride
-        elif hasattr(m, "reach"):
-            a, b, _ = m.reach()
-            left, right = left + math.ceil(a / u), right + math.ceil(b / u)
-    return left + 1, right + 1
+            # output p reads inputs i with p + trim_left - (k - 1) <= i * s <= p + trim_left
+            lo = -((m.kernel_size - 1 - m.trim_left - lo) // m.stride)
+            hi = (hi + m.trim_left) // m.stride
+        else:
+            a, b, s = m if isinstance(m, tuple) else m.reach()
+            lo, hi = lo * s - a, hi * s + b
+    return -lo, hi

@@ -1,7 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "fsq", "grvq".
+"vq", "rvq", "fsq", "grvq", "split_rvq".
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
 from .rvq import ResidualVQ, RVQConfig
+from .split_rvq import SplitResidualVQ, SplitRVQConfig
 from .vq import VectorQuantizer, VQConfig
 
 
@@ -28,6 +29,8 @@ __all__ = [
     "QuantizerOutput",
     "RVQConfig",
     "ResidualVQ",
+    "SplitRVQConfig",
+    "SplitResidualVQ",
     "VQConfig",
     "VectorQuantizer",
     "build_quantizer",

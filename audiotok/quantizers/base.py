@@ -20,12 +20,15 @@ class QuantizerOutput:
     codes:   long  [B, K, T]  integer codes, one row per codebook level
     losses:  named scalar losses to be weighted by a recipe ("vq/commit", "vq/codebook", ...)
     metrics: named scalars for logging only ("vq/usage/0", "vq/perplexity/0", ...)
+    semantic: float [B, D, T] the semantic levels' part of z_q, for distillation losses
+              (split quantizers only; None for the others)
     """
 
     z_q: Tensor
     codes: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    semantic: Tensor | None = None
 
 
 class Quantizer(nn.Module):

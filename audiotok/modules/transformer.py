@@ -1,0 +1,208 @@
+"""Causal transformer over frames with a bounded attention window, as in Mimi.
+
+Mimi (Défossez et al. 2024, "Moshi: a speech-text foundation model for real-time dialogue",
+sec. 3.3) puts an 8-layer transformer (dim 512, 8 heads, feed-forward 2048, GELU, LayerNorm,
+layer scale initialised at 0.01, RoPE) after the SEANet encoder and before the SEANet decoder.
+Attention is causal and limited to the last 250 frames (10 s at 25 Hz), which is what makes the
+codec streamable with bounded memory: a frame's output depends only on frames
+[t - layers * (context - 1), t].
+
+Design choices here (own code, not a port):
+  * RoPE (Su et al. 2021) makes attention scores depend only on the distance between frames, so
+    a frame's output is the same whether it is computed in a long sequence or in a window that
+    holds its causal context; nothing else in a layer sees absolute positions. Angles are
+    computed in float64 so that the invariance holds to float32 rounding even far into a window.
+  * `step` is the same computation with an explicit key/value cache (the last `context - 1`
+    frames of every layer), used for stateful streaming; `forward` is `step` with no cache.
+  * Sequences longer than the window attend block-wise (each block of `context` queries sees
+    2 * context keys), so memory and time grow linearly with length instead of quadratically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+KV = tuple[Tensor, Tensor]
+"""One layer's cache: keys (before RoPE) and values, each [B, H, m, head_dim], m < context."""
+
+
+@dataclass
+class TransformerConfig:
+    """Defaults are Mimi's (Moshi paper, sec. 3.3; public `_transformer_kwargs`).
+
+    dim:             model width (the SEANet latent dimension in Mimi).
+    layers:          transformer layers; 0 = no transformer.
+    heads:           attention heads; dim / heads must be even when `rope` is on.
+    dim_feedforward: hidden width of the per-frame MLP.
+    context:         each frame attends to itself and the `context - 1` frames before it.
+    rope:            rotary position embeddings; off = no position information besides the
+                     causal mask (absolute embeddings are not offered: they break streaming).
+    max_period:      RoPE's longest wavelength.
+    layer_scale:     initial per-channel scale of each residual branch; None = no layer scale.
+    """
+
+    dim: int = 512
+    layers: int = 8
+    heads: int = 8
+    dim_feedforward: int = 2048
+    context: int = 250
+    rope: bool = True
+    max_period: float = 10000.0
+    layer_scale: float | None = 0.01
+
+    def __post_init__(self):
+        for name in ("dim", "heads", "dim_feedforward", "context"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"transformer {name} must be >= 1, got {getattr(self, name)}")
+        if self.layers < 0:
+            raise ValueError(f"transformer layers must be >= 0, got {self.layers}")
+        if self.dim % self.heads:
+            raise ValueError(f"transformer dim {self.dim} is not divisible by heads {self.heads}")
+        if self.rope and (self.dim // self.heads) % 2:
+            raise ValueError(f"RoPE needs an even head dim, got {self.dim // self.heads}")
+        if self.max_period <= 0:
+            raise ValueError(f"max_period must be > 0, got {self.max_period}")
+
+
+def rope_tables(length: int, head_dim: int, max_period: float, device, dtype) -> tuple:
+    """cos, sin [length, head_dim / 2] for positions 0..length-1 (computed in float64)."""
+    half = head_dim // 2
+    freqs = max_period ** (-torch.arange(half, dtype=torch.float64) * 2 / head_dim)
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * freqs
+    return angles.cos().to(device, dtype), angles.sin().to(device, dtype)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x [..., T, d] by position angles [T, d/2]."""
+    pairs = x.unflatten(-1, (-1, 2))
+    re, im = pairs[..., 0], pairs[..., 1]
+    return torch.stack((re * cos - im * sin, re * sin + im * cos), -1).flatten(-2)
+
+
+def window_mask(n_q: int, n_k: int, context: int, device) -> Tensor:
+    """Bool [n_q, n_k]: query i (at key position n_k - n_q + i) may see key j."""
+    query_pos = torch.arange(n_q, device=device)[:, None] + (n_k - n_q)
+    delta = query_pos - torch.arange(n_k, device=device)
+    return (delta >= 0) & (delta < context)
+
+
+def local_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Tensor:
+    """q [B, H, n, d], k/v [B, H, m + n, d] (queries are the last n key positions) -> [B, H, n, d].
+
+    Each query sees itself and the `context - 1` keys before it. For n > context the queries
+    are cut into blocks of `context`, each attending to the 2 * context keys that can reach it.
+    """
+    n, total = q.shape[-2], k.shape[-2]
+    if n <= context:
+        mask = window_mask(n, total, context, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    b, h, _, d = q.shape
+    w, m = context, total - n
+    blocks = -(-n // w)
+    pad = blocks * w - n
+    q = F.pad(q, (0, 0, 0, pad)).reshape(b, h * blocks, w, d)
+    i = torch.arange(w, device=q.device)[:, None]
+    j = torch.arange(2 * w, device=q.device)[None, :]
+    key_pos = m + torch.arange(blocks, device=q.device)[:, None, None] * w - w + j
+    mask = (j > i) & (j <= i + w) & (key_pos >= 0)                        # [nb, W, 2W]
+    mask = mask.expand(h, -1, -1, -1).reshape(h * blocks, w, 2 * w)
+    y = F.scaled_dot_product_attention(q, _key_windows(k, m, w, pad), _key_windows(v, m, w, pad),
+                                       attn_mask=mask)
+    return y.view(b, h, blocks * w, d)[..., :n, :]
+
+
+def _key_windows(x: Tensor, m: int, w: int, pad: int) -> Tensor:
+    """x [B, H, m + n, d] -> [B, H * nb, 2w, d]: block b's window holds key positions
+    [m + (b - 1) * w, m + (b + 1) * w), zero-padded outside the sequence."""
+    b, d = x.shape[0], x.shape[-1]
+    x = F.pad(x, (0, 0, w, pad))[..., m:, :]     # key position p now at index p - m + w
+    return x.unfold(-2, 2 * w, w).transpose(-1, -2).reshape(b, -1, 2 * w, d)
+
+
+class LayerScale(nn.Module):
+    """Per-channel learned scale of a residual branch (CaiT, Touvron et al. 2021): x [..., D]."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * x
+
+
+class WindowedSelfAttention(nn.Module):
+    """Causal multi-head self-attention over the last `context` frames: x [B, n, D] -> same."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.heads, self.head_dim = cfg.heads, cfg.dim // cfg.heads
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)  # Mimi: no biases
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: Tensor, cache: KV | None = None) -> tuple[Tensor, KV]:
+        """x [B, n, D], cache of the previous frames -> y [B, n, D], cache for the next call."""
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], -2), torch.cat([cache[1], v], -2)
+        start = max(0, k.shape[-2] - (self.cfg.context - 1))
+        new_cache = (k[..., start:, :], v[..., start:, :])
+        if self.cfg.rope:
+            # positions count from the first cached frame: only differences matter
+            cos, sin = rope_tables(k.shape[-2], self.head_dim, self.cfg.max_period,
+                                   x.device, q.dtype)
+            q, k = apply_rope(q, cos[-n:], sin[-n:]), apply_rope(k, cos, sin)
+        y = local_causal_attention(q, k, v, self.cfg.context)
+        return self.out(y.transpose(1, 2).reshape(b, n, -1)), new_cache
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm layer: x + ls(attn(norm(x))), then x + ls(mlp(norm(x))). x [B, n, D] -> same."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.attn = WindowedSelfAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim_feedforward, bias=False), nn.GELU(),
+                                 nn.Linear(cfg.dim_feedforward, cfg.dim, bias=False))
+        scale = (lambda: LayerScale(cfg.dim, cfg.layer_scale)) if cfg.layer_scale is not None \
+            else nn.Identity
+        self.scale1, self.scale2 = scale(), scale()
+
+    def forward(self, x: Tensor, cache: KV | None = None) -> tuple[Tensor, KV]:
+        h, cache = self.attn(self.norm1(x), cache)
+        x = x + self.scale1(h)
+        return x + self.scale2(self.mlp(self.norm2(x))), cache
+
+
+class CausalTransformer(nn.Module):
+    """x [B, D, T] -> [B, D, T]; frame t depends on frames [t - layers * (context - 1), t]."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.layers))
+
+    def reach(self) -> tuple[int, int]:
+        """(left, right) frames that can change an output frame: exact, and right is 0."""
+        return self.cfg.layers * (self.cfg.context - 1), 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.step(x)[0]
+
+    def step(self, x: Tensor, state: list[KV] | None = None) -> tuple[Tensor, list[KV]]:
+        """Streaming form: x [B, D, n] new frames, state from the previous call (None at the
+        start) -> (y [B, D, n], state). Concatenated outputs equal `forward` on the whole."""
+        h = x.transpose(1, 2)
+        caches = state if state is not None else [None] * len(self.layers)
+        new_state = []
+        for layer, cache in zip(self.layers, caches):
+            h, cache = layer(h, cache)
+            new_state.append(cache)
+        return h.transpose(1, 2), new_state
