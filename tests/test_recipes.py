@@ -122,3 +122,8 @@ def test_mimi_tiny_streams_exactly():
                        for i in range(offline.codes.shape[-1])], -1)
     whole = codec.decode(offline, chunk_seconds=None)
     torch.testing.assert_close(audio[..., : whole.shape[-1]], whole, rtol=0, atol=1e-5)
+    # long inputs of stage-streamable codecs are chunked through the streaming path
+    chunked = codec.encode(wav, chunk_seconds=0.25)
+    assert torch.equal(chunked.codes, offline.codes)
+    torch.testing.assert_close(codec.decode(chunked, chunk_seconds=0.25), whole, rtol=0,
+                               atol=1e-5)

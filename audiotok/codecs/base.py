@@ -25,7 +25,7 @@ from ..quantizers import QUANTIZERS
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
-from .streaming import StreamingCodec
+from .streaming import StreamingCodec, check_streamable
 
 CHECKPOINT_FORMAT = 1
 DEFAULT_CHUNK_SECONDS = 10.0
@@ -170,6 +170,8 @@ class Codec(nn.Module):
             return self.quantizer.encode(self.encoder(chunk), n)
 
         chunk_frames = self._chunk_frames(chunk_seconds, x.shape[-1] // self.hop_length)
+        if chunk_frames < x.shape[-1] // self.hop_length and self._streams_by_stage():
+            return self._encode_streaming(x, n, chunk_frames, num_samples)
         reach = self.encoder.receptive_field()
         if reach is None:
             reach = (int(UNBOUNDED_CONTEXT_SECONDS * self.sample_rate),) * 2
@@ -190,12 +192,40 @@ class Codec(nn.Module):
             return self.decoder(self.quantizer.decode(chunk))
 
         chunk_frames = self._chunk_frames(chunk_seconds, codes.shape[-1])
+        if chunk_frames < codes.shape[-1] and self._streams_by_stage():
+            stream = self.stream(codes.shape[1])
+            wav = torch.cat([stream.decode(codes[..., i:i + chunk_frames])
+                             for i in range(0, codes.shape[-1], chunk_frames)], -1)
+            return wav[..., : int(tokens.num_samples.max())].clone()
         reach = self.decoder.receptive_field()
         if reach is None:
             reach = (math.ceil(UNBOUNDED_CONTEXT_SECONDS * self.frame_rate),) * 2
         with torch.inference_mode():
             wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames)
         return wav[..., : int(tokens.num_samples.max())].clone()
+
+    def _streams_by_stage(self) -> bool:
+        """True for causal codecs that stream layer by layer (SEANet/Mimi `stream_stages`):
+        long inputs then go through the streaming path, which carries each layer's state
+        across chunks instead of recomputing a (possibly long) left context per chunk."""
+        if not hasattr(self.encoder, "stream_stages") or not hasattr(self.decoder,
+                                                                     "stream_stages"):
+            return False
+        try:
+            check_streamable(self)
+        except ValueError:
+            return False
+        return True
+
+    def _encode_streaming(self, x: Tensor, n: int, chunk_frames: int, num_samples: Tensor
+                          ) -> Tokens:
+        stream = self.stream(n)
+        step = chunk_frames * self.hop_length
+        codes = torch.cat([stream.encode(x[..., i:i + step]) for i in range(0, x.shape[-1], step)]
+                          + [stream.flush()], -1)
+        frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
+        return Tokens(codes=codes, spec=self.spec, lengths=frames, num_samples=num_samples,
+                      codec_ref=self.ref)
 
     def stream(self, n_codebooks: int | None = None) -> StreamingCodec:
         """A StreamingCodec (codecs/streaming.py): encode audio and decode codes piece by piece
