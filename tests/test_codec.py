@@ -1,6 +1,7 @@
 """The Codec API over every family: shapes, round trips, checkpoints, chunking, errors."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,19 @@ def test_recipe_codec_is_deterministic(tmp_path):
     a, b = audiotok.load_codec(recipe), audiotok.load_codec(recipe)
     assert a.fingerprint() == b.fingerprint()
     assert isinstance(a.encode(torch.zeros(1, 1, 64)), Tokens)
+
+
+def test_untrained_codec_spreads_frames_over_codes():
+    """Zero-initialised biases: an untrained encoder's frames differ with the input, so level 0
+    uses many codes (random bias init sent every frame to one codeword: perplexity 1.0)."""
+    import numpy as np
+    from conftest import speechlike
+
+    from audiotok.quantizers.metrics import code_metrics
+
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    codec = audiotok.load_codec(recipes / "tiny_speech_16k.yaml")
+    wav = torch.from_numpy(np.ascontiguousarray(speechlike(2.0, 16000).T))[None]
+    codes = codec.encode(wav).codes
+    perplexity = code_metrics(codes[:, 0], codec.codebook_sizes[0], 0)["vq/perplexity/0"]
+    assert perplexity > 10, perplexity

@@ -9,6 +9,11 @@ class SLSTM(nn.Module):
     def __init__(self, dim: int, num_layers: int = 2, skip: bool = True):
         super().__init__()
         self.lstm = nn.LSTM(dim, dim, num_layers)
+        # zero biases: random gate biases give every frame the same offset, which swamps the
+        # small latents of an untrained encoder (see modules/conv.py)
+        for name, param in self.lstm.named_parameters():
+            if name.startswith("bias"):
+                nn.init.zeros_(param)
         self.skip = skip
 
     def forward(self, x: Tensor) -> Tensor:

@@ -87,7 +87,11 @@ def projection(dim_in: int, dim_out: int) -> nn.Module:
     """1x1 weight-normed conv [B, dim_in, T] -> [B, dim_out, T] (DAC's WNConv1d), or identity."""
     if dim_in == dim_out:
         return nn.Identity()
-    return weight_norm(nn.Conv1d(dim_in, dim_out, kernel_size=1))
+    conv = nn.Conv1d(dim_in, dim_out, kernel_size=1)
+    # zero bias: a random offset would outweigh the small latents of an untrained encoder
+    # and send every frame to the same codeword (see modules/conv.py)
+    nn.init.zeros_(conv.bias)
+    return weight_norm(conv)
 
 
 class VectorQuantizer(Quantizer):
