@@ -63,8 +63,8 @@ def test_tiny_recipe_loss_falls(corpus, tmp_path):
         mel.append(trainer.train_step(next(batches)["wav"])["mel"])
         trainer.step += 1
     first, last = np.mean(mel[:6]), np.mean(mel[-6:])
-    # measured: 2.85 -> 2.38 (ratio 0.83) on this data with the recipe's lr
-    assert last < 0.88 * first, (first, last, mel)
+    # measured: ~2.7 -> ~1.95 (ratio ~0.72) on this data with the recipe's lr
+    assert last < 0.8 * first, (first, last, mel)
 
 
 def test_each_loss_reaches_the_generator(corpus, tmp_path):
