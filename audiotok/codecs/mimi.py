@@ -52,6 +52,7 @@ class MimiEncoderConfig(SEANetConfig):
     downsample: int = 2
 
     def __post_init__(self):
+        super().__post_init__()
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
 

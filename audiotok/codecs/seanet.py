@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
+from ..modules.conv import (
+    Conv1d,
+    ConvTranspose1d,
+    decoder_frame_reach,
+    fan_in_init,
+    module_reach,
+)
 from ..modules.lstm import SLSTM
 from .components import DECODERS, ENCODERS, check_hop
 from .streaming import sequential_stages
@@ -34,6 +40,11 @@ class SEANetConfig:
     pad_mode: str = "reflect"
     norm: str = "weight_norm"
     true_skip: bool = True  # identity shortcut in residual blocks; False: a 1x1 conv (EnCodec)
+    weight_init: str = "default"  # default (PyTorch) | fan_in: N(0, 1/fan_in), see fan_in_init
+
+    def __post_init__(self):
+        if self.weight_init not in ("default", "fan_in"):
+            raise ValueError(f"weight_init must be default or fan_in, got '{self.weight_init}'")
 
 
 @dataclass
@@ -81,6 +92,8 @@ class SEANetEncoder(nn.Module):
             layers.append(SLSTM(dim, cfg.lstm_layers))
         layers += [nn.ELU(), Conv1d(dim, latent_dim, cfg.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
+        if cfg.weight_init == "fan_in":
+            fan_in_init(self.model)
         self.hop_length = math.prod(cfg.strides)
         self.unbounded = cfg.lstm_layers > 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -132,6 +133,25 @@ class ConvTranspose1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.convtr(x)
         return y[..., self.trim_left: y.shape[-1] - self.trim_right]
+
+
+@torch.no_grad()
+def fan_in_init(module: nn.Module) -> None:
+    """Redraw every conv weight in `module` from N(0, 1/fan_in) (gain 1; PyTorch's default
+    draws std 1/sqrt(3 fan_in)). Deep SEANet+LSTM encoders otherwise shrink speech to latents
+    of spread ~3e-4 at init, below Adam's first bias steps, and a single-codebook VQ then
+    sends every frame to a handful of codes (measured on wavtokenizer_tiny: level perplexity
+    3-4 after 100 steps with the default, 20-44 with this). Works through weight norm: the
+    assignment goes through its right inverse."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            shape = m.weight.shape
+            fan_in = (shape[1] if isinstance(m, nn.Conv1d) else shape[0]) * shape[2]
+            weight = torch.randn(shape, device=m.weight.device) / math.sqrt(fan_in)
+            if hasattr(m, "parametrizations"):  # weight norm: set g and v from the weight
+                m.weight = weight
+            else:
+                m.weight.copy_(weight)
 
 
 def decoder_frame_reach(layers) -> tuple[int, int]:
