@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("audiotok: interrupted", file=sys.stderr)
         return 130
-    except (AudiotokError, ValueError, OSError) as e:
+    except (AudiotokError, ValueError, OSError, RuntimeError) as e:
         if os.environ.get("AUDIOTOK_DEBUG"):
             raise
         print(f"audiotok: error: {_one_line(e)}", file=sys.stderr)

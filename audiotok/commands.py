@@ -54,6 +54,7 @@ def _open_codec(ref, device):
     from .codecs import load_codec
     from .codecs.loading import bundled_models
 
+    _check_device(device)
     if ref is None:
         bundled = list(bundled_models())
         if not bundled:
@@ -64,6 +65,17 @@ def _open_codec(ref, device):
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)
     return codec
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AudiotokError(f"unknown device '{device}' (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AudiotokError(f"--device {device}: CUDA is not available here; use --device cpu")
 
 
 def _outputs(inputs: list[Path], output: Path, suffix: str) -> list[Path]:

@@ -165,6 +165,9 @@ def test_usage_errors(tmp_path, capsys, recipe, write_audio):
     code, _, err = run(capsys, "encode", src, "-o", tmp_path / "a.atok", "--codec",
                        tmp_path / "nothing")
     assert_one_line_error(code, err, "no codec")
+    code, _, err = run(capsys, "encode", src, "-o", tmp_path / "a.atok", "--codec", recipe,
+                       "--device", "tpu9")
+    assert_one_line_error(code, err, "unknown device 'tpu9'")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": {**TINY["dac"], "sample_rte": 8000}}))
     code, _, err = run(capsys, "encode", src, "-o", tmp_path / "a.atok", "--codec", bad)
