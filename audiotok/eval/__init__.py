@@ -1,0 +1,1 @@
+"""Evaluation: per-clip quality metrics, token-stream statistics and classic-codec baselines."""
