@@ -1,4 +1,4 @@
-"""The `audiotok` command line: encode, decode, info."""
+"""The `audiotok` command line: encode, decode, info, train, eval."""
 
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"audiotok {__version__}")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
     from .commands import add_encode_decode_info, add_train
+    from .eval.cli import add_eval
 
     add_encode_decode_info(sub)
     add_train(sub)
+    add_eval(sub)
     return p
 
 

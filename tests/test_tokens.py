@@ -105,3 +105,12 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         make(seed=1).save(tmp_path / "a.atok")
     assert (tmp_path / "a.atok").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.atok"]
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    make().save(tmp_path / "a.atok")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.atok").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,70 @@
+"""`audiotok eval`: score codecs (and classic baselines) on a folder or manifest of clips."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import AudiotokError
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="score codecs against references: PESQ, STOI, SI-SDR, mel, bitrate",
+        description="Encode and decode every clip with each codec (at each codebook count) "
+        "and optional classic baselines, score against the reference and write report.json, "
+        "report.md, report.html, quality.png and spectrograms into REPORT_DIR.")
+    p.add_argument("--codec", action="append", default=[], metavar="DIR",
+                   help="codec checkpoint directory, recipe .yaml or name (repeatable)")
+    p.add_argument("--data", required=True, help="folder of audio files or .jsonl manifest")
+    p.add_argument("--n-codebooks", action="append", default=[], metavar="K[,K...]",
+                   help="codebook counts to evaluate, e.g. 1,2,4 (default: every level)")
+    p.add_argument("--baselines", default=None, metavar="NAME[,NAME...]",
+                   help="opus (6/8/12 kbps), codec2 (3200/1600/700C), or one setting such "
+                   "as opus@8 or codec2@700C")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR",
+                   help="folder for the report files")
+    p.add_argument("--max-clips", type=int, default=None, metavar="N",
+                   help="evaluate only the first N clips")
+    p.add_argument("--device", default="cpu", help="torch device for the codecs")
+    p.set_defaults(func=cmd_eval)
+
+
+def parse_counts(values: list[str]) -> list[int] | None:
+    """["1,2", "4"] -> [1, 2, 4] (sorted, unique); [] -> None (every level)."""
+    counts: set[int] = set()
+    for value in values:
+        for part in value.split(","):
+            try:
+                k = int(part.strip())
+            except ValueError:
+                raise AudiotokError(f"--n-codebooks: '{part.strip()}' is not a whole number "
+                                    f"(expected e.g. 1,2,4)") from None
+            if k < 1:
+                raise AudiotokError(f"--n-codebooks: {k} must be at least 1")
+            counts.add(k)
+    return sorted(counts) or None
+
+
+def cmd_eval(args) -> int:
+    from ..commands import _check_device
+    from .evaluate import EvalConfig, evaluate
+    from .report import markdown_table, write_report
+
+    if args.max_clips is not None and args.max_clips < 1:
+        raise AudiotokError(f"--max-clips must be at least 1, got {args.max_clips}")
+    _check_device(args.device)
+    baselines = [b.strip() for b in (args.baselines or "").split(",") if b.strip()]
+    cfg = EvalConfig(codecs=list(args.codec), data=args.data,
+                     n_codebooks=parse_counts(args.n_codebooks), baselines=baselines,
+                     max_clips=args.max_clips, device=args.device)
+    result = evaluate(cfg)
+    if not result.clips:
+        reasons = "; ".join(f"{e['clip']}: {e['reason']}" for e in result.excluded[:3])
+        raise AudiotokError(f"no clip could be scored ({reasons})")
+    write_report(result, args.output)
+    print(markdown_table(result.rows))
+    for e in result.excluded:
+        print(f"audiotok: excluded {e['clip']}: {e['reason']}", file=sys.stderr)
+    print(f"audiotok: report written to {args.output}/report.md, report.html, report.json",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,272 @@
+"""Evaluate codecs (and classic baselines) on a folder or manifest of clips.
+
+    result = evaluate(EvalConfig(codecs=["runs/tiny/model"], data="speech/",
+                                 n_codebooks=[2, 8], baselines=["opus", "codec2"]))
+    write_report(result, "report/")                     # audiotok.eval.report
+
+Each clip is read mono at its own rate; each system (a codec at one codebook count, or a
+baseline at one bitrate) encodes and decodes it, and the output is scored against the clip
+resampled to that system's rate after delay alignment. Clips that cannot be scored at all
+(unreadable, silent, too short for PESQ) are listed with the reason; a metric undefined on
+one clip is left out of that metric's mean only, and counted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import load_audio, resample
+from ..errors import AudioError, AudiotokError
+from . import baselines as _baselines
+from . import metrics as M
+
+METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
+MIN_SECONDS = 0.25  # PESQ refuses shorter signals (BufferTooShortError)
+MAX_SHIFT_SECONDS = 0.05
+BASELINE_GROUPS = {
+    "opus": [f"opus@{k}" for k in _baselines.OPUS_KBPS],
+    "codec2": [f"codec2@{m}" for m in _baselines.CODEC2_MODES],
+}
+_TOOLS = {"opus": ("opusenc", "opusdec"), "codec2": ("c2enc", "c2dec")}
+
+
+@dataclass
+class EvalConfig:
+    """codecs: refs for `load_codec`; data: folder or .jsonl manifest; n_codebooks: counts to
+    try (None: every level of each codec); baselines: "opus", "codec2" or one setting such
+    as "opus@8" / "codec2@700C"."""
+
+    codecs: list[str]
+    data: str
+    n_codebooks: list[int] | None = None
+    baselines: list[str] = field(default_factory=list)
+    max_clips: int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class SystemOutput:
+    """One clip through one system: wav float64 [T] at `sample_rate`; codes long [K, T'] for a
+    neural codec (None for a baseline)."""
+
+    wav: np.ndarray
+    sample_rate: int
+    kbps: float
+    tokens_per_second: float | None = None
+    codes: torch.Tensor | None = None
+
+
+@dataclass
+class System:
+    """A codec at one codebook count or a baseline at one setting. run(wav [T], sr)."""
+
+    name: str
+    kind: str  # "codec" | "baseline"
+    run: Callable[[np.ndarray, int], SystemOutput]
+    codec: str | None = None
+    n_codebooks: int | None = None
+    codebook_sizes: list[int] | None = None
+
+
+@dataclass
+class EvalResult:
+    """clips: per-clip scores {clip, path, duration, sample_rate, systems: {name: {...}}};
+    rows: one pooled row per system; excluded: [{clip, reason}]; examples: the first clip's
+    reference and each system's output, for spectrograms."""
+
+    config: dict
+    rows: list[dict]
+    clips: list[dict]
+    excluded: list[dict]
+    examples: dict = field(default_factory=dict)
+
+
+def parse_baselines(names: list[str]) -> list[str]:
+    """"opus" / "codec2" / "opus@6" / "codec2@700C" -> concrete settings, in order."""
+    out: list[str] = []
+    for name in names:
+        family, _, setting = name.partition("@")
+        if family not in BASELINE_GROUPS:
+            raise AudiotokError(f"unknown baseline '{name}'; choose from "
+                                f"{', '.join(BASELINE_GROUPS)} (optionally @setting, e.g. "
+                                f"opus@8, codec2@700C)")
+        if setting and family == "opus":
+            try:
+                float(setting)
+            except ValueError:
+                raise AudiotokError(f"baseline '{name}': opus takes a bitrate in kbps, "
+                                    f"e.g. opus@8") from None
+        if setting and family == "codec2" and setting not in _baselines._CODEC2_FRAME:
+            raise AudiotokError(f"baseline '{name}': unknown Codec2 mode; choose from "
+                                f"{', '.join(_baselines._CODEC2_FRAME)}")
+        for s in [name] if setting else BASELINE_GROUPS[family]:
+            if s not in out:
+                out.append(s)
+    for family in {s.partition("@")[0] for s in out}:
+        for tool in _TOOLS[family]:
+            if shutil.which(tool) is None:
+                raise AudiotokError(f"baseline {family} needs '{tool}', which is not installed "
+                                    f"({_baselines._PACKAGE[tool]})")
+    return out
+
+
+def _baseline_system(setting: str) -> System:
+    family, _, value = setting.partition("@")
+
+    def run(wav: np.ndarray, sr: int) -> SystemOutput:
+        out = (_baselines.opus(wav, sr, float(value)) if family == "opus"
+               else _baselines.codec2(wav, sr, value))
+        return SystemOutput(out.wav.astype(np.float64), sr, out.kbps)
+
+    return System(setting, "baseline", run)
+
+
+def _codec_systems(ref: str, label: str, n_list: list[int] | None, device: str) -> list[System]:
+    from ..codecs import load_codec
+
+    codec = load_codec(ref, device=device)
+    counts = n_list or list(range(1, codec.n_codebooks + 1))
+    for n in counts:
+        codec.quantizer.check_n_codebooks(n)  # a clear error before any clip is processed
+    systems = []
+    for n in counts:
+        def run(wav: np.ndarray, sr: int, n: int = n) -> SystemOutput:
+            x = resample(wav[None], sr, codec.sample_rate) if sr != codec.sample_rate else wav[None]
+            x = np.repeat(x, codec.channels, axis=0) if codec.channels > 1 else x
+            x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+            tokens = codec.encode(x_t.to(device), n)
+            y = codec.decode(tokens)[0].mean(0).double().cpu().numpy()
+            return SystemOutput(y, codec.sample_rate, tokens.bitrate / 1000,
+                                tokens.tokens_per_second, tokens.codes[0].cpu())
+        systems.append(System(f"{label}@{n}", "codec", run, codec=label, n_codebooks=n,
+                              codebook_sizes=list(codec.codebook_sizes[:n])))
+    return systems
+
+
+def _labels(refs: list[str]) -> list[str]:
+    """Short, unique names for codecs: the folder or file stem, numbered when repeated."""
+    stems = [Path(r.rstrip("/")).stem or r for r in refs]
+    return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
+
+
+def score(ref: np.ndarray, out: SystemOutput) -> dict:
+    """Metrics of one output against the reference (both mono, ref at out.sample_rate)."""
+    sr = out.sample_rate
+    a = M.align(ref, out.wav, int(MAX_SHIFT_SECONDS * sr))
+    res: dict = {"kbps": out.kbps, "tokens_per_second": out.tokens_per_second,
+                 "delay": a.delay, "undefined": {}}
+    for name, s in (("pesq_wb", M.pesq_wb(a.ref, a.est, sr)),
+                    ("pesq_nb", M.pesq_nb(a.ref, a.est, sr)),
+                    ("stoi", M.stoi(a.ref, a.est, sr))):
+        res[name] = s.value
+        if s.value is None:
+            res["undefined"][name] = s.reason
+    res["si_sdr"] = M.si_sdr(a.ref, a.est)
+    res["mel_distance"] = M.mel_distance(a.ref, a.est, sr)
+    return res
+
+
+def _load_clip(path: str) -> tuple[np.ndarray, int]:
+    """Mono float64 [T] at the file's rate; AudioError with the reason when unusable."""
+    wav, sr = load_audio(path, channels=1)
+    x = wav[0].double().numpy()
+    if not np.any(np.abs(x) > 1e-6):
+        raise AudioError("silent clip (all samples zero): PESQ/STOI are undefined")
+    if x.size < MIN_SECONDS * sr:
+        raise AudioError(f"too short ({x.size / sr:.3f} s; PESQ needs {MIN_SECONDS} s)")
+    return x, sr
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
+    from tqdm import tqdm
+
+    from ..data.manifest import index_files
+
+    if not cfg.codecs and not cfg.baselines:
+        raise AudiotokError("nothing to evaluate: give --codec and/or --baselines")
+    settings = parse_baselines(cfg.baselines)
+    index = index_files(cfg.data)
+    items = index.items[: cfg.max_clips] if cfg.max_clips else index.items
+    systems = [s for ref, label in zip(cfg.codecs, _labels(cfg.codecs))
+               for s in _codec_systems(ref, label, cfg.n_codebooks, cfg.device)]
+    systems += [_baseline_system(s) for s in settings]
+
+    base = Path(cfg.data) if Path(cfg.data).is_dir() else Path(cfg.data).parent
+    excluded = [_skipped(s, base) for s in index.skipped]
+    clips, examples, codes = [], {}, {s.name: [] for s in systems if s.kind == "codec"}
+    for item in tqdm(items, desc="eval", unit="clip", file=sys.stderr, disable=not progress):
+        try:
+            wav, sr = _load_clip(item.path)
+        except AudioError as e:
+            excluded.append({"clip": item.name, "reason": _strip_path(str(e), item.path)})
+            continue
+        clip = {"clip": item.name, "path": item.path, "duration": wav.size / sr,
+                "sample_rate": sr, "systems": {}}
+        for system in systems:
+            out = system.run(wav, sr)
+            ref = wav if out.sample_rate == sr else resample(wav[None], sr, out.sample_rate)[0]
+            clip["systems"][system.name] = score(ref, out)
+            if out.codes is not None:
+                codes[system.name].append(out.codes)
+            if not clips:
+                examples.setdefault("reference", {})[out.sample_rate] = ref
+                examples[system.name] = (out.wav, out.sample_rate)
+        clips.append(clip)
+    rows = [_pool(s, clips, codes.get(s.name, [])) for s in systems]
+    config = {"codecs": list(cfg.codecs), "data": str(cfg.data), "n_codebooks": cfg.n_codebooks,
+              "baselines": settings, "max_clips": cfg.max_clips,
+              "max_shift_seconds": MAX_SHIFT_SECONDS, "min_seconds": MIN_SECONDS,
+              "n_clips_found": len(index.items) + len(index.skipped),
+              "n_clips_scored": len(clips)}
+    return EvalResult(config, rows, clips, excluded, examples)
+
+
+def _skipped(message: str, base: Path) -> dict:
+    """index_files' "path: reason" -> {clip, reason}, the clip named relative to `base` like
+    the scored ones."""
+    clip, _, reason = message.partition(": ")
+    try:
+        clip = Path(clip).relative_to(base).as_posix()
+    except ValueError:
+        pass
+    return {"clip": clip, "reason": reason or message}
+
+
+def _strip_path(message: str, path: str) -> str:
+    return message[len(path) + 2:] if message.startswith(path + ": ") else message
+
+
+def _pool(system: System, clips: list[dict], codes: list[torch.Tensor]) -> dict:
+    """Means over the scored clips; each metric counts the clips where it was undefined."""
+    scores = [c["systems"][system.name] for c in clips]
+    row = {"name": system.name, "kind": system.kind, "codec": system.codec,
+           "n_codebooks": system.n_codebooks, "n_clips": len(scores),
+           "kbps": _mean([s["kbps"] for s in scores]),
+           "tokens_per_second": _mean([s["tokens_per_second"] for s in scores]),
+           "metrics": {}}
+    for m in METRICS:
+        values = [s[m] for s in scores if s[m] is not None]
+        row["metrics"][m] = {"mean": _mean(values), "n": len(values),
+                             "n_undefined": len(scores) - len(values)}
+    if codes:
+        # Clips are concatenated along time: one spurious bigram per clip boundary.
+        pooled = torch.cat(codes, dim=-1)
+        row["token_stats"] = {
+            "entropy_bits": M.code_entropy(pooled, system.codebook_sizes),
+            "bigram_conditional_entropy_bits":
+                M.bigram_conditional_entropy(pooled, system.codebook_sizes),
+            "usage": M.codebook_usage(pooled, system.codebook_sizes),
+            "n_frames": int(pooled.shape[-1])}
+    return row
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None

@@ -1,0 +1,180 @@
+"""Write an `EvalResult` to a folder: report.json (every number), report.md and report.html
+(one table row per system), quality.png (PESQ-WB and STOI against bitrate) and spectrogram
+comparisons of the first clip. Every file is written atomically."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_path, atomic_write_bytes
+from .evaluate import EvalResult
+
+COLUMNS = (("kbps", "kbps", 3), ("tokens/s", "tokens_per_second", 1),
+           ("PESQ-WB", "pesq_wb", 2), ("PESQ-NB", "pesq_nb", 2), ("STOI", "stoi", 3),
+           ("SI-SDR (dB)", "si_sdr", 2), ("mel dist", "mel_distance", 3))
+
+
+def write_report(result: EvalResult, out_dir) -> list[Path]:
+    """Write every report file into `out_dir`; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"config": result.config, "pooled": result.rows, "excluded": result.excluded,
+            "clips": result.clips}
+    atomic_write_bytes(out / "report.json",
+                       json.dumps(data, indent=2, allow_nan=False, default=_jsonable).encode())
+    table = markdown_table(result.rows)
+    atomic_write_bytes(out / "report.md", _markdown(result, table).encode())
+    written = [out / "report.json", out / "report.md"]
+    written.append(_plot_quality(result.rows, out / "quality.png"))
+    written += _plot_spectrograms(result, out)
+    atomic_write_bytes(out / "report.html", _html(result, out / "quality.png").encode())
+    written.append(out / "report.html")
+    return written
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _cell(row: dict, key: str, digits: int) -> str:
+    value = row[key] if key in ("kbps", "tokens_per_second") else row["metrics"][key]["mean"]
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    text = f"{value:.{digits}f}"
+    missing = 0 if key in ("kbps", "tokens_per_second") else row["metrics"][key]["n_undefined"]
+    return text + (f" ({missing} n/a)" if missing else "")
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    header = ["system"] + [c[0] for c in COLUMNS] + ["clips"]
+    body = [[r["name"]] + [_cell(r, key, d) for _, key, d in COLUMNS] + [str(r["n_clips"])]
+            for r in rows]
+    return [header] + body
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header, *body = table_rows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def _markdown(result: EvalResult, table: str) -> str:
+    cfg = result.config
+    parts = ["# audiotok eval", "",
+             (f"Data: `{cfg['data']}`: {cfg['n_clips_scored']} clips scored of "
+              f"{cfg['n_clips_found']} found. Means over scored clips; \"n/a\" counts clips "
+              f"where a metric is undefined."), "", table, "", "![quality](quality.png)", ""]
+    if result.excluded:
+        parts += ["## Excluded clips", ""]
+        parts += [f"- `{e['clip']}`: {e['reason']}" for e in result.excluded]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _html(result: EvalResult, plot: Path) -> str:
+    header, *body = table_rows(result.rows)
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
+    img = base64.b64encode(plot.read_bytes()).decode()
+    excluded = "".join(f"<li><code>{esc(e['clip'])}</code>: {esc(e['reason'])}</li>"
+                       for e in result.excluded)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>audiotok eval</title>"
+            f"<style>table{{border-collapse:collapse}}td,th{{border:1px solid #999;"
+            f"padding:2px 8px;text-align:right}}</style></head><body><h1>audiotok eval</h1>"
+            f"<p>Data: <code>{esc(result.config['data'])}</code>, "
+            f"{result.config['n_clips_scored']} clips scored.</p>"
+            f"<table><tr>{head}</tr>{rows}</table>"
+            f"<p><img alt='quality vs bitrate' src='data:image/png;base64,{img}'></p>"
+            + (f"<h2>Excluded clips</h2><ul>{excluded}</ul>" if excluded else "")
+            + "</body></html>\n")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    fig.clear()
+    return path
+
+
+def _plot_quality(rows: list[dict], path: Path) -> Path:
+    """PESQ-WB and STOI against kbps: a line per codec over its codebook counts, baselines as
+    labelled points."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (metric, label) in zip(axes, (("pesq_wb", "PESQ-WB"), ("stoi", "STOI"))):
+        codecs = dict.fromkeys(r["codec"] for r in rows if r["kind"] == "codec")
+        for codec in codecs:
+            pts = sorted((r["kbps"], r["metrics"][metric]["mean"]) for r in rows
+                         if r["codec"] == codec and r["metrics"][metric]["mean"] is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=codec)
+        for r in rows:
+            y = r["metrics"][metric]["mean"]
+            if r["kind"] == "baseline" and y is not None:
+                ax.scatter([r["kbps"]], [y], marker="s", color="gray")
+                ax.annotate(r["name"], (r["kbps"], y), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("kbps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if codecs:
+            ax.legend(fontsize=8)
+    fig.suptitle("quality vs bitrate")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _plot_spectrograms(result: EvalResult, out: Path) -> list[Path]:
+    """One PNG per codec (reference above each codebook count) and one for the baselines,
+    for the first scored clip."""
+    ex = result.examples
+    if not ex:
+        return []
+    groups: dict[str, list[str]] = {}
+    for r in result.rows:
+        groups.setdefault(r["codec"] or "baselines", []).append(r["name"])
+    plt = _pyplot()
+    paths = []
+    for group, names in groups.items():
+        names = [n for n in names if n in ex]
+        if not names:
+            continue
+        ref_sr = ex[names[0]][1]
+        panels = [("reference", ex["reference"][ref_sr], ref_sr)]
+        panels += [(n, *ex[n]) for n in names]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.8 * len(panels)), sharex=True,
+                                 squeeze=False)
+        for ax, (title, wav, sr) in zip(axes[:, 0], panels):
+            ax.specgram(np.asarray(wav, dtype=np.float64) + 1e-9, NFFT=512, noverlap=384,
+                        Fs=sr, cmap="magma")
+            ax.set_title(title, fontsize=9)
+            ax.set_ylabel("Hz")
+        axes[-1, 0].set_xlabel("s")
+        path = out / f"spectrogram_{_safe(group)}.png"
+        paths.append(_save(fig, path))
+        plt.close(fig)
+    return paths
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
