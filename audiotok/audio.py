@@ -34,8 +34,8 @@ def load_audio(path, sample_rate: int | None = None, channels: int | None = None
         raise AudioError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
+    declared = audio_info(path).frames  # header errors, empty audio, truncated WAV
     try:
-        declared = sf.info(str(path)).frames
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
         raise AudioError(f"{path}: cannot decode audio ({_reason(e)})") from None
