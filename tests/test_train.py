@@ -127,16 +127,23 @@ def test_kill_and_resume(corpus, tmp_path):
     assert uninterrupted["fingerprint"] == resumed, "resumed run diverged from a straight run"
 
 
-def test_sigterm_saves_and_exits(corpus, tmp_path):
+@pytest.mark.parametrize("workers,to_group", [(0, False), (2, True)])
+def test_sigterm_saves_and_exits(corpus, tmp_path, workers, to_group):
+    """SIGTERM to the trainer, or to its whole process group with loader workers (what Ctrl-C,
+    `kill -- -PGID` and Slurm do): either way it saves a checkpoint and exits 128+15."""
     run = tmp_path / "run"
     proc = cli("train", TINY, "--set", f"data.train={corpus}", "--set", f"train.run_dir={run}",
                *[a for s in SMALL for a in ("--set", s)], "--set", "train.steps=100000",
-               "--set", "train.ckpt_every=100000")
+               "--set", "train.ckpt_every=100000", "--set", f"data.num_workers={workers}",
+               start_new_session=True)
     deadline = time.time() + 300
     while not (run / "tb").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3)
-    proc.send_signal(signal.SIGTERM)
+    if to_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "run the same command to resume" in out

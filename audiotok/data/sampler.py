@@ -9,6 +9,7 @@ at step k sees exactly the batches the uninterrupted run would have seen from st
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -67,11 +68,16 @@ class ResumableSampler(Sampler[int]):
 
 
 def collate(items: list[dict]) -> dict:
-    """-> {"wav": [B, C, S], "index": long [B], "failed": int (sum over the batch)}."""
+    """-> {"wav": [B, C, S], "index": long [B], "failed": int (sum over the batch),
+    "name"/"text": lists [B], "duration"/"start": float64 [B] seconds}."""
     return {
         "wav": torch.stack([it["wav"] for it in items]),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "failed": sum(it["failed"] for it in items),
+        "name": [it["name"] for it in items],
+        "text": [it["text"] for it in items],
+        "duration": torch.tensor([it["duration"] for it in items], dtype=torch.float64),
+        "start": torch.tensor([it["start"] for it in items], dtype=torch.float64),
     }
 
 
@@ -103,5 +109,14 @@ def _loader(dataset, sampler, batch_size: int, num_workers: int, drop_last: bool
             ) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
-                      persistent_workers=num_workers > 0,
+                      persistent_workers=num_workers > 0, worker_init_fn=_ignore_stop_signals,
                       pin_memory=torch.cuda.is_available())
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the trainer. Ctrl-C, `kill -- -PGID` and
+    schedulers such as Slurm signal every process of the job; a worker dying first would
+    make the trainer fail with "DataLoader worker killed" instead of saving a checkpoint.
+    The trainer still stops its workers when it exits (and they exit if it dies)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

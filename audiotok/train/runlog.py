@@ -47,10 +47,17 @@ class RunLogger:
             self.writer.add_scalar(tag, value, step)
 
     def progress(self, step: int, shown: dict[str, float]) -> None:
-        if self.bar is not None:
+        """Called every `log_every` steps: updates the bar on a terminal; without one (nohup,
+        a batch job's log file) prints one plain line, so logs show how far a run got."""
+        if not self.enabled:
+            return
+        text = {k.split("/")[-1]: f"{v:.3g}" for k, v in shown.items()}
+        if not self.bar.disable:
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in shown.items()},
-                                 refresh=False)
+            self.bar.set_postfix(text, refresh=False)
+        else:
+            line = " ".join(f"{k}={v}" for k, v in text.items())
+            print(f"[audiotok] step {step}/{self.bar.total} {line}", file=sys.stderr, flush=True)
 
     def audio(self, step: int, name: str, wav: Tensor, sample_rate: int) -> None:
         if not self.enabled:

@@ -1,0 +1,200 @@
+"""Encode/decode speed and peak memory of our codec families next to the reference
+implementations of the same architectures, in the same run, same threads, same clip.
+
+    pip install encodec descript-audio-codec      # the references (random weights, no download)
+    python benchmarks/speed.py [--threads 2] [--seconds 10] [--repeats 3] [--only dac_16k ...]
+
+Pairs (ours = our recipe at full size; reference = the published package's own model class,
+built with the published hyper-parameters and random weights):
+
+  encodec_24k   recipes/encodec_24k.yaml at 6 kbps (8 codebooks)
+                vs encodec.EncodecModel.encodec_model_24khz(pretrained=False), bandwidth 6.0
+  dac_16k/24k/44k  recipes/dac_*.yaml vs dac.DAC(...) with the released models' settings
+
+and our other families alone (no reference package on PyPI builds them without a download).
+
+Each row runs in a fresh process: threads set to --threads, a 1 s warm-up, then the best of
+--repeats timings of encode (waveform -> codes) and decode (codes -> waveform) of a --seconds
+speech-like clip. The reference runs under torch.inference_mode() too (its fastest setting);
+its decode includes the codebook lookup, as ours does. RTF = time / audio duration; the
+ratio column is ours / reference time (below 1 = ours faster). Peak RSS is the process's
+high-water mark over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
+    "encodec_24k": ("recipes/encodec_24k.yaml", {"n_codebooks": 8}, "encodec_24k"),
+    "dac_16k": ("recipes/dac_16k.yaml", {}, "dac_16k"),
+    "dac_24k": ("recipes/dac_24k.yaml", {}, "dac_24k"),
+    "dac_44k": ("recipes/dac_44k.yaml", {}, "dac_44k"),
+}
+OURS_ONLY = {
+    "speech_16k (bundled)": "audiotok/speech-16k",
+    "wavtokenizer_24k_75hz": "recipes/wavtokenizer_24k_75hz.yaml",
+    "mimi_24k": "recipes/mimi_24k.yaml",
+}
+# released DAC models' settings (descript-audio-codec model cards / weight metadata)
+DAC_SETTINGS = {
+    "dac_16k": {"encoder_rates": [2, 4, 5, 8], "decoder_rates": [8, 5, 4, 2],
+                "n_codebooks": 12, "sample_rate": 16000},
+    "dac_24k": {"encoder_rates": [2, 4, 5, 8], "decoder_rates": [8, 5, 4, 2],
+                "n_codebooks": 32, "sample_rate": 24000},
+    "dac_44k": {"encoder_rates": [2, 4, 8, 8], "decoder_rates": [8, 8, 4, 2],
+                "n_codebooks": 9, "sample_rate": 44100},
+}
+
+
+def signal(seconds: float, sr: int) -> torch.Tensor:
+    """A voiced-speech-like test signal: harmonics of 140 Hz, amplitude-modulated, plus noise."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(int(seconds * sr)) / sr
+    voiced = sum(torch.sin(2 * torch.pi * 140 * k * t) / k for k in range(1, 10))
+    return (0.1 * voiced * (1 + torch.sin(2 * torch.pi * 3 * t)) +
+            0.01 * torch.randn(t.shape, generator=g))[None, None]
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def vm_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def ours(ref: str, kwargs: dict):
+    from audiotok import load_codec
+
+    codec = load_codec(ref)
+    n = kwargs.get("n_codebooks")
+
+    def encode(wav):
+        return codec.encode(wav, n_codebooks=n)
+
+    return codec, codec.sample_rate, encode, codec.decode
+
+
+def reference(name: str):
+    if name == "encodec_24k":
+        from encodec import EncodecModel
+
+        model = EncodecModel.encodec_model_24khz(pretrained=False).eval()
+        model.set_target_bandwidth(6.0)
+
+        def encode(wav):
+            with torch.inference_mode():
+                return model.encode(wav)
+
+        def decode(frames):
+            with torch.inference_mode():
+                return model.decode(frames)
+
+        return model, 24000, encode, decode
+    import dac
+
+    model = dac.DAC(encoder_dim=64, decoder_dim=1536, codebook_size=1024, codebook_dim=8,
+                    **DAC_SETTINGS[name]).eval()
+
+    def encode(wav):
+        with torch.inference_mode():
+            return model.encode(model.preprocess(wav, model.sample_rate))[1]
+
+    def decode(codes):
+        with torch.inference_mode():
+            return model.decode(model.quantizer.from_codes(codes)[0])
+
+    return model, model.sample_rate, encode, decode
+
+
+def child(impl: str, name: str, seconds: float, repeats: int) -> dict:
+    if impl == "ours":
+        ref, kwargs = (PAIRS[name][0], PAIRS[name][1]) if name in PAIRS else (OURS_ONLY[name], {})
+        model, sr, encode, decode = ours(str(ROOT / ref) if ref.endswith(".yaml") else ref,
+                                         kwargs)
+    else:
+        model, sr, encode, decode = reference(PAIRS[name][2])
+    wav = signal(seconds, sr)
+    decode(encode(wav[..., :sr]))  # warm-up
+    base = vm_mb("VmRSS")
+    enc = best_time(lambda: encode(wav), repeats)
+    codes = encode(wav)
+    dec = best_time(lambda: decode(codes), repeats)
+    return {"params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+            "encode_rtf": enc / seconds, "decode_rtf": dec / seconds,
+            "rss_MB": base, "peak_MB": vm_mb("VmHWM")}
+
+
+def run_child(impl, name, args) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", impl, name, "--threads", str(args.threads),
+         "--seconds", str(args.seconds), "--repeats", str(args.repeats)],
+        check=False, capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"error": last}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", nargs="+", default=None, help="row names to run")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    if args.child:
+        print(json.dumps(child(*args.child, args.seconds, args.repeats)))
+        return
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.seconds:g} s clip, "
+          f"best of {args.repeats}")
+    head = (f"{'model':24} {'impl':5} {'params':>8} {'enc RTF':>8} {'dec RTF':>8} "
+            f"{'peak MB':>8} {'enc ours/ref':>12} {'dec ours/ref':>12}")
+    print(head)
+    rows = []
+    for name in list(PAIRS) + list(OURS_ONLY):
+        if args.only and name not in args.only:
+            continue
+        impls = ["ours", "ref"] if name in PAIRS else ["ours"]
+        result = {impl: run_child(impl, name, args) for impl in impls}
+        for impl, r in result.items():
+            if "error" in r:
+                print(f"{name:24} {impl:5} error: {r['error']}", flush=True)
+                continue
+            ratio = ("", "")
+            o, f = result.get("ours", {}), result.get("ref", {})
+            if impl == "ref" and "error" not in o and "error" not in f:
+                ratio = (f"{o['encode_rtf'] / f['encode_rtf']:.2f}",
+                         f"{o['decode_rtf'] / f['decode_rtf']:.2f}")
+            print(f"{name:24} {impl:5} {r['params_M']:>7.2f}M {r['encode_rtf']:>8.4f} "
+                  f"{r['decode_rtf']:>8.4f} {r['peak_MB']:>8.0f} {ratio[0]:>12} {ratio[1]:>12}",
+                  flush=True)
+            rows.append({"model": name, "impl": impl, **r})
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
