@@ -1,4 +1,4 @@
-"""The `audiotok` command line: encode, decode, info, train, eval."""
+"""The `audiotok` command line: encode, decode, info, train, eval, tokenize, detokenize, demo."""
 
 from __future__ import annotations
 
@@ -39,11 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"audiotok {__version__}")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
     from .commands import add_encode_decode_info, add_train
+    from .demo_cli import add_demo
+    from .distill.cli import add_distill
     from .eval.cli import add_eval
+    from .tokenize.cli import add_detokenize, add_tokenize
 
     add_encode_decode_info(sub)
     add_train(sub)
     add_eval(sub)
+    add_distill(sub)
+    add_tokenize(sub)
+    add_detokenize(sub)
+    add_demo(sub)
     return p
 
 

@@ -11,12 +11,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 # Classic-codec baselines (audiotok.eval.baselines) and their tests call the Debian tools
-# opusenc/opusdec (opus-tools) and c2enc/c2dec (codec2), and tests speak with espeak-ng;
-# install them once when missing.
+# opusenc/opusdec (opus-tools) and c2enc/c2dec (codec2), tests speak with espeak-ng, and the
+# demo is tested in chromium; install them once when missing.
 need=()
 command -v opusenc >/dev/null && command -v opusdec >/dev/null || need+=(opus-tools)
 command -v c2enc >/dev/null && command -v c2dec >/dev/null || need+=(codec2)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)   # speech for tests and examples
+command -v chromium >/dev/null || need+=(chromium)     # the demo's browser tests (Playwright)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "[setup] installing ${need[*]} (apt-get)"
@@ -24,7 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
             || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
     else
         echo "[setup] warning: ${need[*]} missing and not root with apt-get; baseline codecs" \
-             "and their tests will be unavailable (apt-get install -y ${need[*]})" >&2
+             "and the tests that need these tools will be skipped (apt-get install -y ${need[*]})" >&2
     fi
 fi
 

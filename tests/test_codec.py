@@ -1,6 +1,7 @@
 """The Codec API over every family: shapes, round trips, checkpoints, chunking, errors."""
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,27 @@ def test_save_load_identical(tmp_path, family):
     again = loaded.encode(wav)
     assert torch.equal(again.codes, tokens.codes)
     assert torch.equal(loaded.decode(again), codec.decode(tokens))
+
+
+def test_half_precision_export_halves_size_and_verifies(tmp_path):
+    codec = build("seanet-conv")
+    codec.save_pretrained(tmp_path / "fp32")
+    state = torch.random.get_rng_state()
+    codec.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    assert torch.equal(torch.random.get_rng_state(), state)  # saving draws no random numbers
+    size = {d: (tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "fp16")}
+    assert size["fp16"] < 0.65 * size["fp32"]  # float tensors halve; int buffers, header stay
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the recorded fingerprint must match the loaded weights
+        loaded = audiotok.load_codec(tmp_path / "fp16")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert loaded.fingerprint() != codec.fingerprint()  # rounded weights are other weights
+    wav = torch.randn(1, 1, 4000) * 0.1
+    ta, tb = codec.encode(wav), loaded.encode(wav)
+    assert (ta.codes == tb.codes).float().mean() > 0.9  # rounding may flip near-ties only
+    with torch.inference_mode():
+        a, b = (c.decoder(c.quantizer.decode(ta.codes)) for c in (codec, loaded))
+    assert (a - b).abs().max() < 1e-2 * a.abs().max()
 
 
 def test_reduced_codebooks_lower_bitrate():

@@ -60,7 +60,10 @@ class CodecOutput:
     latents: [B, D, T']  encoder output before quantization
     z_q:     [B, D, T']  quantized latents
     losses / metrics: named scalars from the quantizer ("vq/commit", "usage/0", ...)
-    semantic: [B, D, T'] the semantic levels' z_q for distillation (split quantizers), or None
+    semantic: [B, D, T'] the z_q distillation heads read (semantic levels of a split RVQ,
+              level 0 of an RVQ), or None
+    semantic_audio: [B, C, T] the decoder's output from `semantic` alone, when asked for
+              (LM-SPT distills through an ASR encoder run on it), else None
     """
 
     audio: Tensor
@@ -70,6 +73,7 @@ class CodecOutput:
     losses: dict[str, Tensor] = field(default_factory=dict)
     metrics: dict[str, Tensor] = field(default_factory=dict)
     semantic: Tensor | None = None
+    semantic_audio: Tensor | None = None
 
 
 class Codec(nn.Module):
@@ -139,14 +143,25 @@ class Codec(nn.Module):
         return self._fingerprint[1]
 
     # ------------------------------------------------------------------ training
-    def forward(self, wav: Tensor, n_codebooks: int | None = None) -> CodecOutput:
-        """wav [B, C, T] -> CodecOutput; T is padded to whole frames, output cropped back."""
+    def forward(self, wav: Tensor, n_codebooks: int | None = None,
+                semantic_audio: bool = False) -> CodecOutput:
+        """wav [B, C, T] -> CodecOutput; T is padded to whole frames, output cropped back.
+
+        `semantic_audio` also decodes the semantic part alone, inside this call so that
+        DistributedDataParallel sees every use of the decoder's weights."""
         length = wav.shape[-1]
         x = self._pad_to_frames(wav)
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
         audio = self.decoder(q.z_q)[..., :length]
-        return CodecOutput(audio, q.codes, latents, q.z_q, q.losses, q.metrics, q.semantic)
+        sem_audio = None
+        if semantic_audio:
+            if q.semantic is None:
+                raise ValueError(f"{type(self.quantizer).__name__} has no semantic levels to "
+                                 f"decode alone (use an rvq or split_rvq quantizer)")
+            sem_audio = self.decoder(q.semantic)[..., :length]
+        return CodecOutput(audio, q.codes, latents, q.z_q, q.losses, q.metrics, q.semantic,
+                           sem_audio)
 
     def _pad_to_frames(self, wav: Tensor) -> Tensor:
         frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
@@ -266,20 +281,32 @@ class Codec(nn.Module):
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path) -> Path:
-        """Write `config.json` + `model.safetensors` into directory `path` (atomically each)."""
+    def save_pretrained(self, path, dtype: torch.dtype | None = None) -> Path:
+        """Write `config.json` + `model.safetensors` into directory `path` (atomically each).
+
+        `dtype=torch.float16` stores floating-point weights at half size (the bundled model
+        ships this way); loading casts them back to the codec's dtype, and the recorded
+        fingerprint is that of the weights as they will load, so it still verifies.
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        spec = self.spec.to_dict()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            with torch.random.fork_rng():  # building the copy must not move the caller's RNG
+                reloaded = Codec(self.config)
+            reloaded.load_state_dict(state, strict=True)
+            spec["fingerprint"] = reloaded.fingerprint()
         with atomic_path(path / "model.safetensors") as tmp:
             save_file(state, str(tmp), metadata={"format": "pt"})
         meta = {
             "format_version": CHECKPOINT_FORMAT,
             "audiotok_version": __version__,
             "config": to_dict(self.config),
-            "spec": self.spec.to_dict(),
+            "spec": spec,
         }
         with atomic_path(path / "config.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2) + "\n")

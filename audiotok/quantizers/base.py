@@ -20,8 +20,8 @@ class QuantizerOutput:
     codes:   long  [B, K, T]  integer codes, one row per codebook level
     losses:  named scalar losses to be weighted by a recipe ("vq/commit", "vq/codebook", ...)
     metrics: named scalars for logging only ("vq/usage/0", "vq/perplexity/0", ...)
-    semantic: float [B, D, T] the semantic levels' part of z_q, for distillation losses
-              (split quantizers only; None for the others)
+    semantic: float [B, D, T] the part of z_q that distillation heads read: the semantic
+              levels of a split RVQ, level 0 of a residual VQ; None for the others
     """
 
     z_q: Tensor

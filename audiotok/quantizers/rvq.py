@@ -65,12 +65,13 @@ def sample_active_levels(batch: int, n_levels: int, p: float, device,
 @dataclass
 class ResidualResult:
     """z_q float [B, D, T], codes long [B, n, T], losses already reduced and summed over levels
-    (codebook None for EMA codebooks)."""
+    (codebook None for EMA codebooks); first: level 0's z_q [B, D, T] (straight-through)."""
 
     z_q: Tensor
     codes: Tensor
     commit: Tensor
     codebook: Tensor | None
+    first: Tensor
 
     def losses(self) -> dict[str, Tensor]:
         losses = {"vq/commit": self.commit}
@@ -104,6 +105,8 @@ class ResidualVQ(Quantizer):
         codes, commit, codebook = [], z.new_zeros(()), z.new_zeros(())
         for i, vq in enumerate(self.levels[:n_levels]):
             level = vq.quantize(residual, update)
+            if i == 0:
+                first = level.z_q  # every item keeps level 0, even under quantizer dropout
             keep = torch.ones_like(level.commit) if active is None else (active > i).float()
             z_q = z_q + level.z_q * keep[:, None, None].to(level.z_q.dtype)
             residual = residual - level.z_q
@@ -113,13 +116,16 @@ class ResidualVQ(Quantizer):
             if level.codebook is not None:
                 codebook = codebook + (level.codebook * keep).mean()
         learned = self.levels[0].codebook.learned
-        return ResidualResult(z_q, torch.stack(codes, 1), commit, codebook if learned else None)
+        return ResidualResult(z_q, torch.stack(codes, 1), commit, codebook if learned else None,
+                              first)
 
     def forward(self, z: Tensor, n_codebooks: int | None = None) -> QuantizerOutput:
         """z [B, D, T] -> z_q [B, D, T], codes long [B, n, T].
 
         n_codebooks given: exactly the first n levels. None: all levels, with quantizer dropout
-        in training (codes then hold every level, also those an item did not use).
+        in training (codes then hold every level, also those an item did not use). `semantic`
+        is level 0's z_q: SpeechTokenizer's RVQ-1, the level distillation heads pull toward a
+        teacher (Zhang et al. 2024, sec. 3.2).
         """
         n = self.check_n_codebooks(n_codebooks)
         active = None
@@ -128,7 +134,8 @@ class ResidualVQ(Quantizer):
                                           self.cfg.dropout_choices)
         result = self.quantize(z, n, active, update=self.training)
         metrics = level_metrics(result.codes, self.codebook_sizes)
-        return QuantizerOutput(result.z_q, result.codes, result.losses(), metrics)
+        return QuantizerOutput(result.z_q, result.codes, result.losses(), metrics,
+                               semantic=result.first)
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_codebooks: int | None = None) -> Tensor:

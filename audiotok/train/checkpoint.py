@@ -5,6 +5,7 @@ Layout under `<run>/checkpoints/`:
         model.safetensors    codec weights (what `save_pretrained` writes)
         config.json
         discriminator.safetensors
+        distill_heads.safetensors   training-only distillation heads, if the recipe has any
         state.pt             optimizers, schedulers, RNG states, step, data position
                              (tensors and plain containers only: loaded with weights_only)
     latest                   text file naming the newest complete checkpoint
@@ -50,8 +51,10 @@ def checkpoint_dir(run_dir) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(run_dir, step: int, codec, discriminator, state: dict, keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically and keep the newest `keep` complete ones."""
+def save_checkpoint(run_dir, step: int, codec, discriminator, state: dict, keep: int = 2,
+                    modules: dict | None = None) -> Path:
+    """Write checkpoint `step` atomically and keep the newest `keep` complete ones.
+    `modules` {file stem: nn.Module} go into `<stem>.safetensors` beside the codec."""
     from safetensors.torch import save_file
 
     root = checkpoint_dir(run_dir)
@@ -63,6 +66,9 @@ def save_checkpoint(run_dir, step: int, codec, discriminator, state: dict, keep:
     if discriminator is not None:
         disc = {k: v.detach().cpu().contiguous() for k, v in discriminator.state_dict().items()}
         save_file(disc, str(tmp / "discriminator.safetensors"))
+    for stem, module in (modules or {}).items():
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(tensors, str(tmp / f"{stem}.safetensors"))
     torch.save({**state, "step": step}, tmp / STATE_FILE)
     _fsync_dir(tmp)
     if final.exists():
@@ -92,9 +98,20 @@ def load_state(ckpt: Path) -> dict:
 
 
 def load_discriminator(ckpt: Path, discriminator) -> None:
+    load_module(ckpt, "discriminator", discriminator)
+
+
+def load_module(ckpt: Path, stem: str, module) -> None:
+    """Load `<stem>.safetensors` of checkpoint `ckpt` into `module` (strictly)."""
     from safetensors.torch import load_file
 
-    discriminator.load_state_dict(load_file(str(ckpt / "discriminator.safetensors")))
+    from ..errors import AudiotokError
+
+    path = ckpt / f"{stem}.safetensors"
+    if not path.is_file():
+        raise AudiotokError(f"{ckpt}: checkpoint has no {path.name} (was it written by a "
+                            f"recipe without this part?)")
+    module.load_state_dict(load_file(str(path)))
 
 
 def _complete(path: Path) -> bool:

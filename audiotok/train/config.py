@@ -6,6 +6,7 @@
     losses:         weights by loss name, loss options
     optim:          optimisers and LR schedule
     train:          steps, batch, logging/validation/checkpoint cadence, run directory
+    distill:        DistillConfig (audiotok/distill/config.py): teachers and heads, optional
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from ..codecs.base import CodecConfig
 from ..config import from_dict
 from ..data.config import DataConfig
+from ..distill.config import DistillConfig
 from ..errors import ConfigError
 from ..recipe import apply_overrides, load_recipe
 
@@ -85,6 +87,7 @@ class Recipe:
     losses: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig | None = None
 
     @property
     def run_dir(self) -> Path:

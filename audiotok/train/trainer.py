@@ -2,13 +2,16 @@
 
 One step: the codec reconstructs a batch; once `disc_start_step` is reached the
 discriminators take a step on real vs detached fake audio; then the codec takes a step on
-the weighted sum of its named losses. Randomness in a step is drawn from a seed derived from
+the weighted sum of its named losses, distillation losses ("distill/<head>/<loss>") included
+when the recipe has a `distill` section (the heads train with the codec; their teachers are
+frozen and live outside every saved module). Randomness in a step is drawn from a seed derived from
 (seed, step, rank), so a resumed run continues exactly as the uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 
 import torch
@@ -47,23 +50,43 @@ class Trainer:
         self.codec = Codec(recipe.model).to(self.device)
         self.disc = MultiDiscriminator(recipe.discriminators, recipe.model.channels,
                                        recipe.model.sample_rate).to(self.device)
+        self.heads = self._distill_heads()
         self.losses = ReconstructionLosses(recipe.losses, recipe.model.sample_rate,
-                                           QUANTIZER_LOSSES).to(self.device)
-        self.opt_g, self.sched_g = self._optimizer(self.codec, recipe.optim.lr)
-        self.opt_d, self.sched_d = self._optimizer(self.disc, recipe.optim.disc_lr or
-                                                   recipe.optim.lr)
+                                           QUANTIZER_LOSSES + self._distill_names()
+                                           ).to(self.device)
+        self.opt_g, self.sched_g = self._optimizer(self._generator_params(), recipe.optim.lr)
+        self.opt_d, self.sched_d = self._optimizer(list(self.disc.parameters()),
+                                                   recipe.optim.disc_lr or recipe.optim.lr)
         self.balancer = self._balancer()
         self.step = 0
         self.resumed_from = self._resume()
         broadcast_module(self.codec, self.dist)
         broadcast_module(self.disc, self.dist)
+        if self.heads is not None:
+            broadcast_module(self.heads, self.dist)
         self.codec_ddp, self.disc_ddp = self._wrap(self.codec), self._wrap(self.disc)
         self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ setup
-    def _optimizer(self, module: nn.Module, lr: float):
+    def _distill_heads(self):
+        if self.recipe.distill is None:
+            return None
+        from ..distill import DistillHeads
+
+        return DistillHeads(self.recipe.distill, self.recipe.model,
+                            self.codec.frame_rate).to(self.device)
+
+    def _distill_names(self) -> list[str]:
+        return [] if self.heads is None else self.heads.loss_names
+
+    def _generator_params(self) -> list[nn.Parameter]:
+        """The codec's parameters, then the distillation heads' (trained together)."""
+        heads = [] if self.heads is None else self.heads.parameters()
+        return list(itertools.chain(self.codec.parameters(), heads))
+
+    def _optimizer(self, params: list[nn.Parameter], lr: float):
         o = self.recipe.optim
-        opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=tuple(o.betas),
+        opt = torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas),
                                 weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, o, self.cfg.steps))
@@ -75,7 +98,7 @@ class Trainer:
         from ..losses import BalancerConfig, LossBalancer
 
         output = {k: v for k, v in self.recipe.losses.weights.items()
-                  if k not in QUANTIZER_LOSSES}
+                  if k not in self._latent_losses()}
         return LossBalancer(BalancerConfig(weights=output))
 
     def _wrap(self, module: nn.Module):
@@ -93,6 +116,8 @@ class Trainer:
 
         self.codec.load_state_dict(load_file(str(latest / "model.safetensors")))
         ckpt.load_discriminator(latest, self.disc)
+        if self.heads is not None:
+            ckpt.load_module(latest, "distill_heads", self.heads)
         state = ckpt.load_state(latest)
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -109,15 +134,24 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self, wav: Tensor) -> dict[str, float]:
+    def train_step(self, wav: Tensor, batch: dict | None = None) -> dict[str, float]:
+        """One step on wav [B, C, T]; `batch` (the loader's dict: names, transcripts, offsets)
+        is needed only by text and cached distillation teachers."""
         torch.manual_seed(_step_seed(self.cfg.seed, self.step, self.dist.rank))
         use_disc = self.step >= self.cfg.disc_start_step
+        # the semantic-only reconstruction is asked for only when a head reads it
+        heads = self.heads
+        extra = {"semantic_audio": True} if heads is not None and heads.needs_semantic_audio \
+            else {}
         with self._autocast():
-            out = self.codec_ddp(wav)
+            out = self.codec_ddp(wav, **extra)
         values = {}
         if use_disc:
             values.update(self._disc_step(wav, out.audio.detach()))
         losses = {**self.losses(wav, out.audio), **out.losses}
+        if self.heads is not None:
+            with self._autocast():
+                losses.update(self.heads(wav, out, batch))
         if use_disc:
             with self._autocast():
                 fake = self.disc(out.audio)  # unwrapped: G step does not sync D grads
@@ -127,8 +161,9 @@ class Trainer:
             losses["feat"] = feature_matching_loss(real, fake)
         self.opt_g.zero_grad(set_to_none=True)
         self._backward(losses, out.audio)
+        self._sync_head_grads()
         values["grad_norm/gen"] = float(nn.utils.clip_grad_norm_(
-            self.codec.parameters(), self.recipe.optim.grad_clip))
+            self._generator_params(), self.recipe.optim.grad_clip))
         self.opt_g.step()
         self.sched_g.step()
         broadcast_module(self.codec.quantizer, self.dist)
@@ -137,13 +172,30 @@ class Trainer:
         values["lr"] = self.sched_g.get_last_lr()[0]
         return values
 
+    def _latent_losses(self) -> list[str]:
+        """Losses on latents rather than output audio: kept out of the balancer."""
+        return QUANTIZER_LOSSES + self._distill_names()
+
+    def _sync_head_grads(self) -> None:
+        """Average the heads' gradients over ranks (they are not inside DDP)."""
+        if self.heads is None or not self.dist.enabled:
+            return
+        import torch.distributed as dist
+
+        for p in self.heads.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.dist.world_size
+
     def _backward(self, losses: dict[str, Tensor], audio: Tensor) -> None:
         weights = self.recipe.losses.weights
         if self.balancer is None:
             total_loss(losses, weights).backward()
             return
-        output = {k: v for k, v in losses.items() if k not in QUANTIZER_LOSSES}
-        rest = {k: v for k, v in losses.items() if k in QUANTIZER_LOSSES}
+        latent = self._latent_losses()
+        output = {k: v for k, v in losses.items() if k not in latent}
+        rest = {k: v for k, v in losses.items() if k in latent}
         self.balancer.cfg.weights = {k: w for k, w in weights.items() if k in output}
         self.balancer.backward(output, audio, extra_loss=total_loss(rest, weights)
                                if rest else None)
@@ -183,7 +235,7 @@ class Trainer:
         while self.step < cfg.steps:
             batch = next(batches)
             failed += int(batch["failed"])
-            values = self.train_step(batch["wav"].to(self.device, non_blocking=True))
+            values = self.train_step(batch["wav"].to(self.device, non_blocking=True), batch)
             self.step += 1
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 values = all_reduce_mean(values, self.dist, self.device)
@@ -220,8 +272,9 @@ class Trainer:
                      "data_position": self.step * self.cfg.batch_size * self.dist.world_size}
             if self.balancer is not None:
                 state["balancer"] = self.balancer.state_dict()
+            heads = {} if self.heads is None else {"distill_heads": self.heads}
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.codec, self.disc, state,
-                                        keep=self.cfg.keep_checkpoints)
+                                        keep=self.cfg.keep_checkpoints, modules=heads)
             log.info(f"checkpoint {path.name}")
         barrier(self.dist)
 

@@ -1,0 +1,202 @@
+"""Token layouts for language models over codec codes, each with its exact inverse.
+
+Codes are integer arrays [..., K, T] (K codebook levels, T frames; torch or numpy, any
+leading batch shape); results are int64 of the same kind. Every inverse checks its input and
+raises ValueError on tokens the forward map cannot produce, so a model's bad sample is an
+error, not silently wrong audio.
+
+    tokens = flatten(codes, sizes)               # [..., T*K]: t0k0 t0k1 ... t1k0 ...
+    codes = unflatten(tokens, sizes)
+    delayed = delay(codes, pad=PAD)              # MusicGen: level k starts k steps late
+    codes = undelay(delayed, pad=PAD)
+    semantic, acoustic = group(codes, [1, 7], sizes)   # one stream per group of levels
+    vocab = TextAudioVocab(len(text_tokenizer), sizes) # audio ids after the text ids
+    ids = vocab.encode(codes); codes = vocab.decode(ids)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def level_offsets(codebook_sizes: Sequence[int], offset: int = 0) -> list[int]:
+    """First id of each level when the levels' vocabularies are laid end to end."""
+    starts = [offset]
+    for size in codebook_sizes[:-1]:
+        starts.append(starts[-1] + int(size))
+    return starts
+
+
+def flatten(codes, codebook_sizes: Sequence[int], offset: int = 0):
+    """codes [..., K, T] -> tokens [..., T*K], frame-major, level k shifted by
+    `offset` + sizes[0] + ... + sizes[k-1] so that every (level, code) has its own id."""
+    x, to_numpy = _tensor(codes)
+    _check_levels(x, codebook_sizes)
+    _check_range(x, codebook_sizes, "codes")
+    shifted = x + torch.tensor(level_offsets(codebook_sizes, offset))[:, None]
+    out = shifted.transpose(-1, -2).reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+    return _back(out, to_numpy)
+
+
+def unflatten(tokens, codebook_sizes: Sequence[int], offset: int = 0):
+    """Inverse of `flatten`: tokens [..., T*K] -> codes [..., K, T]."""
+    x, to_numpy = _tensor(tokens)
+    k = len(codebook_sizes)
+    if x.dim() < 1 or x.shape[-1] % k:
+        raise ValueError(f"token sequence length {tuple(x.shape)[-1:]} is not a multiple of "
+                         f"{k} codebook levels")
+    frames = x.reshape(*x.shape[:-1], x.shape[-1] // k, k).transpose(-1, -2)
+    codes = frames - torch.tensor(level_offsets(codebook_sizes, offset))[:, None]
+    _check_range(codes, codebook_sizes, "tokens (after removing level offsets)")
+    return _back(codes, to_numpy)
+
+
+def delay(codes, pad: int, delays: Sequence[int] | None = None):
+    """MusicGen's delay pattern: codes [..., K, T] -> [..., K, T + max(delays)], level k
+    shifted right by delays[k] (default k) and the gaps filled with `pad`, so that one LM
+    step predicts level k of frame t - delays[k] knowing the coarser levels of that frame."""
+    x, to_numpy = _tensor(codes)
+    shifts = _delays(delays, x)
+    t = x.shape[-1]
+    out = torch.full((*x.shape[:-1], t + max(shifts)), pad, dtype=torch.long)
+    for k, d in enumerate(shifts):
+        out[..., k, d:d + t] = x[..., k, :]
+    return _back(out, to_numpy)
+
+
+def undelay(delayed, pad: int | None = None, delays: Sequence[int] | None = None):
+    """Inverse of `delay`: [..., K, T + max(delays)] -> codes [..., K, T]. With `pad`,
+    also checks that every position outside the pattern holds it."""
+    x, to_numpy = _tensor(delayed)
+    shifts = _delays(delays, x)
+    t = x.shape[-1] - max(shifts)
+    if t < 0:
+        raise ValueError(f"{x.shape[-1]} steps are fewer than the largest delay {max(shifts)}")
+    out = torch.stack([x[..., k, d:d + t] for k, d in enumerate(shifts)], -2)
+    if pad is not None and not torch.equal(delay(out, pad, shifts), x):
+        raise ValueError("positions outside the delay pattern do not hold the pad token")
+    return _back(out, to_numpy)
+
+
+def group(codes, groups: Sequence[int], codebook_sizes: Sequence[int], offset: int = 0
+          ) -> list:
+    """Split the K levels into consecutive groups (sizes summing to K) and flatten each into
+    its own stream [..., T * group_size] with ids global over all levels, e.g. [1, 7]: the
+    first (semantic) level for an autoregressive model, the rest interleaved for a second."""
+    x, to_numpy = _tensor(codes)
+    _check_groups(groups, codebook_sizes)
+    starts = level_offsets(codebook_sizes, offset)
+    streams, a = [], 0
+    for g in groups:
+        streams.append(flatten(x[..., a:a + g, :], codebook_sizes[a:a + g], starts[a]))
+        a += g
+    return [_back(s, to_numpy) for s in streams]
+
+
+def ungroup(streams: Sequence, groups: Sequence[int], codebook_sizes: Sequence[int],
+            offset: int = 0):
+    """Inverse of `group`: the streams -> codes [..., K, T]."""
+    _check_groups(groups, codebook_sizes)
+    if len(streams) != len(groups):
+        raise ValueError(f"{len(streams)} streams for {len(groups)} groups")
+    starts = level_offsets(codebook_sizes, offset)
+    parts, a, to_numpy = [], 0, False
+    for s, g in zip(streams, groups):
+        x, to_numpy = _tensor(s)
+        parts.append(unflatten(x, codebook_sizes[a:a + g], starts[a]))
+        a += g
+    if len({p.shape[-1] for p in parts}) > 1:
+        raise ValueError(f"streams hold different frame counts: {[p.shape[-1] for p in parts]}")
+    return _back(torch.cat(parts, -2), to_numpy)
+
+
+@dataclass(frozen=True)
+class TextAudioVocab:
+    """One vocabulary for text and audio: ids [0, text_size) are the text tokenizer's, then
+    each codebook level's codes in turn. Register `token_names()` with the tokenizer
+    (`tokenizer.add_tokens(vocab.token_names())` when `text_size == len(tokenizer)`) so its
+    ids line up, then resize the LM's embeddings to `size`."""
+
+    text_size: int
+    codebook_sizes: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "codebook_sizes", tuple(int(s) for s in self.codebook_sizes))
+        if self.text_size < 0 or not self.codebook_sizes or min(self.codebook_sizes) < 1:
+            raise ValueError("text_size must be >= 0 and every codebook size >= 1")
+
+    @property
+    def size(self) -> int:
+        return self.text_size + sum(self.codebook_sizes)
+
+    def encode(self, codes):
+        """codes [..., K, T] -> ids [..., T*K] in the joint vocabulary."""
+        return flatten(codes, self.codebook_sizes, self.text_size)
+
+    def decode(self, ids):
+        """ids [..., T*K] (audio ids only) -> codes [..., K, T]."""
+        return unflatten(ids, self.codebook_sizes, self.text_size)
+
+    def is_audio(self, ids):
+        """Boolean mask of the ids that are audio tokens (to split a mixed sequence)."""
+        x, to_numpy = _tensor(ids)
+        mask = (x >= self.text_size) & (x < self.size)
+        return mask.numpy() if to_numpy else mask
+
+    def token_names(self) -> list[str]:
+        """Names of the audio ids in id order: "<|a{level}_{code}|>"."""
+        return [f"<|a{k}_{c}|>" for k, size in enumerate(self.codebook_sizes)
+                for c in range(size)]
+
+
+# ---------------------------------------------------------------------- helpers
+def _tensor(x) -> tuple[Tensor, bool]:
+    """int64 tensor view of a torch or numpy integer array, and whether it was numpy."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "iu":
+            raise ValueError(f"expected integer codes, got dtype {x.dtype}")
+        return torch.from_numpy(x.astype(np.int64)), True
+    if isinstance(x, Tensor):
+        if x.is_floating_point() or x.is_complex():
+            raise ValueError(f"expected integer codes, got dtype {x.dtype}")
+        return x.long().cpu(), False
+    raise ValueError(f"expected a torch tensor or numpy array, got {type(x).__name__}")
+
+
+def _back(x: Tensor, to_numpy: bool):
+    return x.numpy() if to_numpy else x
+
+
+def _check_levels(x: Tensor, codebook_sizes: Sequence[int]) -> None:
+    if x.dim() < 2 or x.shape[-2] != len(codebook_sizes):
+        raise ValueError(f"codes must be [..., K={len(codebook_sizes)}, T], got shape "
+                         f"{tuple(x.shape)}")
+
+
+def _check_range(codes: Tensor, codebook_sizes: Sequence[int], what: str) -> None:
+    for k, size in enumerate(codebook_sizes):
+        row = codes[..., k, :]
+        if row.numel() and (int(row.min()) < 0 or int(row.max()) >= size):
+            bad = int(row.min()) if int(row.min()) < 0 else int(row.max())
+            raise ValueError(f"{what}: value {bad} at level {k} is outside [0, {size})")
+
+
+def _delays(delays: Sequence[int] | None, x: Tensor) -> list[int]:
+    if x.dim() < 2:
+        raise ValueError(f"expected [..., K, T], got shape {tuple(x.shape)}")
+    k = x.shape[-2]
+    shifts = list(range(k)) if delays is None else [int(d) for d in delays]
+    if len(shifts) != k or min(shifts) < 0:
+        raise ValueError(f"need {k} non-negative delays, got {list(delays or [])}")
+    return shifts
+
+
+def _check_groups(groups: Sequence[int], codebook_sizes: Sequence[int]) -> None:
+    if not groups or min(groups) < 1 or sum(groups) != len(codebook_sizes):
+        raise ValueError(f"group sizes {list(groups)} must be positive and sum to "
+                         f"{len(codebook_sizes)} levels")
