@@ -40,7 +40,7 @@ PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
     "dac_44k": ("recipes/dac_44k.yaml", {}, "dac_44k"),
 }
 OURS_ONLY = {
-    "speech_16k (bundled)": "audiotok/speech-16k",
+    "speech_16k": "recipes/speech_16k.yaml",  # the bundled model's architecture
     "wavtokenizer_24k_75hz": "recipes/wavtokenizer_24k_75hz.yaml",
     "mimi_24k": "recipes/mimi_24k.yaml",
 }

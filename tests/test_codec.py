@@ -216,3 +216,22 @@ def test_untrained_codec_spreads_frames_over_codes():
     codes = codec.encode(wav).codes
     perplexity = code_metrics(codes[:, 0], codec.codebook_sizes[0], 0)["vq/perplexity/0"]
     assert perplexity > 10, perplexity
+
+
+def test_snake_inference_path_matches_autograd_path():
+    from audiotok.modules.snake import Snake1d
+
+    snake = Snake1d(6)
+    with torch.no_grad():
+        snake.alpha.uniform_(0.2, 3.0)
+    x = torch.randn(2, 6, 777, requires_grad=True)
+    y = snake(x)
+    expected = x + torch.sin(snake.alpha * x) ** 2 / snake.alpha
+    assert torch.allclose(y, expected, atol=1e-6)
+    y.sum().backward()
+    assert x.grad is not None and snake.alpha.grad is not None
+    with torch.inference_mode():
+        x_in = x.detach().clone()
+        fast = snake(x_in)
+        assert torch.equal(x_in, x.detach())  # the input is not modified in place
+    assert torch.allclose(fast, y.detach(), atol=1e-6)

@@ -216,6 +216,20 @@ def test_loudness_normalised_to_target(tmp_path, target):
         assert abs(_loudness(ds[i]["wav"], SR) - target) < 1.0
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 2007, 4094, 6400, 6401])
+def test_loudness_of_excerpts_shorter_than_a_block(n):
+    """Trimmed one-word recordings are shorter than BS.1770's 0.4 s block. Some of those
+    lengths (2007 and 4094 samples at 16 kHz among them) once made pyloudnorm raise inside
+    a loader worker, which ended a training run an hour in."""
+    from audiotok.data.transforms import normalize_loudness
+
+    wav = 0.01 * torch.from_numpy(speechlike(n / SR, SR, 1, 0)).float().reshape(1, -1)[:, :n]
+    out = normalize_loudness(wav, SR, -24.0)
+    assert out.shape == wav.shape and torch.isfinite(out).all()
+    if n >= 64:  # long enough to measure: made louder, within full scale
+        assert out.abs().max() > wav.abs().max() and out.abs().max() <= 1.0
+
+
 def test_silent_excerpt_left_alone(tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(str(silent), np.zeros(SR, dtype=np.float32), SR)

@@ -26,7 +26,11 @@ def normalize_loudness(wav: Tensor, sample_rate: int, target_db: float) -> Tenso
     data = wav.double().numpy().T  # [T, C]
     if data.shape[1] > 5:  # BS.1770 weights stop at 5.0 surround
         data = data.mean(axis=1, keepdims=True)
-    block = min(0.4, data.shape[0] / sample_rate)  # short excerpts: one block of all of it
+    # short excerpts: one block of (almost) all of it; pyloudnorm wants more samples than
+    # one block holds, and BS.1770 filters need a few samples to mean anything
+    if data.shape[0] < 64:
+        return wav
+    block = min(0.4, (data.shape[0] - 1) / sample_rate)
     loudness = pyloudnorm.Meter(sample_rate, block_size=block).integrated_loudness(data)
     if not np.isfinite(loudness):
         return wav
