@@ -26,6 +26,10 @@ def add_eval(sub) -> None:
     p.add_argument("--max-clips", type=int, default=None, metavar="N",
                    help="evaluate only the first N clips")
     p.add_argument("--device", default="cpu", help="torch device for the codecs")
+    p.add_argument("--probe-units", default=None, metavar="UNITS.safetensors",
+                   help="k-means units file from `audiotok kmeans`: report, per quantizer "
+                   "level of each codec, the mutual information of its codes with the units "
+                   "(content) and with the manifest's speakers")
     p.set_defaults(func=cmd_eval)
 
 
@@ -56,7 +60,8 @@ def cmd_eval(args) -> int:
     baselines = [b.strip() for b in (args.baselines or "").split(",") if b.strip()]
     cfg = EvalConfig(codecs=list(args.codec), data=args.data,
                      n_codebooks=parse_counts(args.n_codebooks), baselines=baselines,
-                     max_clips=args.max_clips, device=args.device)
+                     max_clips=args.max_clips, device=args.device,
+                     probe_units=args.probe_units)
     result = evaluate(cfg)
     if not result.clips:
         reasons = "; ".join(f"{e['clip']}: {e['reason']}" for e in result.excluded[:3])

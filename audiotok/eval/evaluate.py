@@ -9,6 +9,11 @@ baseline at one bitrate) encodes and decodes it, and the output is scored agains
 resampled to that system's rate after delay alignment. Clips that cannot be scored at all
 (unreadable, silent, too short for PESQ) are listed with the reason; a metric undefined on
 one clip is left out of that metric's mean only, and counted.
+
+With `probe_units` (a file from `audiotok kmeans`), every neural codec's codes at all its levels
+are also paired with the SSL k-means units of each scored clip, and each row of that codec gets
+"content_probe": per-level mutual information with the units (and with the manifest's
+speakers, where given); see audiotok.distill.probe.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class EvalConfig:
     baselines: list[str] = field(default_factory=list)
     max_clips: int | None = None
     device: str = "cpu"
+    probe_units: str | None = None
 
 
 @dataclass
@@ -128,20 +134,21 @@ def _baseline_system(setting: str) -> System:
     return System(setting, "baseline", run)
 
 
-def _codec_systems(ref: str, label: str, n_list: list[int] | None, device: str) -> list[System]:
-    from ..codecs import load_codec
+def _codec_input(codec, wav: np.ndarray, sr: int, device: str) -> torch.Tensor:
+    """Mono float64 [T] at `sr` -> [1, C, T'] float32 at the codec's rate and channels."""
+    x = resample(wav[None], sr, codec.sample_rate) if sr != codec.sample_rate else wav[None]
+    x = np.repeat(x, codec.channels, axis=0) if codec.channels > 1 else x
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
 
-    codec = load_codec(ref, device=device)
+
+def _codec_systems(codec, label: str, n_list: list[int] | None, device: str) -> list[System]:
     counts = n_list or list(range(1, codec.n_codebooks + 1))
     for n in counts:
         codec.quantizer.check_n_codebooks(n)  # a clear error before any clip is processed
     systems = []
     for n in counts:
         def run(wav: np.ndarray, sr: int, n: int = n) -> SystemOutput:
-            x = resample(wav[None], sr, codec.sample_rate) if sr != codec.sample_rate else wav[None]
-            x = np.repeat(x, codec.channels, axis=0) if codec.channels > 1 else x
-            x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-            tokens = codec.encode(x_t.to(device), n)
+            tokens = codec.encode(_codec_input(codec, wav, sr, device), n)
             y = codec.decode(tokens)[0].mean(0).double().cpu().numpy()
             return SystemOutput(y, codec.sample_rate, tokens.bitrate / 1000,
                                 tokens.tokens_per_second, tokens.codes[0].cpu())
@@ -184,18 +191,42 @@ def _load_clip(path: str) -> tuple[np.ndarray, int]:
     return x, sr
 
 
+@dataclass
+class _Probe:
+    """A codec's content probe: its label, the codec and the pooled counts."""
+
+    label: str
+    codec: object
+    counts: object  # audiotok.distill.probe.ContentProbe
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     from tqdm import tqdm
 
+    from ..codecs import load_codec
     from ..data.manifest import index_files
 
     if not cfg.codecs and not cfg.baselines:
         raise AudiotokError("nothing to evaluate: give --codec and/or --baselines")
+    if cfg.probe_units and not cfg.codecs:
+        raise AudiotokError("--probe-units probes neural codecs: give at least one --codec")
     settings = parse_baselines(cfg.baselines)
+    labeller = None
+    if cfg.probe_units:  # a bad units file fails before any codec loads or clip is read
+        from ..distill.probe import UnitLabeller
+
+        labeller = UnitLabeller(cfg.probe_units, cfg.device)
     index = index_files(cfg.data)
     items = index.items[: cfg.max_clips] if cfg.max_clips else index.items
-    systems = [s for ref, label in zip(cfg.codecs, _labels(cfg.codecs))
-               for s in _codec_systems(ref, label, cfg.n_codebooks, cfg.device)]
+    systems, probes = [], []
+    for ref, label in zip(cfg.codecs, _labels(cfg.codecs)):
+        codec = load_codec(ref, device=cfg.device)
+        systems += _codec_systems(codec, label, cfg.n_codebooks, cfg.device)
+        if labeller is not None:
+            from ..distill.probe import ContentProbe
+
+            probes.append(_Probe(label, codec,
+                                 ContentProbe(codec.codebook_sizes, labeller.n_units)))
     systems += [_baseline_system(s) for s in settings]
 
     base = Path(cfg.data) if Path(cfg.data).is_dir() else Path(cfg.data).parent
@@ -218,14 +249,48 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
             if not clips:
                 examples.setdefault("reference", {})[out.sample_rate] = ref
                 examples[system.name] = (out.wav, out.sample_rate)
+        if probes:  # only clips that were scored
+            _probe_clip(probes, labeller, wav, sr, item.speaker, codes, cfg.device)
         clips.append(clip)
     rows = [_pool(s, clips, codes.get(s.name, [])) for s in systems]
+    for probe in probes:
+        result = _finite(probe.counts.result())
+        result.update(units_file=str(cfg.probe_units), teacher=labeller.meta["teacher"])
+        for row in rows:
+            if row["kind"] == "codec" and row["codec"] == probe.label:
+                row["content_probe"] = result
     config = {"codecs": list(cfg.codecs), "data": str(cfg.data), "n_codebooks": cfg.n_codebooks,
-              "baselines": settings, "max_clips": cfg.max_clips,
+              "baselines": settings, "max_clips": cfg.max_clips, "probe_units": cfg.probe_units,
               "max_shift_seconds": MAX_SHIFT_SECONDS, "min_seconds": MIN_SECONDS,
               "n_clips_found": len(index.items) + len(index.skipped),
               "n_clips_scored": len(clips)}
     return EvalResult(config, rows, clips, excluded, examples)
+
+
+def _probe_clip(probes: list[_Probe], labeller, wav: np.ndarray, sr: int, speaker: str | None,
+                codes: dict[str, list[torch.Tensor]], device: str) -> None:
+    """Add one scored clip to every codec's probe: the teacher runs once; each codec's codes
+    at all levels are reused from its full-depth system when evaluated, else encoded."""
+    feats = labeller.features(torch.from_numpy(wav), sr)
+    for probe in probes:
+        codec = probe.codec
+        full = codes.get(f"{probe.label}@{codec.n_codebooks}")
+        if full:
+            clip_codes = full[-1]
+        else:
+            clip_codes = codec.encode(_codec_input(codec, wav, sr, device)).codes[0].cpu()
+        probe.counts.add(clip_codes, labeller.assign(feats, clip_codes.shape[-1]), speaker)
+
+
+def _finite(x):
+    """NaN/inf -> None, recursively (report.json is strict JSON)."""
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _skipped(message: str, base: Path) -> dict:

@@ -1,6 +1,7 @@
 """Write an `EvalResult` to a folder: report.json (every number), report.md and report.html
-(one table row per system), quality.png (PESQ-WB and STOI against bitrate) and spectrogram
-comparisons of the first clip. Every file is written atomically."""
+(one table row per system, and with a content probe a "Content per level" table), quality.png
+(PESQ-WB and STOI against bitrate) and spectrogram comparisons of the first clip. Every file
+is written atomically."""
 
 from __future__ import annotations
 
@@ -67,12 +68,75 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _probes(rows: list[dict]) -> dict[str, dict]:
+    """{codec label: its content_probe}, in row order (every row of a codec holds the same)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r.get("content_probe") and r["codec"] not in out:
+            out[r["codec"]] = r["content_probe"]
+    return out
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def probe_table_rows(rows: list[dict]) -> list[list[str]]:
+    """Header and one row per (codec, level) of the content probes; [] without any."""
+    probes = _probes(rows)
+    if not probes:
+        return []
+    speakers = any("speaker_mi_bits" in lv for p in probes.values() for lv in p["levels"])
+    header = ["codec", "level", "MI units (bits above chance)", "NMI units"]
+    header += ["MI speaker (bits)"] if speakers else []
+    body = []
+    for codec, p in probes.items():
+        for lv in p["levels"]:
+            cells = [codec, str(lv["level"]), _num(lv["mi_above_chance_bits"]), _num(lv["nmi"])]
+            cells += [_num(lv.get("speaker_mi_bits"))] if speakers else []
+            body.append(cells)
+    return [header] + body
+
+
+def _probe_notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for codec, p in _probes(rows).items():
+        note = (f"{codec}: {p['frames']} frames, {p['units']} units, H(units) = "
+                f"{_num(p['unit_entropy_bits'])} bits")
+        if "speakers" in p:
+            note += f", {p['speakers']} speakers over {p['speaker_frames']} frames"
+        notes.append(note)
+    return notes
+
+
+PROBE_TEXT = ("Plug-in mutual information between each quantizer level's codes and the SSL "
+              "k-means units of `{units}` (teacher `{teacher}`) under the same frames, minus "
+              "the same estimate with the units shifted by half a clip (chance); NMI = "
+              "I(codes; units) / H(units), not chance-corrected. MI with the manifest's "
+              "speakers where given. Content-carrying levels score high on units.")
+
+
+def _probe_text(rows: list[dict]) -> str:
+    p = next(iter(_probes(rows).values()))
+    return PROBE_TEXT.format(units=p.get("units_file", "?"),
+                             teacher=(p.get("teacher") or {}).get("path", "?"))
+
+
 def _markdown(result: EvalResult, table: str) -> str:
     cfg = result.config
     parts = ["# audiotok eval", "",
              (f"Data: `{cfg['data']}`: {cfg['n_clips_scored']} clips scored of "
               f"{cfg['n_clips_found']} found. Means over scored clips; \"n/a\" counts clips "
               f"where a metric is undefined."), "", table, "", "![quality](quality.png)", ""]
+    probe = probe_table_rows(result.rows)
+    if probe:
+        header, *body = probe
+        parts += ["## Content per level", "", _probe_text(result.rows), ""]
+        parts += [f"- {n}" for n in _probe_notes(result.rows)] + [""]
+        parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        parts += ["| " + " | ".join(r) + " |" for r in body] + [""]
     if result.excluded:
         parts += ["## Excluded clips", ""]
         parts += [f"- `{e['clip']}`: {e['reason']}" for e in result.excluded]
@@ -88,6 +152,16 @@ def _html(result: EvalResult, plot: Path) -> str:
     img = base64.b64encode(plot.read_bytes()).decode()
     excluded = "".join(f"<li><code>{esc(e['clip'])}</code>: {esc(e['reason'])}</li>"
                        for e in result.excluded)
+    probe = probe_table_rows(result.rows)
+    content = ""
+    if probe:
+        p_head, *p_body = probe
+        content = ("<h2>Content per level</h2><p>"
+                   + esc(_probe_text(result.rows)).replace("`", "") + "</p><ul>"
+                   + "".join(f"<li>{esc(n)}</li>" for n in _probe_notes(result.rows))
+                   + "</ul><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in p_head)
+                   + "</tr>" + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r)
+                                       + "</tr>" for r in p_body) + "</table>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>audiotok eval</title>"
             f"<style>table{{border-collapse:collapse}}td,th{{border:1px solid #999;"
             f"padding:2px 8px;text-align:right}}</style></head><body><h1>audiotok eval</h1>"
@@ -95,7 +169,7 @@ def _html(result: EvalResult, plot: Path) -> str:
             f"{result.config['n_clips_scored']} clips scored.</p>"
             f"<table><tr>{head}</tr>{rows}</table>"
             f"<p><img alt='quality vs bitrate' src='data:image/png;base64,{img}'></p>"
-            + (f"<h2>Excluded clips</h2><ul>{excluded}</ul>" if excluded else "")
+            + content + (f"<h2>Excluded clips</h2><ul>{excluded}</ul>" if excluded else "")
             + "</body></html>\n")
 
 
