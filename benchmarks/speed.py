@@ -13,10 +13,11 @@ built with the published hyper-parameters and random weights):
 
 and our other families alone (no reference package on PyPI builds them without a download).
 
-Each row runs in a fresh process: threads set to --threads, a 1 s warm-up, then the best of
---repeats timings of encode (waveform -> codes) and decode (codes -> waveform) of a --seconds
-speech-like clip. The reference runs under torch.inference_mode() too (its fastest setting);
-its decode includes the codebook lookup, as ours does. RTF = time / audio duration; the
+Each row runs in a fresh process (--rounds of them, alternating ours and reference so slow
+drifts of this machine hit both; the best is kept): threads set to --threads, a 1 s warm-up,
+then the best of --repeats timings of encode (waveform -> codes) and decode (codes ->
+waveform) of a --seconds speech-like clip. The reference runs under torch.inference_mode()
+too (its fastest setting); its decode includes the codebook lookup, as ours does. RTF = time / audio duration; the
 ratio column is ours / reference time (below 1 = ours faster). Peak RSS is the process's
 high-water mark over the whole run.
 """
@@ -27,10 +28,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from codec_speed import best_time, signal  # same folder: the shared test signal and timer
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
@@ -53,24 +54,6 @@ DAC_SETTINGS = {
     "dac_44k": {"encoder_rates": [2, 4, 8, 8], "decoder_rates": [8, 8, 4, 2],
                 "n_codebooks": 9, "sample_rate": 44100},
 }
-
-
-def signal(seconds: float, sr: int) -> torch.Tensor:
-    """A voiced-speech-like test signal: harmonics of 140 Hz, amplitude-modulated, plus noise."""
-    g = torch.Generator().manual_seed(0)
-    t = torch.arange(int(seconds * sr)) / sr
-    voiced = sum(torch.sin(2 * torch.pi * 140 * k * t) / k for k in range(1, 10))
-    return (0.1 * voiced * (1 + torch.sin(2 * torch.pi * 3 * t)) +
-            0.01 * torch.randn(t.shape, generator=g))[None, None]
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def vm_mb(field: str) -> float:
@@ -159,6 +142,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="fresh processes per implementation, alternating ours/ref; best kept")
     p.add_argument("--only", nargs="+", default=None, help="row names to run")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -169,7 +154,7 @@ def main() -> None:
         print(json.dumps(child(*args.child, args.seconds, args.repeats)))
         return
     print(f"torch {torch.__version__}, {args.threads} threads, {args.seconds:g} s clip, "
-          f"best of {args.repeats}")
+          f"best of {args.repeats} x {args.rounds} alternating rounds")
     head = (f"{'model':24} {'impl':5} {'params':>8} {'enc RTF':>8} {'dec RTF':>8} "
             f"{'peak MB':>8} {'enc ours/ref':>12} {'dec ours/ref':>12}")
     print(head)
@@ -178,7 +163,17 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         impls = ["ours", "ref"] if name in PAIRS else ["ours"]
-        result = {impl: run_child(impl, name, args) for impl in impls}
+        result: dict[str, dict] = {}
+        for _ in range(args.rounds):  # alternate ours/ref so drift hits both alike
+            for impl in impls:
+                r = run_child(impl, name, args)
+                best = result.get(impl)
+                if "error" in r or best is None or "error" in best:
+                    result[impl] = r if best is None or "error" in r else best
+                else:
+                    result[impl] = {**best, **{k: min(best[k], r[k]) for k in
+                                               ("encode_rtf", "decode_rtf")},
+                                    "peak_MB": max(best["peak_MB"], r["peak_MB"])}
         for impl, r in result.items():
             if "error" in r:
                 print(f"{name:24} {impl:5} error: {r['error']}", flush=True)
