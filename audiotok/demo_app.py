@@ -194,6 +194,12 @@ def _run_event(button: gr.Button, fn, inputs: list, outputs: list) -> None:
                  api_name=fn.__name__)
 
 
+def _player(label: str, elem_id: str) -> tuple[gr.Audio, gr.Image]:
+    """A column with a player and its spectrogram below it."""
+    with gr.Column():
+        return _audio_out(label, elem_id), _image_out(label)
+
+
 def _listen_tab(h: DemoHandlers, clip: gr.Audio) -> None:
     first = next(iter(h.codecs))
     with gr.Row():
@@ -201,12 +207,8 @@ def _listen_tab(h: DemoHandlers, clip: gr.Audio) -> None:
     run = gr.Button("Run", variant="primary", elem_id="run")
     status = gr.Markdown(elem_id="status")
     with gr.Row():
-        with gr.Column():
-            original = _audio_out("original", "original")
-            spec_original = _image_out("original")
-        with gr.Column():
-            recon = _audio_out("reconstruction", "reconstruction")
-            spec_recon = _image_out("reconstruction")
+        original, spec_original = _player("original", "original")
+        recon, spec_recon = _player("reconstruction", "reconstruction")
     grid = _image_out("tokens (codebook level x frame)", "token-grid")
     with gr.Row():
         metrics = gr.Markdown(elem_id="metrics")
@@ -231,15 +233,9 @@ def _ab_tab(h: DemoHandlers, clip: gr.Audio) -> None:
     run = gr.Button("Compare", variant="primary", elem_id="compare")
     status = gr.Markdown(elem_id="ab-status")
     with gr.Row():
-        with gr.Column():
-            original = _audio_out("original", "ab-original")
-            spec_original = _image_out("original")
-        with gr.Column():
-            audio_a = _audio_out("A", "audio-a")
-            spec_a = _image_out("A")
-        with gr.Column():
-            audio_b = _audio_out("B", "audio-b")
-            spec_b = _image_out("B")
+        original, spec_original = _player("original", "ab-original")
+        audio_a, spec_a = _player("A", "audio-a")
+        audio_b, spec_b = _player("B", "audio-b")
     metrics = gr.Markdown(elem_id="ab-metrics")
     _run_event(run, h.compare, [clip, codec_a, slider_a, codec_b, slider_b],
                [status, original, audio_a, audio_b, spec_original, spec_a, spec_b, metrics])

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 import torch
-from codec_speed import best_time, signal  # same folder: the shared test signal and timer
+from codec_speed import _vm_kb, best_time, signal  # same folder: shared helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
@@ -57,11 +57,7 @@ DAC_SETTINGS = {
 
 
 def vm_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024
-    raise KeyError(field)
+    return _vm_kb(field) / 1024
 
 
 def ours(ref: str, kwargs: dict):

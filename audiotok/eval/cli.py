@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..commands import CODEC_HELP
 from ..errors import AudiotokError
 
 
@@ -14,7 +15,7 @@ def add_eval(sub) -> None:
         "and optional classic baselines, score against the reference and write report.json, "
         "report.md, report.html, quality.png and spectrograms into REPORT_DIR.")
     p.add_argument("--codec", action="append", default=[], metavar="DIR",
-                   help="codec checkpoint directory, recipe .yaml or name (repeatable)")
+                   help=CODEC_HELP + " (repeatable)")
     p.add_argument("--data", required=True, help="folder of audio files or .jsonl manifest")
     p.add_argument("--n-codebooks", action="append", default=[], metavar="K[,K...]",
                    help="codebook counts to evaluate, e.g. 1,2,4 (default: every level)")
