@@ -22,7 +22,7 @@ import time
 
 import torch
 
-CODECS = ["recipes/tiny_speech_16k.yaml", "seanet", "dac", "wavtokenizer"]
+CODECS = ["audiotok/speech-16k", "recipes/tiny_speech_16k.yaml", "seanet", "dac", "wavtokenizer"]
 # the published designs at full size (issue: recipes for the published codec designs)
 FULL_SIZE = [f"recipes/{n}.yaml" for n in (
     "encodec_24k", "dac_16k", "dac_24k", "dac_44k", "wavtokenizer_24k_75hz",

@@ -51,15 +51,18 @@ def main() -> None:
     from audiotok.train import read_recipe
     from audiotok.train.trainer import Trainer
 
-    with tempfile.TemporaryDirectory() as run:
-        base = [f"data.train={run}", f"train.run_dir={run}", *args.overrides]
-        recipe = read_recipe(args.recipe, base + ["train.disc_start_step=0"])
-        sr, bs = recipe.model.sample_rate, recipe.train.batch_size
-        seg = recipe.data.segment_seconds
-        wavs = [batch(bs, seg, sr, s) for s in range(4)]
-        with_d = time_steps(Trainer(recipe), wavs, args.steps)
-        recipe = read_recipe(args.recipe, base + ["train.disc_start_step=1000000000"])
-        without_d = time_steps(Trainer(recipe), wavs, args.steps)
+    timings = []
+    for disc_start in (0, 1_000_000_000):
+        # each trainer locks its own run directory
+        with tempfile.TemporaryDirectory() as run:
+            recipe = read_recipe(args.recipe, [f"data.train={run}", f"train.run_dir={run}",
+                                               *args.overrides,
+                                               f"train.disc_start_step={disc_start}"])
+            sr, bs = recipe.model.sample_rate, recipe.train.batch_size
+            seg = recipe.data.segment_seconds
+            wavs = [batch(bs, seg, sr, s) for s in range(4)]
+            timings.append(time_steps(Trainer(recipe), wavs, args.steps))
+    with_d, without_d = timings
     print(f"recipe {args.recipe}: batch {bs} x {seg:g} s at {sr} Hz, torch "
           f"{torch.__version__}, {args.threads} threads")
     for name, sec in (("generator + discriminators", with_d), ("generator only", without_d)):

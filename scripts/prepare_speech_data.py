@@ -14,7 +14,9 @@ recordings) for evaluation, since PESQ/STOI on 0.5 s single words are unstable.
     python scripts/prepare_speech_data.py OUT_DIR
 
 writes OUT_DIR/{train,heldout}/*.flac (16 kHz mono), OUT_DIR/train.jsonl and
-OUT_DIR/heldout.jsonl (path, speaker, duration), OUT_DIR/README.txt with the counts.
+OUT_DIR/heldout.jsonl (path, speaker, duration), OUT_DIR/heldout_eval.jsonl (the first 6
+utterances of each held-out speaker: the clips the model card scores) and OUT_DIR/README.txt
+with the counts.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ HELDOUT_KLETTRES = {"en", "fr", "it", "hu", "cs"}
 HELDOUT_HEDGEWARS = {"British", "Mobster", "Classic"}
 ESPEAK_VOICES = ["en-us", "en-us+f3", "en+m3", "en+f2", "en-gb-x-rp", "en+m7", "de", "fr-fr",
                  "es", "it+f4", "nl", "pl+m2"]
+EVAL_PER_SPEAKER = 6
 ESPEAK_TEXT = Path("/usr/share/common-licenses/GPL-3")
 
 
@@ -200,6 +203,11 @@ def main(argv=None) -> int:
         if is_heldout(spk):
             held += build_heldout(spk, files, args.out / "heldout", rng)
     write_jsonl(args.out / "heldout.jsonl", held)
+    # the clips the model card's scores use: the first EVAL_PER_SPEAKER of each held-out speaker
+    per: dict[str, int] = {}
+    scored = [r for r in held if per.setdefault(r["speaker"], 0) < EVAL_PER_SPEAKER
+              and not per.__setitem__(r["speaker"], per[r["speaker"]] + 1)]
+    write_jsonl(args.out / "heldout_eval.jsonl", scored)
 
     summary = summarize(rows, held)
     (args.out / "README.txt").write_text(summary)

@@ -51,9 +51,19 @@ TINY = {
         "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 1,
                     "attention": False},
     },
+    "stft-vocos": {  # the bundled speech-16k design: everything at frame rate
+        "family": "stft-test", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "stft", "n_fft": 24, "hop_length": 6, "dim": 16, "num_layers": 1,
+                    "strides": [2], "dims": [12], "layers_per_stage": [1], "mlp_ratio": 2.0,
+                    "kernel_size": 3},
+        "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 64,
+                      "codebook_dim": 4, "l2_normalize": True},
+        "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 2,
+                    "attention": False},
+    },
 }
 
-CONV_FAMILIES = ["seanet-conv", "seanet-causal", "dac", "fsq-stereo"]
+CONV_FAMILIES = ["seanet-conv", "seanet-causal", "dac", "fsq-stereo", "stft-vocos"]
 
 
 def build(name: str, seed: int = 0):

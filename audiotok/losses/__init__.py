@@ -1,7 +1,7 @@
 """Training losses for GAN audio codecs; each returns a scalar tensor.
 
     spectral     MultiResolutionMelLoss (DAC), MultiScaleSTFTLoss (EnCodec),
-                 MultiResolutionSTFTLoss (Parallel WaveGAN)
+                 MultiResolutionSTFTLoss (Parallel WaveGAN), PhaseDerivativeLoss (after APNet)
     adversarial  generator_adversarial_loss, discriminator_loss, feature_matching_loss
     balancer     LossBalancer (EnCodec) for the losses that depend on the model output
     weighting    weighted_sum for the rest, and the rule binding recipe weights to loss names
@@ -20,6 +20,8 @@ from .spectral import (
     MultiResolutionSTFTLoss,
     MultiScaleSTFTLoss,
     MultiScaleSTFTLossConfig,
+    PhaseDerivativeLoss,
+    PhaseLossConfig,
     STFTLossConfig,
 )
 from .weighting import check_weights, weighted_sum
@@ -27,6 +29,6 @@ from .weighting import check_weights, weighted_sum
 __all__ = [
     "ADVERSARIAL_KINDS", "BalancerConfig", "BalancerOutput", "LossBalancer", "MelLossConfig",
     "MultiResolutionMelLoss", "MultiResolutionSTFTLoss", "MultiScaleSTFTLoss",
-    "MultiScaleSTFTLossConfig", "STFTLossConfig", "check_weights", "discriminator_loss",
+    "MultiScaleSTFTLossConfig", "PhaseDerivativeLoss", "PhaseLossConfig", "STFTLossConfig", "check_weights", "discriminator_loss",
     "feature_matching_loss", "generator_adversarial_loss", "weighted_sum",
 ]

@@ -34,6 +34,7 @@ class LossConfig:
     adversarial: str = "hinge"          # hinge | lsgan
     mel: dict = field(default_factory=dict)       # MelLossConfig overrides
     stft: dict = field(default_factory=dict)      # MultiResolutionSTFTLoss options
+    phase: dict = field(default_factory=dict)     # PhaseLossConfig overrides
     balancer: bool = False              # EnCodec gradient balancer for output losses
 
     def __post_init__(self):

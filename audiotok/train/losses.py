@@ -5,6 +5,7 @@ Names (bind weights to these in a recipe):
     msstft       multi-scale mel L1 + log-mel L2 (EnCodec)
     stft         spectral convergence + log-magnitude L1 (Parallel WaveGAN)
     waveform     L1 on samples (EnCodec's time-domain term)
+    phase        instantaneous-frequency and group-delay distance (losses/spectral.py)
     vq/commit, vq/codebook   from the quantizer
     adv/gen, feat            adversarial and feature matching, once the discriminator starts
 """
@@ -21,12 +22,14 @@ from ..losses import (
     MultiResolutionSTFTLoss,
     MultiScaleSTFTLoss,
     MultiScaleSTFTLossConfig,
+    PhaseDerivativeLoss,
+    PhaseLossConfig,
     STFTLossConfig,
     check_weights,
 )
 from .config import LossConfig
 
-RECONSTRUCTION = ("mel", "msstft", "stft", "waveform")
+RECONSTRUCTION = ("mel", "msstft", "stft", "waveform", "phase")
 ADVERSARIAL = ("adv/gen", "feat")
 
 
@@ -44,6 +47,9 @@ class ReconstructionLosses(nn.Module):
                 sample_rate, from_dict(MultiScaleSTFTLossConfig, cfg.stft, "losses.stft"))
         if self.weights.get("stft"):
             self.stft = MultiResolutionSTFTLoss(from_dict(STFTLossConfig, cfg.stft, "stft"))
+        self.phase = None
+        if self.weights.get("phase"):
+            self.phase = PhaseDerivativeLoss(from_dict(PhaseLossConfig, cfg.phase, "losses.phase"))
 
     def forward(self, ref: Tensor, est: Tensor) -> dict[str, Tensor]:
         out = {"mel": self.mel(ref, est)}
@@ -51,6 +57,8 @@ class ReconstructionLosses(nn.Module):
             out["msstft"] = self.msstft(ref, est)
         if self.stft is not None:
             out["stft"] = self.stft(ref, est)
+        if self.phase is not None:
+            out["phase"] = self.phase(ref, est)
         if self.weights.get("waveform"):
             out["waveform"] = (ref - est).abs().mean()
         return out

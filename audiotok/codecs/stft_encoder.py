@@ -1,0 +1,144 @@
+"""Spectral encoder: an STFT front end and ConvNeXt stacks at frame rate.
+
+Time-domain encoders (SEANet, DAC) spend most of their compute in the first layers, which run
+at the sample rate with few channels: small convolutions that a CPU executes far below its
+peak. A spectral encoder starts from an STFT instead, so every layer runs at a frame rate
+(100 or 50 Hz for speech) with wide matrix multiplies. APCodec (Ai et al. 2024,
+arXiv:2402.10533) encodes amplitude and phase spectra with ConvNeXt blocks this way, and the
+spectral codecs of Langman et al. 2024 (arXiv:2406.05298) show STFT-input encoders matching
+time-domain ones for speech; paired with the Vocos iSTFT decoder (codecs/vocos.py) the whole
+codec runs at frame rate. The data flow here (ours):
+
+    wav [B, C, T] -> STFT (n_fft, hop) -> per bin: log|X|, and X compressed to |X|^0.3
+        -> conv (kernel_size) -> LayerNorm -> N x ConvNeXt            (at sample_rate / hop)
+        -> per downsampling stride s: conv k=2s stride s -> M x ConvNeXt
+        -> LayerNorm -> conv k=1 -> z [B, D, T / (hop * prod(strides))]
+
+Every layer has a bounded reach, so chunked encoding is exact (codecs/chunking.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..modules.conv import Conv1d, chain_reach
+from ..modules.convnext import ConvNeXtBlock
+from ..modules.istft import check_stft_sizes, same_padding, stft_same
+from .components import ENCODERS
+
+# |X|^0.3 amplitude compression of the complex spectrum, as speech-enhancement models use
+# (Braun & Tashev 2021); the log-magnitude channel keeps the quiet bins' level.
+COMPRESS = 0.3
+LOG_FLOOR = 1e-5
+
+
+@dataclass
+class STFTEncoderConfig:
+    n_fft: int = 640
+    hop_length: int = 160             # STFT hop; the codec's hop is this times prod(strides)
+    dim: int = 256                    # width at the STFT frame rate
+    num_layers: int = 4               # ConvNeXt blocks at the STFT frame rate
+    strides: list[int] = field(default_factory=lambda: [2])
+    dims: list[int] = field(default_factory=lambda: [384])        # width after each stride
+    layers_per_stage: list[int] = field(default_factory=lambda: [4])
+    mlp_ratio: float = 3.0            # ConvNeXt hidden width / width (Vocos: 1536 / 512)
+    kernel_size: int = 7              # of the first conv, over STFT frames
+
+    def __post_init__(self):
+        check_stft_sizes(self.n_fft, self.hop_length)
+        if not len(self.strides) == len(self.dims) == len(self.layers_per_stage):
+            raise ValueError(f"strides, dims and layers_per_stage must have the same length, "
+                             f"got {len(self.strides)}, {len(self.dims)}, "
+                             f"{len(self.layers_per_stage)}")
+        for name in ("dim", "num_layers", "kernel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("strides", "dims"):
+            if any(int(v) < 1 for v in getattr(self, name)):
+                raise ValueError(f"{name} must all be >= 1, got {getattr(self, name)}")
+        if any(int(v) < 0 for v in self.layers_per_stage):
+            raise ValueError(f"layers_per_stage must be >= 0, got {self.layers_per_stage}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over channels of x [B, D, T]."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
+    hidden = max(1, round(dim * mlp_ratio))
+    return [ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n)]
+
+
+def _init(module: nn.Module) -> None:
+    # the Vocos backbone's init (truncated normal, std 0.02), used for the decoder too
+    if isinstance(module, (nn.Conv1d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class STFTEncoder(nn.Module):
+    """wav [B, C, T] -> z [B, D, T / hop_length] (encoder contract, codecs/components.py)."""
+
+    def __init__(self, cfg: STFTEncoderConfig, channels: int, latent_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_fft, self.stft_hop = cfg.n_fft, cfg.hop_length
+        self.hop_length = cfg.hop_length * math.prod(int(s) for s in cfg.strides)
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+        n_bins = cfg.n_fft // 2 + 1
+        conv = {"norm": "none"}
+        layers: list[nn.Module] = [Conv1d(3 * n_bins * channels, cfg.dim, cfg.kernel_size, **conv),
+                                   _ChannelNorm(cfg.dim),
+                                   *_blocks(cfg.dim, cfg.num_layers, cfg.mlp_ratio)]
+        dim = cfg.dim
+        for stride, out_dim, n in zip(cfg.strides, cfg.dims, cfg.layers_per_stage):
+            layers += [_ChannelNorm(dim), Conv1d(dim, out_dim, 2 * stride, stride=stride, **conv),
+                       *_blocks(out_dim, n, cfg.mlp_ratio)]
+            dim = out_dim
+        layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim, 1, **conv)]
+        self.model = nn.Sequential(*layers)
+        self.model.apply(_init)
+
+    def receptive_field(self) -> tuple[int, int]:
+        left_pad, _ = same_padding(self.n_fft, self.stft_hop)
+        # STFT frame j reads samples [j*hop - left_pad, j*hop - left_pad + n_fft - 1]
+        stft = (left_pad, self.n_fft - 1 - left_pad, self.stft_hop)
+        parts = [stft]
+        for m in self.model:
+            if isinstance(m, Conv1d):
+                parts.append(m.reach())
+            elif isinstance(m, ConvNeXtBlock):
+                parts.append((*m.reach(), 1))
+        left, right, _ = chain_reach(parts)
+        return left, right
+
+    def features(self, wav: Tensor) -> Tensor:
+        """wav [B, C, T] -> [B, 3 * n_bins * C, T / stft_hop]: log|X|, Re and Im of X|X|^-0.7."""
+        b, c, t = wav.shape
+        spec = stft_same(wav.reshape(b * c, t).float(), self.n_fft, self.stft_hop, self.window)
+        mag = spec.abs().clamp(min=LOG_FLOOR)
+        compressed = spec * mag.pow(COMPRESS - 1)
+        feats = torch.cat([mag.log(), compressed.real, compressed.imag], dim=1)
+        return feats.reshape(b, c * feats.shape[1], feats.shape[-1])
+
+    def forward(self, wav: Tensor) -> Tensor:
+        return self.model(self.features(wav).to(wav.dtype))
+
+
+@ENCODERS.register("stft", STFTEncoderConfig)
+def build_stft_encoder(cfg: STFTEncoderConfig, channels: int, latent_dim: int) -> STFTEncoder:
+    return STFTEncoder(cfg, channels, latent_dim)
