@@ -205,8 +205,11 @@ def main(argv=None) -> int:
     write_jsonl(args.out / "heldout.jsonl", held)
     # the clips the model card's scores use: the first EVAL_PER_SPEAKER of each held-out speaker
     per: dict[str, int] = {}
-    scored = [r for r in held if per.setdefault(r["speaker"], 0) < EVAL_PER_SPEAKER
-              and not per.__setitem__(r["speaker"], per[r["speaker"]] + 1)]
+    scored = []
+    for r in held:
+        if per.get(r["speaker"], 0) < EVAL_PER_SPEAKER:
+            per[r["speaker"]] = per.get(r["speaker"], 0) + 1
+            scored.append(r)
     write_jsonl(args.out / "heldout_eval.jsonl", scored)
 
     summary = summarize(rows, held)

@@ -4,9 +4,8 @@ Time-domain encoders (SEANet, DAC) spend most of their compute in the first laye
 at the sample rate with few channels: small convolutions that a CPU executes far below its
 peak. A spectral encoder starts from an STFT instead, so every layer runs at a frame rate
 (100 or 50 Hz for speech) with wide matrix multiplies. APCodec (Ai et al. 2024,
-arXiv:2402.10533) encodes amplitude and phase spectra with ConvNeXt blocks this way, and the
-spectral codecs of Langman et al. 2024 (arXiv:2406.05298) show STFT-input encoders matching
-time-domain ones for speech; paired with the Vocos iSTFT decoder (codecs/vocos.py) the whole
+arXiv:2402.10533) encodes amplitude and phase spectra with ConvNeXt blocks this way, and
+Langman et al. 2024 (arXiv:2406.05298) build speech codecs on spectrogram inputs; paired with the Vocos iSTFT decoder (codecs/vocos.py) the whole
 codec runs at frame rate. The data flow here (ours):
 
     wav [B, C, T] -> STFT (n_fft, hop) -> per bin: log|X|, and X compressed to |X|^0.3
@@ -29,6 +28,7 @@ from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same
 from .components import ENCODERS
+from .vocos import _init_backbone
 
 # |X|^0.3 amplitude compression of the complex spectrum, as speech-enhancement models use
 # (Braun & Tashev 2021); the log-magnitude channel keeps the quiet bins' level.
@@ -82,20 +82,11 @@ def _blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
     return [ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n)]
 
 
-def _init(module: nn.Module) -> None:
-    # the Vocos backbone's init (truncated normal, std 0.02), used for the decoder too
-    if isinstance(module, (nn.Conv1d, nn.Linear)):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
 class STFTEncoder(nn.Module):
     """wav [B, C, T] -> z [B, D, T / hop_length] (encoder contract, codecs/components.py)."""
 
     def __init__(self, cfg: STFTEncoderConfig, channels: int, latent_dim: int):
         super().__init__()
-        self.cfg = cfg
         self.n_fft, self.stft_hop = cfg.n_fft, cfg.hop_length
         self.hop_length = cfg.hop_length * math.prod(int(s) for s in cfg.strides)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
@@ -111,7 +102,7 @@ class STFTEncoder(nn.Module):
             dim = out_dim
         layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim, 1, **conv)]
         self.model = nn.Sequential(*layers)
-        self.model.apply(_init)
+        self.model.apply(_init_backbone)  # Vocos' init, as the decoder uses
 
     def receptive_field(self) -> tuple[int, int]:
         left_pad, _ = same_padding(self.n_fft, self.stft_hop)

@@ -290,8 +290,8 @@ class MultiResolutionSTFTLoss(nn.Module):
 
 @dataclass
 class PhaseLossConfig:
-    """STFT resolutions (hann window = fft size, hop = fft size / 4) and the magnitude
-    compression of the bin weights. The defaults suit 16 kHz speech: 40 and 80 ms windows,
+    """STFT resolutions (hann window = fft size, hop = fft size / 4) and the power of the
+    reference magnitude that weights each bin (1: linear; smaller values count quiet bins more). The defaults suit 16 kHz speech: 40 and 80 ms windows,
     the second being the Vocos decoder's own frames at 50 Hz."""
 
     fft_sizes: list[int] = field(default_factory=lambda: [640, 1280])
@@ -333,9 +333,9 @@ class PhaseDerivativeLoss(nn.Module):
     structure: along time, the instantaneous frequency; along frequency, the group delay.
     APNet (Ai & Ling 2023, arXiv:2305.07952) trains phase with anti-wrapped losses on both;
     here each derivative is the angle of X[t] * conj(X[t-1]) (or of neighbouring bins) and
-    is compared through unit phasors, weighted by the reference's compressed magnitude (our
-    formulation). Spectral losses on magnitudes leave these untouched, which is why an
-    iSTFT decoder trained on them alone produces noise-like, harmonic-free speech early on.
+    is compared through unit phasors, weighted by the reference's magnitude to the power
+    `weight_power` (our formulation). Magnitude losses constrain these derivatives only
+    indirectly, through the overlap of neighbouring frames.
     Returns the mean over resolutions of (IF term + GD term) / 2, in [0, 4]."""
 
     def __init__(self, cfg: PhaseLossConfig | None = None):
