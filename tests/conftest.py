@@ -61,9 +61,21 @@ TINY = {
         "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 2,
                     "attention": False},
     },
+    "stft-spectral": {  # a magnitude decoder with Griffin-Lim phase (codecs/spectral.py)
+        "family": "spectral-test", "sample_rate": 8000, "latent_dim": 16,
+        "encoder": {"type": "stft", "n_fft": 24, "hop_length": 6, "dim": 16, "num_layers": 1,
+                    "strides": [2], "dims": [12], "layers_per_stage": [1], "mlp_ratio": 2.0,
+                    "kernel_size": 3},
+        "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 64,
+                      "codebook_dim": 4, "l2_normalize": True},
+        "decoder": {"type": "spectral", "dim": 16, "intermediate_dim": 32, "num_layers": 1,
+                    "upsample": 2, "fine_dim": 12, "fine_layers": 1, "iterations": 4,
+                    "train_iterations": 2},
+    },
 }
 
-CONV_FAMILIES = ["seanet-conv", "seanet-causal", "dac", "fsq-stereo", "stft-vocos"]
+CONV_FAMILIES = ["seanet-conv", "seanet-causal", "dac", "fsq-stereo", "stft-vocos",
+                 "stft-spectral"]
 
 
 def build(name: str, seed: int = 0):

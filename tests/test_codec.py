@@ -100,8 +100,7 @@ def test_chunked_encode_equals_whole(name, chunk_frames):
     assert torch.equal(chunked, whole)
 
 
-@pytest.mark.parametrize("name", ["seanet-conv", "seanet-causal", "dac", "fsq-stereo",
-                                  "stft-vocos"])
+@pytest.mark.parametrize("name", CONV_FAMILIES)
 def test_chunked_decode_matches_whole(name):
     codec = build(name)
     wav = torch.randn(1, codec.channels, 40 * codec.hop_length) * 0.2

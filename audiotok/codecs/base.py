@@ -59,7 +59,8 @@ class CodecOutput:
     codes:   [B, K, T']
     latents: [B, D, T']  encoder output before quantization
     z_q:     [B, D, T']  quantized latents
-    losses / metrics: named scalars from the quantizer ("vq/commit", "usage/0", ...)
+    losses / metrics: named scalars from the quantizer ("vq/commit", "usage/0", ...) and
+              the decoder's own losses, if it has any ("decoder/magnitude")
     semantic: [B, D, T'] the z_q distillation heads read (semantic levels of a split RVQ,
               level 0 of an RVQ), or None
     semantic_audio: [B, C, T] the decoder's output from `semantic` alone, when asked for
@@ -153,14 +154,23 @@ class Codec(nn.Module):
         x = self._pad_to_frames(wav)
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
-        audio = self.decoder(q.z_q)[..., :length]
+        losses = dict(q.losses)
+        # decoders with a loss of their own (the spectral decoder's magnitude loss) see the
+        # padded input through `forward_train`
+        forward_train = getattr(self.decoder, "forward_train", None)
+        if forward_train is not None:
+            audio, decoder_losses = forward_train(q.z_q, x)
+            losses.update(decoder_losses)
+        else:
+            audio = self.decoder(q.z_q)
+        audio = audio[..., :length]
         sem_audio = None
         if semantic_audio:
             if q.semantic is None:
                 raise ValueError(f"{type(self.quantizer).__name__} has no semantic levels to "
                                  f"decode alone (use an rvq or split_rvq quantizer)")
             sem_audio = self.decoder(q.semantic)[..., :length]
-        return CodecOutput(audio, q.codes, latents, q.z_q, q.losses, q.metrics, q.semantic,
+        return CodecOutput(audio, q.codes, latents, q.z_q, losses, q.metrics, q.semantic,
                            sem_audio)
 
     def _pad_to_frames(self, wav: Tensor) -> Tensor:

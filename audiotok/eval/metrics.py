@@ -126,16 +126,51 @@ def mel_distance(ref, est, sample_rate: int) -> float:
     return float(_wave_metrics.mel_distance(ref_t, est_t, sample_rate))
 
 
-def find_delay(ref, est, max_shift: int) -> int:
-    """The lag d in [-max_shift, max_shift] maximising the cross-correlation
-    sum_t ref[t] est[t + d], computed by FFT: est[t + d] lines up with ref[t]."""
+# the coarse, phase-blind alignment stage: RMS over 64-sample windows every 8 samples
+ENVELOPE_WINDOW, ENVELOPE_HOP = 64, 8
+
+
+def _envelope(x: np.ndarray, hop: int) -> np.ndarray:
+    """Moving RMS over ENVELOPE_WINDOW samples, every `hop` samples, mean removed."""
+    from scipy.signal import fftconvolve
+
+    power = fftconvolve(np.square(x), np.full(ENVELOPE_WINDOW, 1 / ENVELOPE_WINDOW), "same")
+    env = np.sqrt(np.maximum(power, 0))[::hop]
+    return env - env.mean()
+
+
+def _best_lag(ref: np.ndarray, est: np.ndarray, lo: int, hi: int) -> int:
+    """The lag d in [lo, hi] maximising sum_t ref[t] est[t + d] (FFT cross-correlation)."""
     from scipy.signal import correlate, correlation_lags
 
-    ref, est = as_mono(ref), as_mono(est)
     corr = correlate(est, ref, mode="full", method="fft")
     lags = correlation_lags(est.size, ref.size, mode="full")
-    keep = np.abs(lags) <= max_shift
+    keep = (lags >= lo) & (lags <= hi)
     return int(lags[keep][np.argmax(corr[keep])])
+
+
+def find_delay(ref, est, max_shift: int) -> int:
+    """The lag d in [-max_shift, max_shift] by which est lags ref (est[t + d] lines up with
+    ref[t]), in two stages:
+
+    1. the lag that best lines up the short-time RMS envelopes (64-sample windows, 8-sample
+       steps). Envelopes
+       do not depend on phase or polarity, so outputs whose phase is resynthesised rather than
+       kept (Griffin-Lim decoders, Codec2's sinusoidal model) align as well as waveform
+       codecs; a waveform cross-correlation alone peaks at arbitrary lags for them (a
+       zero-delay Griffin-Lim codec was "aligned" 50 ms off, costing 0.25 STOI);
+    2. the waveform cross-correlation within one envelope window (64 samples) of it, for
+       the exact lag of waveform codecs.
+    """
+    ref, est = as_mono(ref), as_mono(est)
+    hop = ENVELOPE_HOP
+    coarse = 0
+    if min(ref.size, est.size) >= ENVELOPE_WINDOW:
+        coarse = hop * _best_lag(_envelope(ref, hop), _envelope(est, hop),
+                                 -(max_shift // hop), max_shift // hop)
+    lo = max(-max_shift, coarse - ENVELOPE_WINDOW)
+    hi = min(max_shift, coarse + ENVELOPE_WINDOW)
+    return _best_lag(ref, est, lo, hi)
 
 
 def align(ref, est, max_shift: int) -> Aligned:

@@ -7,6 +7,8 @@ Names (bind weights to these in a recipe):
     waveform     L1 on samples (EnCodec's time-domain term)
     phase        instantaneous-frequency and group-delay distance (losses/spectral.py)
     vq/commit, vq/codebook   from the quantizer
+    decoder/magnitude, decoder/compressed   from the spectral decoder (codecs/spectral.py):
+                             log-magnitude L1 and |X|^0.3 MSE of its predicted spectrogram
     adv/gen, feat            adversarial and feature matching, once the discriminator starts
 """
 

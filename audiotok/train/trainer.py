@@ -32,6 +32,8 @@ from .runlog import RunLogger
 from .schedule import lr_factor
 
 QUANTIZER_LOSSES = ["vq/commit", "vq/codebook"]
+# losses a decoder computes on its own outputs (codecs/spectral.py), not on the audio
+DECODER_LOSSES = ["decoder/magnitude", "decoder/compressed"]
 
 
 class Trainer:
@@ -52,7 +54,7 @@ class Trainer:
                                        recipe.model.sample_rate).to(self.device)
         self.heads = self._distill_heads()
         self.losses = ReconstructionLosses(recipe.losses, recipe.model.sample_rate,
-                                           QUANTIZER_LOSSES + self._distill_names()
+                                           self._latent_losses()
                                            ).to(self.device)
         self.opt_g, self.sched_g = self._optimizer(self._generator_params(), recipe.optim.lr)
         self.opt_d, self.sched_d = self._optimizer(list(self.disc.parameters()),
@@ -173,8 +175,9 @@ class Trainer:
         return values
 
     def _latent_losses(self) -> list[str]:
-        """Losses on latents rather than output audio: kept out of the balancer."""
-        return QUANTIZER_LOSSES + self._distill_names()
+        """Losses on latents or decoder internals rather than output audio: kept out of the
+        balancer."""
+        return QUANTIZER_LOSSES + DECODER_LOSSES + self._distill_names()
 
     def _sync_head_grads(self) -> None:
         """Average the heads' gradients over ranks (they are not inside DDP)."""

@@ -1,0 +1,175 @@
+"""Magnitude decoder: ConvNeXt stacks predict a log-magnitude spectrogram, fast Griffin-Lim
+gives it a phase, an inverse STFT gives the samples.
+
+Learning phase is what makes neural decoders slow to train: a Vocos head or an upsampling
+decoder needs a GAN and hundreds of thousands of steps before its phase stops sounding rough.
+Magnitudes alone are a plain regression problem that a small network learns quickly, and at a
+10 ms hop Griffin-Lim recovers a phase good enough for speech: on 8 of our held-out clips, true
+magnitudes (n_fft 640, hop 160) through 32 iterations of fast Griffin-Lim score PESQ-WB 4.3 and
+STOI 0.98, and magnitudes with 3 dB of random error still 3.5 / 0.92. So this decoder trades
+decode speed (the iterations) for a codec that trains without learning phase. What it does
+need is accurate magnitudes, harmonics included: the same clips with magnitudes blurred over
+5 bins x 3 frames score only 1.6 / 0.84. The layout is ours; the parts come
+from Vocos (ConvNeXt backbone, Siuzdak 2023) and the spectral-codec line of work (Langman et
+al. 2024, arXiv:2406.05298, decode quantized spectral features):
+
+    z [B, D, T'] -> conv k=7 -> LayerNorm -> N x ConvNeXt                  (token rate)
+        -> transposed conv x upsample -> M x ConvNeXt -> LayerNorm         (STFT frame rate)
+        -> Linear -> log|X| [B, C, n_fft//2+1, T' * upsample]
+        -> fast Griffin-Lim (zero initial phase) -> iSTFT -> wav [B, C, T' * hop_length]
+
+Training (`forward_train`) returns direct losses on the predicted magnitudes against the
+input's STFT ("decoder/magnitude", "decoder/compressed"), and audio built with the Griffin-Lim phase of the
+detached magnitudes, so waveform losses still reach the magnitudes through the synthesis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..modules.convnext import ConvNeXtBlock
+from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
+from ..modules.istft import ISTFT, check_stft_sizes, stft_same
+from .components import DECODERS
+from .vocos import _init_backbone
+
+LOG_FLOOR = 1e-5
+MAX_MAG = 1e2  # as Vocos clips its predicted magnitudes
+INITIAL_LOG_MAG = -5.0
+COMPRESS = 0.3
+
+
+@dataclass(frozen=True)
+class SpectralDecoderConfig:
+    dim: int = 384                   # width at the token rate
+    intermediate_dim: int = 1152
+    num_layers: int = 6
+    upsample: int = 2                # STFT frames per token; STFT hop = hop_length / upsample
+    fine_dim: int = 256              # width at the STFT frame rate
+    fine_layers: int = 2
+    n_fft: int | None = None         # None: 4 * STFT hop
+    iterations: int = 32             # fast Griffin-Lim iterations when decoding
+    train_iterations: int = 8        # ... for the audio of a training step
+    momentum: float = 0.99           # Perraudin et al. 2013
+
+    def __post_init__(self):
+        for name in ("dim", "intermediate_dim", "num_layers", "upsample", "fine_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("fine_layers", "iterations", "train_iterations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+def _blocks(dim: int, hidden: int, n: int) -> nn.ModuleList:
+    return nn.ModuleList(ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n))
+
+
+def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    return norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class SpectralDecoder(nn.Module):
+    """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
+
+    def __init__(self, cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
+                 hop_length: int):
+        super().__init__()
+        if hop_length % cfg.upsample:
+            raise ConfigError(f"decoder upsample ({cfg.upsample}) must divide the encoder's "
+                              f"hop length ({hop_length})")
+        self.cfg, self.channels = cfg, channels
+        self.stft_hop = hop_length // cfg.upsample
+        self.n_fft = 4 * self.stft_hop if cfg.n_fft is None else cfg.n_fft
+        try:
+            check_stft_sizes(self.n_fft, self.stft_hop)
+        except ValueError as e:
+            raise ConfigError(f"decoder n_fft: {e}") from None
+        self.n_bins = self.n_fft // 2 + 1
+        self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = _blocks(cfg.dim, cfg.intermediate_dim, cfg.num_layers)
+        self.up_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.up = nn.ConvTranspose1d(cfg.dim, cfg.fine_dim, cfg.upsample, stride=cfg.upsample)
+        self.fine_blocks = _blocks(cfg.fine_dim, 3 * cfg.fine_dim, cfg.fine_layers)
+        self.final_norm = nn.LayerNorm(cfg.fine_dim, eps=1e-6)
+        self.proj = nn.Linear(cfg.fine_dim, channels * self.n_bins)
+        for m in (self.embed, self.blocks, self.fine_blocks):
+            m.apply(_init_backbone)
+        # start quiet (|X| ~ 0.007, about -43 dB per bin) rather than at |X| = 1: a loud
+        # initial output makes the first updates large enough to collapse the codebooks
+        nn.init.constant_(self.proj.bias, INITIAL_LOG_MAG)
+        self.istft = ISTFT(self.n_fft, self.stft_hop)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """Token frames each side that can change a frame's samples: embed (3), 3 per coarse
+        block, 3 STFT frames per fine block, the Griffin-Lim spread and the iSTFT overlap."""
+        up = self.cfg.upsample
+        fine = 3 * len(self.fine_blocks) + griffin_lim_reach(
+            self.n_fft, self.stft_hop, self.cfg.iterations) + max(self.istft.reach())
+        reach = 3 + 3 * len(self.blocks) + math.ceil(fine / up) + 1
+        return reach, reach
+
+    def log_magnitude(self, z: Tensor) -> Tensor:
+        """z [B, D, T'] -> predicted log|X| [B, C, n_bins, T' * upsample]."""
+        x = _channel_norm(self.norm, self.embed(z))
+        for block in self.blocks:
+            x = block(x)
+        x = self.up(_channel_norm(self.up_norm, x))
+        for block in self.fine_blocks:
+            x = block(x)
+        h = self.proj(self.final_norm(x.transpose(1, 2)))  # [B, T, C * F]
+        b, t, _ = h.shape
+        return h.view(b, t, self.channels, self.n_bins).permute(0, 2, 3, 1)
+
+    def synthesize(self, log_mag: Tensor, iterations: int) -> Tensor:
+        """log|X| [B, C, F, T] -> wav [B, C, T * stft_hop] with a Griffin-Lim phase."""
+        b, c, f, t = log_mag.shape
+        mag = log_mag.float().exp().clamp(max=MAX_MAG).reshape(b * c, f, t)
+        spec = fast_griffin_lim(mag, self.istft, iterations, self.cfg.momentum)
+        return self.istft(spec).view(b, c, -1).to(log_mag.dtype)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.synthesize(self.log_magnitude(z), self.cfg.iterations)
+
+    def forward_train(self, z: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """(wav, losses) for a training step on target [B, C, T' * hop], both losses at this
+        decoder's own STFT:
+
+        decoder/magnitude   L1 between log-magnitudes (floored at 1e-5): every bin counts
+                            alike, quiet ones included.
+        decoder/compressed  MSE between magnitudes compressed to |X|^0.3 (as speech
+                            enhancement trains, e.g. MP-SENet, Lu et al. 2023): dominated by
+                            the loud bins, the harmonics that PESQ and STOI listen to.
+
+        Spectral convergence is left out: it is unbounded when the estimate is louder than a
+        quiet target, and its spikes early in training collapsed the codebooks."""
+        log_mag = self.log_magnitude(z).float()
+        b, c, f, t = log_mag.shape
+        ref = stft_same(target.reshape(b * c, -1).float(), self.n_fft, self.stft_hop,
+                        self.istft.window).abs().view(b, c, f, t)
+        est = log_mag.exp().clamp(max=MAX_MAG)
+        log_l1 = (log_mag.clamp(min=math.log(LOG_FLOOR)) - ref.clamp(min=LOG_FLOOR).log()
+                  ).abs().mean()
+        compressed = (est.clamp(min=LOG_FLOOR).pow(COMPRESS)
+                      - ref.clamp(min=LOG_FLOOR).pow(COMPRESS)).square().mean()
+        with torch.no_grad():
+            flat = est.detach().reshape(b * c, f, t)
+            spec = fast_griffin_lim(flat, self.istft, self.cfg.train_iterations,
+                                    self.cfg.momentum)
+            phase = spec / (spec.abs() + 1e-8)
+        wav = self.istft(est.reshape(b * c, f, t) * phase).view(b, c, -1)
+        return wav.to(z.dtype), {"decoder/magnitude": log_l1, "decoder/compressed": compressed}
+
+
+@DECODERS.register("spectral", SpectralDecoderConfig)
+def build_spectral_decoder(cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
+                           hop_length: int) -> SpectralDecoder:
+    return SpectralDecoder(cfg, channels, latent_dim, hop_length)
