@@ -7,6 +7,16 @@ import torch
 
 torch.set_num_threads(2)
 
+# The STFT encoder and RVQ that the two frame-rate families share.
+_STFT_TINY = {
+    "family": "stft-test", "sample_rate": 8000, "latent_dim": 16,
+    "encoder": {"type": "stft", "n_fft": 24, "hop_length": 6, "dim": 16, "num_layers": 1,
+                "strides": [2], "dims": [12], "layers_per_stage": [1], "mlp_ratio": 2.0,
+                "kernel_size": 3},
+    "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 64,
+                  "codebook_dim": 4, "l2_normalize": True},
+}
+
 # Tiny versions of every family: same code paths as the full-size models, a few k params.
 TINY = {
     "seanet-lstm": {
@@ -51,23 +61,13 @@ TINY = {
         "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 1,
                     "attention": False},
     },
-    "stft-vocos": {  # the bundled speech-16k design: everything at frame rate
-        "family": "stft-test", "sample_rate": 8000, "latent_dim": 16,
-        "encoder": {"type": "stft", "n_fft": 24, "hop_length": 6, "dim": 16, "num_layers": 1,
-                    "strides": [2], "dims": [12], "layers_per_stage": [1], "mlp_ratio": 2.0,
-                    "kernel_size": 3},
-        "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 64,
-                      "codebook_dim": 4, "l2_normalize": True},
+    "stft-vocos": {  # the STFT encoder with a Vocos decoder: everything at frame rate
+        **_STFT_TINY,
         "decoder": {"type": "vocos", "dim": 16, "intermediate_dim": 32, "num_layers": 2,
                     "attention": False},
     },
-    "stft-spectral": {  # a magnitude decoder with Griffin-Lim phase (codecs/spectral.py)
-        "family": "spectral-test", "sample_rate": 8000, "latent_dim": 16,
-        "encoder": {"type": "stft", "n_fft": 24, "hop_length": 6, "dim": 16, "num_layers": 1,
-                    "strides": [2], "dims": [12], "layers_per_stage": [1], "mlp_ratio": 2.0,
-                    "kernel_size": 3},
-        "quantizer": {"type": "rvq", "n_codebooks": 3, "codebook_size": 64,
-                      "codebook_dim": 4, "l2_normalize": True},
+    "stft-spectral": {  # the bundled speech-16k design: magnitudes + Griffin-Lim phase
+        **_STFT_TINY, "family": "spectral-test",
         "decoder": {"type": "spectral", "dim": 16, "intermediate_dim": 32, "num_layers": 1,
                     "upsample": 2, "fine_dim": 12, "fine_layers": 1, "iterations": 4,
                     "train_iterations": 2},

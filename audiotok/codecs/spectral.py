@@ -32,10 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..modules.convnext import ConvNeXtBlock
 from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
 from ..modules.istft import ISTFT, check_stft_sizes, stft_same
 from .components import DECODERS
+from .stft_encoder import _blocks
 from .vocos import _init_backbone
 
 LOG_FLOOR = 1e-5
@@ -68,16 +68,15 @@ class SpectralDecoderConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
-def _blocks(dim: int, hidden: int, n: int) -> nn.ModuleList:
-    return nn.ModuleList(ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n))
-
-
 def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
     return norm(x.transpose(1, 2)).transpose(1, 2)
 
 
 class SpectralDecoder(nn.Module):
     """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
+
+    # the losses `forward_train` returns; the trainer accepts recipe weights for them
+    loss_names = ("decoder/magnitude", "decoder/compressed")
 
     def __init__(self, cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int):
@@ -95,10 +94,11 @@ class SpectralDecoder(nn.Module):
         self.n_bins = self.n_fft // 2 + 1
         self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.blocks = _blocks(cfg.dim, cfg.intermediate_dim, cfg.num_layers)
+        self.blocks = nn.ModuleList(_blocks(cfg.dim, cfg.num_layers,
+                                            cfg.intermediate_dim / cfg.dim))
         self.up_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.fine_dim, cfg.upsample, stride=cfg.upsample)
-        self.fine_blocks = _blocks(cfg.fine_dim, 3 * cfg.fine_dim, cfg.fine_layers)
+        self.fine_blocks = nn.ModuleList(_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
         self.final_norm = nn.LayerNorm(cfg.fine_dim, eps=1e-6)
         self.proj = nn.Linear(cfg.fine_dim, channels * self.n_bins)
         for m in (self.embed, self.blocks, self.fine_blocks):
@@ -156,10 +156,9 @@ class SpectralDecoder(nn.Module):
         ref = stft_same(target.reshape(b * c, -1).float(), self.n_fft, self.stft_hop,
                         self.istft.window).abs().view(b, c, f, t)
         est = log_mag.exp().clamp(max=MAX_MAG)
-        log_l1 = (log_mag.clamp(min=math.log(LOG_FLOOR)) - ref.clamp(min=LOG_FLOOR).log()
-                  ).abs().mean()
-        compressed = (est.clamp(min=LOG_FLOOR).pow(COMPRESS)
-                      - ref.clamp(min=LOG_FLOOR).pow(COMPRESS)).square().mean()
+        ref = ref.clamp(min=LOG_FLOOR)
+        log_l1 = (log_mag.clamp(min=math.log(LOG_FLOOR)) - ref.log()).abs().mean()
+        compressed = (est.clamp(min=LOG_FLOOR).pow(COMPRESS) - ref.pow(COMPRESS)).square().mean()
         with torch.no_grad():
             flat = est.detach().reshape(b * c, f, t)
             spec = fast_griffin_lim(flat, self.istft, self.cfg.train_iterations,

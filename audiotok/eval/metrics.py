@@ -154,10 +154,9 @@ def find_delay(ref, est, max_shift: int) -> int:
     ref[t]), in two stages:
 
     1. the lag that best lines up the short-time RMS envelopes (64-sample windows, 8-sample
-       steps). Envelopes
-       do not depend on phase or polarity, so outputs whose phase is resynthesised rather than
-       kept (Griffin-Lim decoders, Codec2's sinusoidal model) align as well as waveform
-       codecs; a waveform cross-correlation alone peaks at arbitrary lags for them (a
+       steps). Envelopes do not depend on phase or polarity, so outputs whose phase is
+       resynthesised rather than kept (Griffin-Lim decoders, Codec2's sinusoidal model)
+       align as well as waveform codecs; a waveform cross-correlation alone peaks at arbitrary lags for them (a
        zero-delay Griffin-Lim codec was "aligned" 50 ms off, costing 0.25 STOI);
     2. the waveform cross-correlation within one envelope window (64 samples) of it, for
        the exact lag of waveform codecs.

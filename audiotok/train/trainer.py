@@ -32,8 +32,6 @@ from .runlog import RunLogger
 from .schedule import lr_factor
 
 QUANTIZER_LOSSES = ["vq/commit", "vq/codebook"]
-# losses a decoder computes on its own outputs (codecs/spectral.py), not on the audio
-DECODER_LOSSES = ["decoder/magnitude", "decoder/compressed"]
 
 
 class Trainer:
@@ -177,7 +175,11 @@ class Trainer:
     def _latent_losses(self) -> list[str]:
         """Losses on latents or decoder internals rather than output audio: kept out of the
         balancer."""
-        return QUANTIZER_LOSSES + DECODER_LOSSES + self._distill_names()
+        return QUANTIZER_LOSSES + self._decoder_losses() + self._distill_names()
+
+    def _decoder_losses(self) -> list[str]:
+        """Losses a decoder computes on its own outputs (`loss_names`, codecs/spectral.py)."""
+        return list(getattr(self.codec.decoder, "loss_names", ()))
 
     def _sync_head_grads(self) -> None:
         """Average the heads' gradients over ranks (they are not inside DDP)."""
