@@ -216,3 +216,21 @@ def test_second_run_on_same_directory_is_refused(corpus, tmp_path):
     with pytest.raises(AudiotokError, match="in use by another training run"):
         Trainer(recipe)
     del first
+
+
+def test_init_from_starts_a_fine_tune(corpus, tmp_path):
+    from audiotok.train.trainer import Trainer
+
+    base = [f"data.train={corpus}", *SMALL]
+    source = Trainer(read_recipe(TINY, [*base, f"train.run_dir={tmp_path / 'a'}", "train.seed=3"]))
+    source.codec.save_pretrained(tmp_path / "init")
+    tuned = Trainer(read_recipe(TINY, [*base, f"train.run_dir={tmp_path / 'b'}",
+                                       f"train.init_from={tmp_path / 'init'}"]))
+    assert tuned.initialised_from == tmp_path / "init"
+    assert tuned.codec.fingerprint() == source.codec.fingerprint()
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(read_recipe(TINY, [*base, f"train.run_dir={tmp_path / 'c'}",
+                                   f"train.init_from={tmp_path / 'nothing'}"]))
+    with pytest.raises(ConfigError, match="does not fit this recipe's model"):
+        Trainer(read_recipe(TINY, [*base, f"train.run_dir={tmp_path / 'd'}",
+                                   "model.latent_dim=8", f"train.init_from={tmp_path / 'init'}"]))

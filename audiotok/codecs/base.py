@@ -90,8 +90,25 @@ class Codec(nn.Module):
                                           hop_length=self.encoder.hop_length)
         except ValueError as e:
             raise ConfigError(f"decoder: {e}") from None
+        self._check_pitch()
         self.ref: str | None = None  # where it was loaded from; written into token files
         self._fingerprint: tuple[tuple, str] | None = None
+
+    def _check_pitch(self) -> None:
+        """Encoders that estimate F0 and decoders that draw harmonics work in Hz, so they
+        take the codec's sample rate; both need each other and the pitch_rvq quantizer."""
+        from ..quantizers.pitch import PitchRVQ
+
+        for part in (self.encoder, self.decoder):
+            if hasattr(part, "sample_rate"):
+                part.sample_rate = self.config.sample_rate
+        flags = {"encoder": getattr(self.encoder, "pitch", False),
+                 "decoder": getattr(self.decoder, "pitch", False),
+                 "quantizer": isinstance(self.quantizer, PitchRVQ)}
+        if any(flags.values()) and not all(flags.values()):
+            missing = ", ".join(k for k, v in flags.items() if not v)
+            raise ConfigError(f"pitch coding needs encoder pitch: true, quantizer type "
+                              f"pitch_rvq and decoder pitch: true together; not set: {missing}")
 
     # ------------------------------------------------------------------ properties
     @property

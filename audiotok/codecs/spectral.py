@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
 from ..modules.istft import ISTFT, check_stft_sizes, stft_same
+from ..modules.pitch import harmonic_comb, latent_to_f0, upsample_f0
 from .components import DECODERS
 from .stft_encoder import _blocks
 from .vocos import _init_backbone
@@ -56,6 +57,9 @@ class SpectralDecoderConfig:
     iterations: int = 32             # fast Griffin-Lim iterations when decoding
     train_iterations: int = 8        # ... for the audio of a training step
     momentum: float = 0.99           # Perraudin et al. 2013
+    # latent channel 0 is a coded F0 (stft encoder `pitch`, pitch_rvq quantizer): the
+    # magnitude is then exp(noise head) + exp(harmonic head) x the harmonic comb of that F0
+    pitch: bool = False
 
     def __post_init__(self):
         for name in ("dim", "intermediate_dim", "num_layers", "upsample", "fine_dim"):
@@ -85,6 +89,7 @@ class SpectralDecoder(nn.Module):
             raise ConfigError(f"decoder upsample ({cfg.upsample}) must divide the encoder's "
                               f"hop length ({hop_length})")
         self.cfg, self.channels = cfg, channels
+        self.sample_rate = 16000  # the harmonic comb's; Codec sets the codec's own
         self.stft_hop = hop_length // cfg.upsample
         self.n_fft = 4 * self.stft_hop if cfg.n_fft is None else cfg.n_fft
         try:
@@ -92,7 +97,11 @@ class SpectralDecoder(nn.Module):
         except ValueError as e:
             raise ConfigError(f"decoder n_fft: {e}") from None
         self.n_bins = self.n_fft // 2 + 1
-        self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
+        self.pitch = cfg.pitch
+        if cfg.pitch and (channels != 1 or latent_dim < 2):
+            raise ConfigError(f"decoder pitch needs mono audio and latent_dim >= 2, got "
+                              f"{channels} channels, latent_dim {latent_dim}")
+        self.embed = nn.Conv1d(latent_dim - cfg.pitch, cfg.dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.blocks = nn.ModuleList(_blocks(cfg.dim, cfg.num_layers,
                                             cfg.intermediate_dim / cfg.dim))
@@ -106,6 +115,14 @@ class SpectralDecoder(nn.Module):
         # start quiet (|X| ~ 0.007, about -43 dB per bin) rather than at |X| = 1: a loud
         # initial output makes the first updates large enough to collapse the codebooks
         nn.init.constant_(self.proj.bias, INITIAL_LOG_MAG)
+        if cfg.pitch:
+            # [voiced, coded F0] -> the token-rate features; zero at first, so a decoder
+            # without pitch can be loaded into this one and start from where it was
+            self.pitch_embed = nn.Conv1d(2, cfg.dim, kernel_size=3, padding=1)
+            nn.init.zeros_(self.pitch_embed.weight)
+            nn.init.zeros_(self.pitch_embed.bias)
+            self.harmonic_proj = nn.Linear(cfg.fine_dim, self.n_bins)
+            nn.init.constant_(self.harmonic_proj.bias, INITIAL_LOG_MAG)
         self.istft = ISTFT(self.n_fft, self.stft_hop)
 
     def receptive_field(self) -> tuple[int, int]:
@@ -119,15 +136,27 @@ class SpectralDecoder(nn.Module):
 
     def log_magnitude(self, z: Tensor) -> Tensor:
         """z [B, D, T'] -> predicted log|X| [B, C, n_bins, T' * upsample]."""
-        x = _channel_norm(self.norm, self.embed(z))
+        if self.pitch:
+            p, z = z[:, :1].float(), z[:, 1:]
+            features = torch.cat([(p >= 0).float(), p.clamp(0, 1)], 1).to(z.dtype)
+            x = _channel_norm(self.norm, self.embed(z) + self.pitch_embed(features))
+        else:
+            x = _channel_norm(self.norm, self.embed(z))
         for block in self.blocks:
             x = block(x)
         x = self.up(_channel_norm(self.up_norm, x))
         for block in self.fine_blocks:
             x = block(x)
-        h = self.proj(self.final_norm(x.transpose(1, 2)))  # [B, T, C * F]
+        x = self.final_norm(x.transpose(1, 2))
+        h = self.proj(x)  # [B, T, C * F]
         b, t, _ = h.shape
-        return h.view(b, t, self.channels, self.n_bins).permute(0, 2, 3, 1)
+        log_mag = h.view(b, t, self.channels, self.n_bins).permute(0, 2, 3, 1)
+        if not self.pitch:
+            return log_mag
+        f0 = upsample_f0(latent_to_f0(p[:, 0]), self.cfg.upsample)  # [B, T]
+        comb = harmonic_comb(f0, self.n_fft, self.sample_rate)  # [B, F, T]
+        harmonic = self.harmonic_proj(x).transpose(1, 2).float() + comb.clamp(min=1e-6).log()
+        return torch.logaddexp(log_mag.float(), harmonic[:, None]).to(log_mag.dtype)
 
     def synthesize(self, log_mag: Tensor, iterations: int) -> Tensor:
         """log|X| [B, C, F, T] -> wav [B, C, T * stft_hop] with a Griffin-Lim phase."""

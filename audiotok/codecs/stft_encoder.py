@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same
+from ..modules.pitch import f0_to_latent, yin_f0, yin_reach
 from .components import ENCODERS
 from .vocos import _init_backbone
 
@@ -47,6 +49,9 @@ class STFTEncoderConfig:
     layers_per_stage: list[int] = field(default_factory=lambda: [4])
     mlp_ratio: float = 3.0            # ConvNeXt hidden width / width (Vocos: 1536 / 512)
     kernel_size: int = 7              # of the first conv, over STFT frames
+    # latent channel 0 = the YIN F0 of each frame, coded by modules/pitch.py (for the
+    # pitch_rvq quantizer and a spectral decoder with `pitch: true`); mono only
+    pitch: bool = False
 
     def __post_init__(self):
         check_stft_sizes(self.n_fft, self.hop_length)
@@ -87,6 +92,11 @@ class STFTEncoder(nn.Module):
 
     def __init__(self, cfg: STFTEncoderConfig, channels: int, latent_dim: int):
         super().__init__()
+        if cfg.pitch and (channels != 1 or latent_dim < 2):
+            raise ConfigError(f"encoder pitch needs mono audio and latent_dim >= 2, got "
+                              f"{channels} channels, latent_dim {latent_dim}")
+        self.pitch = cfg.pitch
+        self.sample_rate = 16000  # the F0 estimator's; Codec sets the codec's own
         self.n_fft, self.stft_hop = cfg.n_fft, cfg.hop_length
         self.hop_length = cfg.hop_length * math.prod(int(s) for s in cfg.strides)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
@@ -100,7 +110,7 @@ class STFTEncoder(nn.Module):
             layers += [_ChannelNorm(dim), Conv1d(dim, out_dim, 2 * stride, stride=stride, **conv),
                        *_blocks(out_dim, n, cfg.mlp_ratio)]
             dim = out_dim
-        layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim, 1, **conv)]
+        layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim - cfg.pitch, 1, **conv)]
         self.model = nn.Sequential(*layers)
         self.model.apply(_init_backbone)  # Vocos' init, as the decoder uses
 
@@ -115,6 +125,9 @@ class STFTEncoder(nn.Module):
             elif isinstance(m, ConvNeXtBlock):
                 parts.append((*m.reach(), 1))
         left, right, _ = chain_reach(parts)
+        if self.pitch:
+            reach = yin_reach(self.sample_rate, self.hop_length)
+            left, right = max(left, reach), max(right, reach)
         return left, right
 
     def features(self, wav: Tensor) -> Tensor:
@@ -127,7 +140,12 @@ class STFTEncoder(nn.Module):
         return feats.reshape(b, c * feats.shape[1], feats.shape[-1])
 
     def forward(self, wav: Tensor) -> Tensor:
-        return self.model(self.features(wav).to(wav.dtype))
+        z = self.model(self.features(wav).to(wav.dtype))
+        if not self.pitch:
+            return z
+        with torch.no_grad():
+            f0 = yin_f0(wav[:, 0], self.sample_rate, self.hop_length)
+        return torch.cat([f0_to_latent(f0)[:, None].to(z.dtype), z], 1)
 
 
 @ENCODERS.register("stft", STFTEncoderConfig)

@@ -1,7 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "fsq", "grvq", "split_rvq".
+"vq", "rvq", "fsq", "grvq", "split_rvq", "pitch_rvq".
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
+from .pitch import PitchRVQ, PitchRVQConfig
 from .rvq import ResidualVQ, RVQConfig
 from .split_rvq import SplitResidualVQ, SplitRVQConfig
 from .vq import VectorQuantizer, VQConfig
@@ -25,6 +26,8 @@ __all__ = [
     "FiniteScalarQuantizer",
     "GRVQConfig",
     "GroupedResidualVQ",
+    "PitchRVQ",
+    "PitchRVQConfig",
     "Quantizer",
     "QuantizerOutput",
     "RVQConfig",

@@ -76,6 +76,9 @@ class TrainConfig:
     compile: bool = False               # torch.compile the codec, GPU only
     device: str = "auto"                # auto | cpu | cuda
     run_dir: str | None = None          # default runs/<recipe name>
+    # a codec directory (save_pretrained / a checkpoint) whose weights start the run instead
+    # of a random init: a fine-tune; ignored once the run has a checkpoint to resume from
+    init_from: str | None = None
 
 
 @dataclass

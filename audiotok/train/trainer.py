@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import signal
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..codecs.base import Codec
 from ..data import build_items, make_train_loader, make_val_loader
 from ..discriminators import MultiDiscriminator
+from ..errors import ConfigError
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from ..metrics import mel_distance, si_sdr
 from ..quantizers.metrics import level_metrics
@@ -60,6 +62,9 @@ class Trainer:
         self.balancer = self._balancer()
         self.step = 0
         self.resumed_from = self._resume()
+        self.initialised_from: Path | None = None
+        if self.resumed_from is None and self.cfg.init_from:
+            self._init_from(Path(self.cfg.init_from))
         broadcast_module(self.codec, self.dist)
         broadcast_module(self.disc, self.dist)
         if self.heads is not None:
@@ -107,6 +112,27 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         # quantizer dropout can leave a level without gradient in a step
         return DDP(module, device_ids=ids, find_unused_parameters=True)
+
+    def _init_from(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise ConfigError(f"train.init_from: {weights} does not exist")
+        state = load_file(str(weights))
+        mine = self.codec.state_dict()
+        problems = [(what, names) for what, names in (
+            ("missing", [k for k in mine if k not in state]),
+            ("unexpected", [k for k in state if k not in mine]),
+            ("of another shape", [k for k in mine if k in state
+                                  and state[k].shape != mine[k].shape])) if names]
+        if problems:
+            summary = "; ".join(f"{len(names)} {what} (first: {names[0]})"
+                                for what, names in problems)
+            raise ConfigError(f"train.init_from: {path} does not fit this recipe's model: "
+                              f"weights {summary}")
+        self.codec.load_state_dict(state)
+        self.initialised_from = path
 
     def _resume(self):
         latest = ckpt.find_latest(self.run_dir)
@@ -227,6 +253,9 @@ class Trainer:
         self._install_signal_handlers()
         if self.resumed_from is not None:
             log.info(f"resumed from {self.resumed_from} at step {self.step} "
+                     f"(weights {self.codec.fingerprint()})")
+        elif self.initialised_from is not None:
+            log.info(f"initialised from {self.initialised_from} "
                      f"(weights {self.codec.fingerprint()})")
         splits = build_items(self.recipe.data)
         sr, ch = self.recipe.model.sample_rate, self.recipe.model.channels

@@ -1,0 +1,143 @@
+"""Fundamental frequency: a YIN estimator, its code as one latent channel, and the harmonic
+comb a magnitude decoder multiplies its envelope with.
+
+A small magnitude decoder trained on a CPU learns the spectral envelope of speech well but
+blurs its harmonics, and blurred harmonics cost more PESQ and STOI than anything else (see
+codecs/spectral.py). Parametric speech coders (Codec2, MELP, the LPC vocoders) transmit the
+pitch instead and draw the harmonics at the decoder; `pitch_rvq` (quantizers/pitch.py) and the
+spectral decoder's `pitch` option do the same with one scalar-quantized token level. On 8 of
+our held-out clips, true magnitudes blurred over 5 bins x 3 frames score PESQ-WB 1.58 / STOI
+0.84 through Griffin-Lim, and the same blurred envelope times the comb of this estimator's F0
+2.51 / 0.88.
+
+YIN: de Cheveigné & Kawahara 2002 (difference function, cumulative mean normalisation,
+absolute threshold, parabolic interpolation). The voicing decision and the 5-frame median are
+ours. Everything is frame-local (no per-clip normalisation), so chunked encoding gives the
+same codes as whole-signal encoding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+F0_MIN = 50.0        # Hz: the codable range; a male voice rarely goes under 60 Hz
+F0_MAX = 600.0       # Hz: children and the cartoon voices of our data reach ~450 Hz
+UNVOICED = -1.0      # latent value of an unvoiced frame; voiced frames code into [0, 1]
+YIN_THRESHOLD = 0.15  # the first dip under this is the period (de Cheveigné: 0.1 to 0.15)
+VOICING_THRESHOLD = 0.3  # ... and the frame is voiced if that dip is under this
+SILENCE_RMS = 1e-3   # -60 dBFS: quieter frames are unvoiced
+MEDIAN_FRAMES = 5
+
+
+def yin_window(sample_rate: int, hop: int) -> tuple[int, int]:
+    """(integration window, longest lag) in samples for frames of `hop` samples."""
+    return max(2 * hop, int(0.04 * sample_rate)), math.ceil(sample_rate / F0_MIN)
+
+
+def yin_reach(sample_rate: int, hop: int) -> int:
+    """Samples each side of a frame's own hop that can change its F0 (window + median)."""
+    win, lag = yin_window(sample_rate, hop)
+    return (win + lag) // 2 + (MEDIAN_FRAMES // 2) * hop
+
+
+def yin_f0(wav: Tensor, sample_rate: int, hop: int) -> Tensor:
+    """wav [N, T] (T a multiple of hop) -> F0 in Hz [N, T / hop], 0 where unvoiced.
+
+    Frame s is analysed on a window centred on samples [s*hop, (s+1)*hop)."""
+    t = wav.shape[-1]
+    frames = t // hop
+    win, lag_max = yin_window(sample_rate, hop)
+    lag_min = max(2, int(sample_rate / F0_MAX))
+    span = win + lag_max
+    left = (span - hop) // 2
+    x = wav.float()
+    seg = F.pad(x, (left, span - hop - left + hop)).unfold(-1, span, hop)[:, :frames]
+    nfft = 1 << (2 * span - 1).bit_length()
+    head = seg[..., :win]
+    # r(tau) = sum_j head_j x_{j+tau}, d(tau) = e(0) + e(tau) - 2 r(tau)   (YIN eq. 7)
+    corr = torch.fft.irfft(torch.fft.rfft(seg, nfft) * torch.fft.rfft(head, nfft).conj(),
+                           nfft)[..., :lag_max + 1]
+    energy = torch.cumsum(F.pad(seg.square(), (1, 0)), -1)
+    e0 = energy[..., win:win + 1]
+    e_tau = energy[..., win:win + lag_max + 1] - energy[..., :lag_max + 1]
+    diff = (e0 + e_tau - 2 * corr).clamp(min=0)
+    lags = torch.arange(1, lag_max + 1, dtype=diff.dtype, device=diff.device)
+    cmnd = torch.ones_like(diff)  # cumulative mean normalised difference (eq. 8)
+    cmnd[..., 1:] = diff[..., 1:] * lags / torch.cumsum(diff[..., 1:], -1).clamp(min=1e-12)
+    cmnd[..., :lag_min] = 2.0
+    local_min = torch.zeros_like(cmnd, dtype=torch.bool)
+    local_min[..., 1:-1] = (cmnd[..., 1:-1] <= cmnd[..., :-2]) & (cmnd[..., 1:-1] <= cmnd[..., 2:])
+    index = torch.arange(lag_max + 1, device=diff.device).expand_as(cmnd)
+    first = torch.where(local_min & (cmnd < YIN_THRESHOLD), index, lag_max + 1).amin(-1)
+    lag = torch.where(first <= lag_max, first, cmnd.argmin(-1)).clamp(1, lag_max - 1)
+    a, b, c = (cmnd.gather(-1, (lag + o)[..., None])[..., 0] for o in (-1, 0, 1))
+    curve = a - 2 * b + c
+    shift = torch.where(curve.abs() > 1e-9, 0.5 * (a - c) / curve.where(curve.abs() > 1e-9,
+                                                                          torch.ones_like(curve)),
+                        torch.zeros_like(curve)).clamp(-1, 1)
+    f0 = sample_rate / (lag.to(diff.dtype) + shift)
+    rms = (e0[..., 0] / win).sqrt()
+    voiced = (b < VOICING_THRESHOLD) & (rms > SILENCE_RMS) & (f0 >= F0_MIN) & (f0 <= F0_MAX)
+    # median of log F0 over the voiced frames of a 5-frame neighbourhood: removes isolated
+    # octave jumps and single-frame voicing blips
+    log_f0 = torch.where(voiced, f0.log(), torch.full_like(f0, float("nan")))
+    half = MEDIAN_FRAMES // 2
+    padded = F.pad(log_f0[:, None], (half, half), value=float("nan"))[:, 0]
+    median = padded.unfold(-1, MEDIAN_FRAMES, 1).nanmedian(-1).values
+    return torch.where(voiced & median.isfinite(), median.exp(), torch.zeros_like(f0))
+
+
+def f0_to_latent(f0: Tensor) -> Tensor:
+    """F0 Hz (0 unvoiced) -> latent: log-scaled into [0, 1], UNVOICED for 0."""
+    scaled = (f0.clamp(F0_MIN, F0_MAX) / F0_MIN).log() / math.log(F0_MAX / F0_MIN)
+    return torch.where(f0 > 0, scaled, torch.full_like(f0, UNVOICED))
+
+
+def latent_to_f0(p: Tensor) -> Tensor:
+    """Inverse of `f0_to_latent`; anything under 0 is unvoiced (0 Hz)."""
+    f0 = F0_MIN * torch.exp(p.clamp(0, 1) * math.log(F0_MAX / F0_MIN))
+    return torch.where(p >= 0, f0, torch.zeros_like(f0))
+
+
+def _hann_kernel(delta: Tensor) -> Tensor:
+    """|DTFT| of a Hann window at `delta` bins off its centre, 1 at 0, 0 past the main lobe."""
+    d = delta.abs()
+    den = 1 - d * d
+    near = den.abs() < 1e-4
+    k = torch.where(near, torch.full_like(d, 0.5), torch.sinc(d) / den.where(~near, torch.ones_like(d)))
+    return k.abs() * (d < 2)
+
+
+def harmonic_comb(f0: Tensor, n_fft: int, sample_rate: int) -> Tensor:
+    """f0 Hz [..., T] (0 unvoiced) -> [..., n_fft // 2 + 1, T]: the main lobe of a Hann-window
+    STFT around the harmonic nearest each bin, peak 1; all zeros in unvoiced frames."""
+    bin_hz = sample_rate / n_fft
+    freqs = torch.arange(n_fft // 2 + 1, dtype=f0.dtype, device=f0.device)[:, None] * bin_hz
+    f0 = f0[..., None, :]
+    safe = f0.clamp(min=1.0)
+    k = (freqs / safe).round().clamp(min=1)
+    return _hann_kernel((freqs - k * safe) / bin_hz) * (f0 > 0)
+
+
+def upsample_f0(f0: Tensor, factor: int) -> Tensor:
+    """f0 [..., T] -> [..., T * factor]: log-linear between voiced neighbours, held at the
+    edges of voiced runs, 0 in unvoiced frames."""
+    if factor == 1:
+        return f0
+    shape = f0.shape
+    flat = f0.reshape(-1, 1, shape[-1])
+    voiced = flat > 0
+    log_f0 = torch.where(voiced, flat.clamp(min=1.0).log(), torch.zeros_like(flat))
+    # fill unvoiced neighbours with the voiced value so interpolation holds it at run edges
+    prev = F.pad(log_f0, (1, 0), mode="replicate")[..., :-1]
+    nxt = F.pad(log_f0, (0, 1), mode="replicate")[..., 1:]
+    pv = F.pad(voiced, (1, 0))[..., :-1]
+    nv = F.pad(voiced, (0, 1))[..., 1:]
+    filled = torch.where(voiced, log_f0, torch.where(pv, prev, torch.where(nv, nxt, log_f0)))
+    up = F.interpolate(filled, scale_factor=factor, mode="linear", align_corners=False)
+    mask = voiced.repeat_interleave(factor, -1)
+    return torch.where(mask, up.exp(), torch.zeros_like(up)).reshape(*shape[:-1], -1)

@@ -1,0 +1,167 @@
+"""Pitch coding: the YIN estimator and the harmonic comb (modules/pitch.py), the pitch_rvq
+quantizer, the spectral decoder's pitch input, and their wiring in Codec. Shapes, chunking,
+save/load and gradients run over the tiny "stft-pitch" family in test_codec.py."""
+
+import math
+
+import pytest
+import torch
+from conftest import TINY, build, speechlike
+
+from audiotok import Codec
+from audiotok.errors import ConfigError
+from audiotok.modules.pitch import (
+    F0_MAX,
+    F0_MIN,
+    f0_to_latent,
+    harmonic_comb,
+    latent_to_f0,
+    upsample_f0,
+    yin_f0,
+)
+from audiotok.quantizers.pitch import PitchRVQ, PitchRVQConfig
+
+SR = 16000
+
+
+def harmonic(f0: float, seconds: float = 1.0, n: int = 6) -> torch.Tensor:
+    t = torch.arange(int(seconds * SR), dtype=torch.float64) / SR
+    wav = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, n + 1))
+    return (0.3 * wav).float()[None]
+
+
+@pytest.mark.parametrize("f0", [62.0, 110.0, 245.0, 480.0])
+def test_yin_finds_the_fundamental(f0):
+    est = yin_f0(harmonic(f0), SR, 320)[0, 3:-3]
+    assert (est > 0).all()
+    assert (est / f0 - 1).abs().max() < 0.005, est
+
+
+def test_yin_missing_fundamental_is_not_an_octave_up():
+    # harmonics 2..6 only: the period is still 1 / f0
+    wav = harmonic(150.0) - 0.3 * torch.sin(2 * math.pi * 150.0 * torch.arange(SR) / SR)[None]
+    est = yin_f0(wav, SR, 320)[0, 3:-3]
+    assert ((est / 150.0 - 1).abs() < 0.01).float().mean() > 0.9
+
+
+def test_noise_and_silence_are_unvoiced():
+    torch.manual_seed(0)
+    assert (yin_f0(0.1 * torch.randn(1, SR), SR, 320) == 0).float().mean() > 0.95
+    assert (yin_f0(torch.zeros(1, SR), SR, 320) == 0).all()
+    quiet = harmonic(200.0) * 1e-3  # -70 dBFS
+    assert (yin_f0(quiet, SR, 320) == 0).all()
+
+
+def test_yin_tracks_a_glide_and_its_voicing_edges():
+    t = torch.arange(SR) / SR
+    f0 = 120 + 60 * t  # 120 -> 180 Hz
+    wav = 0.3 * torch.sin(2 * math.pi * torch.cumsum(f0, 0) / SR)
+    wav[: SR // 4] = 0
+    est = yin_f0(wav[None], SR, 320)[0]
+    frames = torch.arange(est.shape[0])
+    centre = f0[(frames * 320 + 160).clamp(max=SR - 1)]
+    assert (est[:10] == 0).all()  # the silent first quarter
+    voiced = frames >= 16
+    assert ((est[voiced] / centre[voiced] - 1).abs() < 0.02).all()
+
+
+def test_yin_is_frame_local():
+    wav = torch.from_numpy(speechlike(2.0, SR)[:, 0])[None]
+    whole = yin_f0(wav, SR, 320)
+    part = yin_f0(wav[:, 320 * 20: 320 * 60], SR, 320)
+    torch.testing.assert_close(part[:, 5:-5], whole[:, 25:55])
+
+
+def test_latent_round_trip_and_range():
+    f0 = torch.tensor([0.0, F0_MIN, 100.0, 333.0, F0_MAX, 2000.0])
+    p = f0_to_latent(f0)
+    assert p[0] == -1 and ((p[1:] >= 0) & (p[1:] <= 1)).all()
+    back = latent_to_f0(p)
+    torch.testing.assert_close(back[:5], f0[:5], rtol=1e-5, atol=0)
+    assert back[5] == F0_MAX  # clamped into the codable range
+
+
+def test_comb_peaks_on_harmonics():
+    comb = harmonic_comb(torch.tensor([[200.0, 0.0]]), 640, SR)  # 25 Hz bins
+    voiced, unvoiced = comb[0, :, 0], comb[0, :, 1]
+    assert (unvoiced == 0).all()
+    peaks = torch.arange(8, 317, 8)  # 200 Hz = 8 bins
+    torch.testing.assert_close(voiced[peaks], torch.ones(len(peaks)))
+    assert (voiced[peaks + 4] == 0).all()  # half-way between harmonics
+    assert 0.4 < voiced[9] < 0.6  # one bin off: Hann main lobe at 1 bin
+
+
+def test_upsample_holds_edges_and_interpolates_in_log():
+    up = upsample_f0(torch.tensor([[0.0, 100.0, 400.0, 0.0]]), 2)[0]
+    assert up[:2].eq(0).all() and up[-2:].eq(0).all()
+    torch.testing.assert_close(up[[2, 5]], torch.tensor([100.0, 400.0]))
+    torch.testing.assert_close(up[3], torch.tensor(100.0 * 4 ** 0.25))
+
+
+def quantizer(levels=1024, n=3):
+    torch.manual_seed(0)
+    return PitchRVQ(PitchRVQConfig(n_codebooks=n, codebook_size=16, codebook_dim=4,
+                                   pitch_levels=levels), dim=9).eval()
+
+
+def test_pitch_rvq_codes_pitch_to_half_a_step():
+    q = quantizer()
+    f0 = torch.tensor([[0.0, 55.0, 120.0, 121.0, 590.0]])
+    z = torch.cat([f0_to_latent(f0)[:, None], torch.randn(1, 8, 5)], 1)
+    codes = q.encode(z)
+    assert codes.shape == (1, 4, 5) and q.codebook_sizes == [1024, 16, 16, 16]
+    assert codes[0, 0, 0] == 0 and (codes[0, 0, 1:] > 0).all()
+    back = latent_to_f0(q.decode(codes)[:, 0])
+    step = math.log(F0_MAX / F0_MIN) / (1024 - 2)
+    assert ((back[0, 1:] / f0[0, 1:]).log().abs() <= step / 2 + 1e-6).all()
+    assert back[0, 0] == 0
+    assert codes[0, 0, 2] != codes[0, 0, 3]  # 120 and 121 Hz are told apart
+
+
+def test_pitch_rvq_prefixes():
+    q = quantizer()
+    z = torch.cat([torch.full((2, 1, 7), 0.5), torch.randn(2, 8, 7)], 1)
+    only_pitch = q.encode(z, 1)
+    assert only_pitch.shape == (2, 1, 7)
+    z1 = q.decode(only_pitch)
+    assert z1.shape == (2, 9, 7) and (z1[:, 1:] == 0).all()
+    out = q.train()(z, 2)
+    assert out.codes.shape == (2, 2, 7) and "vq/commit" in out.losses
+    assert q(z, 1).z_q[:, 1:].abs().sum() == 0
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        q.encode(z, 5)
+
+
+def test_codec_codes_pitch_and_bitrate():
+    codec = build("stft-pitch")
+    wav = torch.from_numpy(speechlike(1.0, 8000)[:, 0]).view(1, 1, -1)
+    tokens = codec.encode(wav)
+    assert codec.codebook_sizes == [256, 64, 64, 64]
+    pitch = tokens.codes[0, 0]
+    assert (pitch > 0).float().mean() > 0.5  # the signal is voiced most of the time
+    f0 = latent_to_f0(codec.quantizer.decode(tokens.codes[:, :1])[:, 0])[0]
+    assert ((f0[pitch > 0] > 80) & (f0[pitch > 0] < 200)).float().mean() > 0.9  # 90..150 Hz
+    assert codec.bitrate(2) == pytest.approx(codec.frame_rate * (8 + 6))
+
+
+def test_pitch_must_be_wired_through_all_three_parts():
+    cfg = dict(TINY["stft-pitch"])
+    with pytest.raises(ConfigError, match="not set: decoder"):
+        Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "pitch": False}})
+    with pytest.raises(ConfigError, match="not set: quantizer"):
+        rvq = {k: v for k, v in cfg["quantizer"].items() if k != "pitch_levels"}
+        Codec.from_config({**cfg, "quantizer": {**rvq, "type": "rvq"}})
+    with pytest.raises(ConfigError, match="mono"):
+        Codec.from_config({**cfg, "channels": 2})
+
+
+def test_decoder_pitch_input_starts_at_zero_and_comb_shapes_the_output():
+    codec = build("stft-pitch")
+    z = torch.randn(1, 17, 20)
+    z[:, 0] = 0.3
+    unvoiced = z.clone()
+    unvoiced[:, 0] = -1
+    dec = codec.decoder
+    voiced_mag, unvoiced_mag = dec.log_magnitude(z).exp(), dec.log_magnitude(unvoiced).exp()
+    assert (voiced_mag >= unvoiced_mag - 1e-6).all()  # the harmonic part only adds
+    assert (voiced_mag > unvoiced_mag * 1.01).any()
