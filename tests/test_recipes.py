@@ -66,20 +66,20 @@ def test_tiny_overlay_trains_and_reloads(name, corpus, tmp_path):
     batches = iter(make_train_loader(r.data, sr, 1, bs, items=build_items(r.data).train))
     mel = []
     for _ in range(24):
-        mel.append(trainer.train_step(next(batches)["wav"])["mel"])
+        out = trainer.train_step(next(batches)["wav"])
+        mel.append(out["mel"])
         trainer.step += 1
     assert np.mean(mel[-5:]) < 0.9 * np.mean(mel[:5]), mel
+    # the first codebook is in use, not collapsed onto a few entries: its perplexity over the
+    # last training batch (~150 latents; a collapsed codebook gives 1.0). Measured over one
+    # 0.7 s clip instead (53 frames) it was 5.2 for encodec on one machine and 1.8 on another
+    # (AMD EPYC), too few frames for a stable figure.
+    perplexity = float(out["vq/perplexity/0"])
+    assert perplexity > 4, perplexity
     # save -> reload -> identical codes
     codec = trainer.codec.eval()
     wav = torch.from_numpy(speechlike(0.7, sr).T[None].copy())
     codes = codec.encode(wav).codes
-    # the codebook is in use, not collapsed onto a few entries (codebook utilisation)
-    from audiotok.quantizers.metrics import code_metrics
-
-    perplexity = code_metrics(codes[:, 0], codec.codebook_sizes[0], 0)["vq/perplexity/0"]
-    # measured after these 24 steps: 5.2 encodec, 13 dac, 22 wavtokenizer, 6.2 mimi; a
-    # collapsed first codebook gives 1.0
-    assert perplexity > 4, perplexity
     codec.save_pretrained(tmp_path / "export")
     again = load_codec(tmp_path / "export").encode(wav).codes
     assert torch.equal(codes, again)
