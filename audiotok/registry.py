@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ class Registry:
     A component spec is a dict ``{"type": name, **config}``; `build` validates the config
     against the registered dataclass and calls the builder with it plus any extra arguments
     the caller wires in (such as the latent dimension shared by encoder and quantizer).
+    Wiring a builder does not name in its signature is left out, so a component takes only
+    what it uses (the codec offers every encoder and decoder its sample rate; the F0
+    estimator and the harmonic comb take it).
     """
 
     def __init__(self, kind: str):
@@ -57,7 +61,11 @@ class Registry:
 
     def build(self, spec: dict, where: str, **wiring):
         name, cfg = self.parse(spec, where)
-        return self.entry(name).build(cfg, **wiring)
+        builder = self.entry(name).build
+        params = inspect.signature(builder).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            wiring = {k: v for k, v in wiring.items() if k in params}
+        return builder(cfg, **wiring)
 
     def normalise(self, spec: dict, where: str) -> dict:
         """The spec with every default filled in, as saved into config.json."""

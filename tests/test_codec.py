@@ -54,6 +54,33 @@ def test_save_load_identical(tmp_path, family):
     assert torch.equal(loaded.decode(again), codec.decode(tokens))
 
 
+def test_fingerprint_survives_config_fields_added_later(tmp_path):
+    """A codec saved by an older audiotok lacks the config fields added since (loading fills
+    in their defaults): its fingerprint is still the one it recorded, so its token files stay
+    valid, also after the loaded codec is saved again."""
+    import json
+
+    codec = build("seanet-conv")
+    codec.save_pretrained(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["config"]["decoder"]["dilation_base"]  # as if the field did not exist yet
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="fingerprint"):  # recorded with the field in
+        first = audiotok.load_codec(tmp_path / "old")
+    meta["spec"]["fingerprint"] = first.fingerprint()  # what the older audiotok recorded
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    tokens = first.encode(torch.randn(1, 1, 2000) * 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = audiotok.load_codec(tmp_path / "old")
+        loaded.decode(tokens)  # a changed fingerprint would refuse these tokens
+        loaded.save_pretrained(tmp_path / "resaved")
+        again = audiotok.load_codec(tmp_path / "resaved")
+    assert again.fingerprint() == first.fingerprint()
+    saved = json.loads((tmp_path / "resaved" / "config.json").read_text())
+    assert saved["config"] == meta["config"]
+
+
 def test_half_precision_export_halves_size_and_verifies(tmp_path):
     codec = build("seanet-conv")
     codec.save_pretrained(tmp_path / "fp32")

@@ -127,6 +127,10 @@ def test_pitch_rvq_prefixes():
     assert z1.shape == (2, 9, 7) and (z1[:, 1:] == 0).all()
     out = q.train()(z, 2)
     assert out.codes.shape == (2, 2, 7) and "vq/commit" in out.losses
+    # level 0 is the pitch, RVQ level 0 is token level 1
+    assert sorted(out.metrics) == ["vq/perplexity/0", "vq/perplexity/1", "vq/usage/0",
+                                   "vq/usage/1"]
+    assert out.metrics["vq/usage/0"] == pytest.approx(1 / 1024)  # one F0 in the batch
     assert q(z, 1).z_q[:, 1:].abs().sum() == 0
     with pytest.raises(ValueError, match="between 1 and 4"):
         q.encode(z, 5)
@@ -153,6 +157,10 @@ def test_pitch_must_be_wired_through_all_three_parts():
         Codec.from_config({**cfg, "quantizer": {**rvq, "type": "rvq"}})
     with pytest.raises(ConfigError, match="mono"):
         Codec.from_config({**cfg, "channels": 2})
+    with pytest.raises(ConfigError, match="latent_dim >= 2"):
+        Codec.from_config({**cfg, "latent_dim": 1})
+    codec = Codec.from_config({**cfg, "sample_rate": 24000})
+    assert codec.encoder.sample_rate == codec.decoder.sample_rate == 24000  # F0 is in Hz
 
 
 def test_decoder_pitch_input_starts_at_zero_and_comb_shapes_the_output():

@@ -54,7 +54,7 @@ def decoder(**kw):
            "fine_layers": 1, "iterations": 4, "train_iterations": 2, **kw}
     torch.manual_seed(0)
     return SpectralDecoder(SpectralDecoderConfig(**cfg), channels=1, latent_dim=8,
-                           hop_length=32)
+                           hop_length=32, sample_rate=8000)
 
 
 def test_shapes_and_training_loss():

@@ -16,7 +16,8 @@ def encoder(channels=1, **kw):
            "dims": [16, 24], "layers_per_stage": [1, 0], "mlp_ratio": 2.0}
     cfg.update(kw)
     torch.manual_seed(0)
-    return STFTEncoder(STFTEncoderConfig(**cfg), channels=channels, latent_dim=8).eval()
+    return STFTEncoder(STFTEncoderConfig(**cfg), channels=channels, latent_dim=8,
+                       sample_rate=8000).eval()
 
 
 def test_hop_is_stft_hop_times_strides():

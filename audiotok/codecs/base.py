@@ -77,38 +77,44 @@ class CodecOutput:
     semantic_audio: Tensor | None = None
 
 
+def _check_pitch(config: CodecConfig) -> None:
+    """Pitch coding is three parts that need each other: an encoder that estimates F0 into
+    latent channel 0, the pitch_rvq quantizer that codes it, a decoder that draws its
+    harmonics; and one F0 per frame only means something for mono audio."""
+    flags = {"encoder": bool(config.encoder.get("pitch", False)),
+             "decoder": bool(config.decoder.get("pitch", False)),
+             "quantizer": config.quantizer.get("type") == "pitch_rvq"}
+    if not any(flags.values()):
+        return
+    if not all(flags.values()):
+        missing = ", ".join(k for k, v in flags.items() if not v)
+        raise ConfigError(f"pitch coding needs encoder pitch: true, quantizer type "
+                          f"pitch_rvq and decoder pitch: true together; not set: {missing}")
+    if config.channels != 1 or config.latent_dim < 2:
+        raise ConfigError(f"pitch coding needs mono audio and latent_dim >= 2 (F0 + content), "
+                          f"got {config.channels} channels, latent_dim {config.latent_dim}")
+
+
 class Codec(nn.Module):
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
-        self.encoder = ENCODERS.build(config.encoder, "encoder", channels=config.channels,
-                                      latent_dim=config.latent_dim)
+        _check_pitch(config)
+        wiring = {"channels": config.channels, "latent_dim": config.latent_dim,
+                  "sample_rate": config.sample_rate}
+        self.encoder = ENCODERS.build(config.encoder, "encoder", **wiring)
         self.quantizer = QUANTIZERS.build(config.quantizer, "quantizer", dim=config.latent_dim)
         try:
-            self.decoder = DECODERS.build(config.decoder, "decoder", channels=config.channels,
-                                          latent_dim=config.latent_dim,
-                                          hop_length=self.encoder.hop_length)
+            self.decoder = DECODERS.build(config.decoder, "decoder",
+                                          hop_length=self.encoder.hop_length, **wiring)
         except ValueError as e:
             raise ConfigError(f"decoder: {e}") from None
-        self._check_pitch()
         self.ref: str | None = None  # where it was loaded from; written into token files
         self._fingerprint: tuple[tuple, str] | None = None
-
-    def _check_pitch(self) -> None:
-        """Encoders that estimate F0 and decoders that draw harmonics work in Hz, so they
-        take the codec's sample rate; both need each other and the pitch_rvq quantizer."""
-        from ..quantizers.pitch import PitchRVQ
-
-        for part in (self.encoder, self.decoder):
-            if hasattr(part, "sample_rate"):
-                part.sample_rate = self.config.sample_rate
-        flags = {"encoder": getattr(self.encoder, "pitch", False),
-                 "decoder": getattr(self.decoder, "pitch", False),
-                 "quantizer": isinstance(self.quantizer, PitchRVQ)}
-        if any(flags.values()) and not all(flags.values()):
-            missing = ", ".join(k for k, v in flags.items() if not v)
-            raise ConfigError(f"pitch coding needs encoder pitch: true, quantizer type "
-                              f"pitch_rvq and decoder pitch: true together; not set: {missing}")
+        # the config as its config.json holds it, for a loaded codec: the fingerprint hashes
+        # that, so a field added to audiotok later (filled in with its default) does not
+        # change the fingerprint of a codec saved before, nor orphan its token files
+        self.config_record: dict | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -147,12 +153,15 @@ class Codec(nn.Module):
     def bitrate(self, n_codebooks: int | None = None) -> float:
         return self.spec.bitrate(n_codebooks)
 
+    def _config_dict(self) -> dict:
+        return self.config_record if self.config_record is not None else to_dict(self.config)
+
     def fingerprint(self) -> str:
         """SHA-256 (first 16 hex digits) of config + weights; cached until a weight changes."""
         state = self.state_dict()
         key = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
         if self._fingerprint is None or self._fingerprint[0] != key:
-            h = hashlib.sha256(json.dumps(to_dict(self.config), sort_keys=True).encode())
+            h = hashlib.sha256(json.dumps(self._config_dict(), sort_keys=True).encode())
             for name in sorted(state):
                 t = state[name].detach().cpu().contiguous()
                 h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
@@ -325,6 +334,7 @@ class Codec(nn.Module):
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
             with torch.random.fork_rng():  # building the copy must not move the caller's RNG
                 reloaded = Codec(self.config)
+            reloaded.config_record = self.config_record
             reloaded.load_state_dict(state, strict=True)
             spec["fingerprint"] = reloaded.fingerprint()
         with atomic_path(path / "model.safetensors") as tmp:
@@ -332,7 +342,7 @@ class Codec(nn.Module):
         meta = {
             "format_version": CHECKPOINT_FORMAT,
             "audiotok_version": __version__,
-            "config": to_dict(self.config),
+            "config": self._config_dict(),
             "spec": spec,
         }
         with atomic_path(path / "config.json") as tmp:

@@ -1,6 +1,7 @@
 """Registries and contracts for the encoder and decoder halves of a codec.
 
-Encoder contract (registered in ENCODERS, built as ``build(cfg, channels=C, latent_dim=D)``):
+Encoder contract (registered in ENCODERS, built as ``build(cfg, channels=C, latent_dim=D)``,
+plus ``sample_rate=SR`` for builders that name it):
     attribute ``hop_length: int``       samples per output frame (product of strides)
     ``forward(wav [B, C, T]) -> z [B, D, T // hop_length]``; T is a multiple of hop_length
     ``receptive_field() -> (left, right) | None``: input samples before/after a frame's
@@ -8,7 +9,8 @@ Encoder contract (registered in ENCODERS, built as ``build(cfg, channels=C, late
         full attention).
 
 Decoder contract (registered in DECODERS, built as
-``build(cfg, channels=C, latent_dim=D, hop_length=H)``):
+``build(cfg, channels=C, latent_dim=D, hop_length=H)``, plus ``sample_rate=SR`` for builders
+that name it):
     ``forward(z [B, D, T']) -> wav [B, C, T' * H]``
     ``receptive_field() -> (left, right) | None`` in frames: how many neighbouring frames on
         each side can change the samples of a frame; None = unbounded.

@@ -88,6 +88,7 @@ def load_pretrained(path, device="cpu") -> Codec:
             f"{path}: checkpoint format {version}; this audiotok reads {CHECKPOINT_FORMAT}"
         )
     codec = Codec(from_dict(CodecConfig, meta["config"], "config"))
+    codec.config_record = meta["config"]
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:

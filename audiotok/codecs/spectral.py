@@ -83,13 +83,13 @@ class SpectralDecoder(nn.Module):
     loss_names = ("decoder/magnitude", "decoder/compressed")
 
     def __init__(self, cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
-                 hop_length: int):
+                 hop_length: int, sample_rate: int):
         super().__init__()
         if hop_length % cfg.upsample:
             raise ConfigError(f"decoder upsample ({cfg.upsample}) must divide the encoder's "
                               f"hop length ({hop_length})")
         self.cfg, self.channels = cfg, channels
-        self.sample_rate = 16000  # the harmonic comb's; Codec sets the codec's own
+        self.sample_rate = sample_rate  # the harmonic comb's
         self.stft_hop = hop_length // cfg.upsample
         self.n_fft = 4 * self.stft_hop if cfg.n_fft is None else cfg.n_fft
         try:
@@ -98,9 +98,6 @@ class SpectralDecoder(nn.Module):
             raise ConfigError(f"decoder n_fft: {e}") from None
         self.n_bins = self.n_fft // 2 + 1
         self.pitch = cfg.pitch
-        if cfg.pitch and (channels != 1 or latent_dim < 2):
-            raise ConfigError(f"decoder pitch needs mono audio and latent_dim >= 2, got "
-                              f"{channels} channels, latent_dim {latent_dim}")
         self.embed = nn.Conv1d(latent_dim - cfg.pitch, cfg.dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.blocks = nn.ModuleList(_blocks(cfg.dim, cfg.num_layers,
@@ -199,5 +196,5 @@ class SpectralDecoder(nn.Module):
 
 @DECODERS.register("spectral", SpectralDecoderConfig)
 def build_spectral_decoder(cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
-                           hop_length: int) -> SpectralDecoder:
-    return SpectralDecoder(cfg, channels, latent_dim, hop_length)
+                           hop_length: int, sample_rate: int) -> SpectralDecoder:
+    return SpectralDecoder(cfg, channels, latent_dim, hop_length, sample_rate)

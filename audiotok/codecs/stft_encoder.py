@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same
@@ -90,13 +89,11 @@ def _blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
 class STFTEncoder(nn.Module):
     """wav [B, C, T] -> z [B, D, T / hop_length] (encoder contract, codecs/components.py)."""
 
-    def __init__(self, cfg: STFTEncoderConfig, channels: int, latent_dim: int):
+    def __init__(self, cfg: STFTEncoderConfig, channels: int, latent_dim: int,
+                 sample_rate: int):
         super().__init__()
-        if cfg.pitch and (channels != 1 or latent_dim < 2):
-            raise ConfigError(f"encoder pitch needs mono audio and latent_dim >= 2, got "
-                              f"{channels} channels, latent_dim {latent_dim}")
         self.pitch = cfg.pitch
-        self.sample_rate = 16000  # the F0 estimator's; Codec sets the codec's own
+        self.sample_rate = sample_rate  # the F0 estimator's
         self.n_fft, self.stft_hop = cfg.n_fft, cfg.hop_length
         self.hop_length = cfg.hop_length * math.prod(int(s) for s in cfg.strides)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
@@ -149,5 +146,6 @@ class STFTEncoder(nn.Module):
 
 
 @ENCODERS.register("stft", STFTEncoderConfig)
-def build_stft_encoder(cfg: STFTEncoderConfig, channels: int, latent_dim: int) -> STFTEncoder:
-    return STFTEncoder(cfg, channels, latent_dim)
+def build_stft_encoder(cfg: STFTEncoderConfig, channels: int, latent_dim: int,
+                       sample_rate: int) -> STFTEncoder:
+    return STFTEncoder(cfg, channels, latent_dim, sample_rate)

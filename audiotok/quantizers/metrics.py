@@ -29,3 +29,13 @@ def level_metrics(codes: Tensor, sizes: list[int]) -> dict[str, Tensor]:
     for i in range(codes.shape[1]):
         metrics.update(code_metrics(codes[:, i], sizes[i], i))
     return metrics
+
+
+def shift_levels(metrics: dict[str, Tensor], offset: int) -> dict[str, Tensor]:
+    """Rename per-level metrics ("vq/usage/3") for levels that sit `offset` rows further down
+    an outer quantizer's token stream; metrics without a level index are kept as they are."""
+    shifted: dict[str, Tensor] = {}
+    for name, value in metrics.items():
+        head, _, level = name.rpartition("/")
+        shifted[f"{head}/{int(level) + offset}" if head and level.isdigit() else name] = value
+    return shifted

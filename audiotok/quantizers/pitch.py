@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..modules.pitch import UNVOICED
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .metrics import code_metrics, shift_levels
 from .rvq import ResidualVQ, RVQConfig, subconfig
 from .vq import check_code_rows
 
@@ -65,6 +65,7 @@ class PitchRVQ(Quantizer):
         pitch = self.quantize_pitch(z[:, 0])
         content = self._content(z, n, n_codebooks is None)
         p = self.dequantize_pitch(pitch, z.dtype)[:, None]
+        metrics = code_metrics(pitch, self.cfg.pitch_levels, 0)
         if content is None:
             z_q = torch.cat([p, torch.zeros_like(z[:, 1:])], 1)
             codes, losses, semantic = pitch[:, None], {}, None
@@ -73,8 +74,8 @@ class PitchRVQ(Quantizer):
             codes = torch.cat([pitch[:, None], content.codes], 1)
             losses = content.losses
             semantic = torch.cat([p, content.semantic], 1)
-        return QuantizerOutput(z_q, codes, losses, level_metrics(codes, self.codebook_sizes),
-                               semantic=semantic)
+            metrics.update(shift_levels(content.metrics, 1))  # RVQ level i is level i + 1
+        return QuantizerOutput(z_q, codes, losses, metrics, semantic=semantic)
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_codebooks: int | None = None) -> Tensor:
