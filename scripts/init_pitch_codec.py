@@ -1,13 +1,16 @@
-"""Start a pitch codec (recipes/speech_16k_pitch.yaml) from the weights of a codec without
-pitch (default: the bundled audiotok/speech-16k, trained by recipes/speech_16k_gla.yaml).
+"""Start a pitch codec (recipes/speech_16k_pitch*.yaml) from the weights of another codec
+(default: the bundled audiotok/speech-16k).
 
     python scripts/init_pitch_codec.py recipes/speech_16k_pitch.yaml runs/speech_16k_pitch_init
 
-Copies every weight whose name and shape match; the RVQ moves under quantizer.rvq; the
-decoder's harmonic head starts as a copy of its magnitude head, 6 dB up (so the harmonics
-stand out of the envelope from the first step). The pitch input of the decoder starts at
-zero, so the copied decoder's output only changes by the harmonic comb. Writes a codec
-directory for the recipe's train.init_from.
+Copies every weight whose name and shape match. From a codec without pitch (trained by
+recipes/speech_16k_gla.yaml): the RVQ moves under quantizer.rvq, the decoder's harmonic head
+starts as a copy of its magnitude head, 6 dB up (so the harmonics stand out of the envelope
+from the first step), and the decoder's pitch input starts at zero, so the copied decoder's
+output only changes by the harmonic comb. Into a decoder with `envelope_points`: per-bin heads
+become the least-squares fit of their outputs on the envelope points, so the new decoder
+starts from a smoothed copy of the old one. Writes a codec directory for the recipe's
+train.init_from.
 """
 
 from __future__ import annotations
@@ -20,16 +23,34 @@ import torch
 
 from audiotok import load_codec
 from audiotok.codecs.base import Codec
+from audiotok.codecs.spectral import envelope_basis
 from audiotok.errors import AudiotokError
 from audiotok.train.config import read_recipe
+
+
+def fit_envelope_heads(weights: dict[str, torch.Tensor], target: Codec) -> None:
+    """Per-bin decoder heads in `weights` -> heads on the target's envelope points, in place:
+    W' = pinv(B) W for the interpolation B, the least-squares fit of each output."""
+    dec = target.decoder
+    if not dec.cfg.envelope_points:
+        return
+    fit = torch.linalg.pinv(envelope_basis(dec.n_bins, dec.cfg.envelope_points).double())
+    for name in ("decoder.proj.weight", "decoder.proj.bias",
+                 "decoder.harmonic_proj.weight", "decoder.harmonic_proj.bias"):
+        value = weights.get(name)
+        if value is not None and value.shape[0] == dec.n_bins:
+            weights[name] = (fit @ value.double().reshape(dec.n_bins, -1)).reshape(
+                -1, *value.shape[1:]).to(value.dtype)
 
 
 def transplant(source: Codec, target: Codec) -> list[str]:
     """Copy source's weights into target; returns the target weights left as initialised."""
     src = source.state_dict()
     renamed = {k.replace("quantizer.levels.", "quantizer.rvq.levels."): v for k, v in src.items()}
-    renamed["decoder.harmonic_proj.weight"] = src["decoder.proj.weight"]
-    renamed["decoder.harmonic_proj.bias"] = src["decoder.proj.bias"] + math.log(2.0)
+    if "decoder.harmonic_proj.weight" not in src:
+        renamed["decoder.harmonic_proj.weight"] = src["decoder.proj.weight"]
+        renamed["decoder.harmonic_proj.bias"] = src["decoder.proj.bias"] + math.log(2.0)
+    fit_envelope_heads(renamed, target)
     state = target.state_dict()
     kept = []
     for name, value in state.items():

@@ -72,13 +72,13 @@ TINY = {
                     "upsample": 2, "fine_dim": 12, "fine_layers": 1, "iterations": 4,
                     "train_iterations": 2},
     },
-    "stft-pitch": {  # speech-16k with pitch: YIN F0 as token level 0, harmonic comb decoder
+    "stft-pitch": {  # speech-16k: YIN F0 as token level 0, envelopes x harmonic comb decoder
         **_STFT_TINY, "family": "pitch-test", "latent_dim": 17,
         "encoder": {**_STFT_TINY["encoder"], "pitch": True},
         "quantizer": {**_STFT_TINY["quantizer"], "type": "pitch_rvq", "pitch_levels": 256},
         "decoder": {"type": "spectral", "dim": 16, "intermediate_dim": 32, "num_layers": 1,
                     "upsample": 2, "fine_dim": 12, "fine_layers": 1, "iterations": 4,
-                    "train_iterations": 2, "pitch": True},
+                    "train_iterations": 2, "pitch": True, "envelope_points": 5},
     },
 }
 

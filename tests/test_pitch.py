@@ -9,6 +9,7 @@ import torch
 from conftest import TINY, build, speechlike
 
 from audiotok import Codec
+from audiotok.codecs.spectral import envelope_basis
 from audiotok.errors import ConfigError
 from audiotok.modules.pitch import (
     F0_MAX,
@@ -151,7 +152,8 @@ def test_codec_codes_pitch_and_bitrate():
 def test_pitch_must_be_wired_through_all_three_parts():
     cfg = dict(TINY["stft-pitch"])
     with pytest.raises(ConfigError, match="not set: decoder"):
-        Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "pitch": False}})
+        Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "pitch": False,
+                                              "envelope_points": 0}})
     with pytest.raises(ConfigError, match="not set: quantizer"):
         rvq = {k: v for k, v in cfg["quantizer"].items() if k != "pitch_levels"}
         Codec.from_config({**cfg, "quantizer": {**rvq, "type": "rvq"}})
@@ -163,8 +165,11 @@ def test_pitch_must_be_wired_through_all_three_parts():
     assert codec.encoder.sample_rate == codec.decoder.sample_rate == 24000  # F0 is in Hz
 
 
-def test_decoder_pitch_input_starts_at_zero_and_comb_shapes_the_output():
-    codec = build("stft-pitch")
+@pytest.mark.parametrize("points", [0, 5])
+def test_decoder_pitch_input_starts_at_zero_and_comb_shapes_the_output(points):
+    cfg = dict(TINY["stft-pitch"])
+    torch.manual_seed(0)
+    codec = Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "envelope_points": points}})
     z = torch.randn(1, 17, 20)
     z[:, 0] = 0.3
     unvoiced = z.clone()
@@ -173,3 +178,57 @@ def test_decoder_pitch_input_starts_at_zero_and_comb_shapes_the_output():
     voiced_mag, unvoiced_mag = dec.log_magnitude(z).exp(), dec.log_magnitude(unvoiced).exp()
     assert (voiced_mag >= unvoiced_mag - 1e-6).all()  # the harmonic part only adds
     assert (voiced_mag > unvoiced_mag * 1.01).any()
+
+
+def test_envelope_basis_interpolates_linearly_between_its_points():
+    basis = envelope_basis(321, 41)
+    assert basis.shape == (321, 41) and torch.allclose(basis.sum(1), torch.ones(321))
+    points = torch.linspace(0, 1, 41)
+    assert torch.allclose(basis @ points, torch.linspace(0, 1, 321), atol=1e-6)
+    assert torch.equal(basis[::8], torch.eye(41))  # every 8th bin is a point
+
+
+def test_envelope_heads_cannot_draw_harmonics():
+    codec = build("stft-pitch")
+    dec = codec.decoder
+    z = torch.randn(2, 17, 9)
+    z[:, 0] = -1  # unvoiced: the noise envelope alone
+    log_mag = dec.log_magnitude(z)[:, 0]  # [B, F, T]
+    assert log_mag.shape == (2, dec.n_bins, 18)
+    # piecewise linear over the bins: curvature only at the 5 points (bins 0, 3, 6, 9, 12)
+    curvature = (log_mag[:, 2:] - 2 * log_mag[:, 1:-1] + log_mag[:, :-2]).abs()
+    between = [i - 1 for i in range(1, dec.n_bins - 1) if i % 3]
+    assert curvature[:, between].max() < 1e-4 < curvature.max()
+    assert dec.proj.out_features == dec.harmonic_proj.out_features == 5
+
+
+def test_envelope_points_need_the_comb():
+    cfg = TINY["stft-spectral"]
+    with pytest.raises(ConfigError, match="envelope_points must be 0, or >= 2 with pitch"):
+        Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "envelope_points": 8}})
+    pitch = TINY["stft-pitch"]
+    with pytest.raises(ConfigError, match="envelope_points"):
+        Codec.from_config({**pitch, "decoder": {**pitch["decoder"], "envelope_points": 1}})
+
+
+def test_init_script_fits_per_bin_heads_onto_the_envelope():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "init_pitch_codec.py"
+    spec = importlib.util.spec_from_file_location("init_pitch_codec", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cfg = TINY["stft-pitch"]
+    torch.manual_seed(0)
+    source = Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "envelope_points": 0}})
+    target = build("stft-pitch", seed=1)
+    assert script.transplant(source, target) == []  # every weight has a source
+    z = torch.randn(1, 17, 9)
+    z[:, 0] = -1
+    with torch.no_grad():
+        per_bin = source.decoder.log_magnitude(z)[0, 0]
+        fitted = target.decoder.log_magnitude(z)[0, 0]
+    basis = envelope_basis(target.decoder.n_bins, 5)
+    least_squares = basis @ torch.linalg.pinv(basis) @ per_bin
+    assert torch.allclose(fitted, least_squares, atol=1e-4)

@@ -60,6 +60,11 @@ class SpectralDecoderConfig:
     # latent channel 0 is a coded F0 (stft encoder `pitch`, pitch_rvq quantizer): the
     # magnitude is then exp(noise head) + exp(harmonic head) x the harmonic comb of that F0
     pitch: bool = False
+    # with pitch: the two heads predict smooth envelopes, log-magnitudes at this many points
+    # evenly spaced from 0 Hz to Nyquist, linearly interpolated to the bins (0: one value
+    # per bin). Spaced wider than the harmonics (41 points at 16 kHz: 200 Hz), the noise
+    # envelope cannot draw harmonics itself, so the comb has to
+    envelope_points: int = 0
 
     def __post_init__(self):
         for name in ("dim", "intermediate_dim", "num_layers", "upsample", "fine_dim"):
@@ -70,6 +75,23 @@ class SpectralDecoderConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.envelope_points and (self.envelope_points < 2 or not self.pitch):
+            raise ValueError(f"envelope_points must be 0, or >= 2 with pitch: true (without "
+                             f"the comb nothing draws the harmonics), got "
+                             f"{self.envelope_points}")
+
+
+def envelope_basis(n_bins: int, points: int) -> Tensor:
+    """[n_bins, points]: linear interpolation from `points` values evenly spaced over the bins
+    (first at bin 0, last at the Nyquist bin) to every bin."""
+    pos = torch.linspace(0, points - 1, n_bins, dtype=torch.float64)
+    lo = pos.floor().long().clamp(max=points - 2)
+    frac = pos - lo
+    basis = torch.zeros(n_bins, points, dtype=torch.float64)
+    rows = torch.arange(n_bins)
+    basis[rows, lo] = 1 - frac
+    basis[rows, lo + 1] = frac
+    return basis.float()
 
 
 def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
@@ -106,7 +128,8 @@ class SpectralDecoder(nn.Module):
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.fine_dim, cfg.upsample, stride=cfg.upsample)
         self.fine_blocks = nn.ModuleList(_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
         self.final_norm = nn.LayerNorm(cfg.fine_dim, eps=1e-6)
-        self.proj = nn.Linear(cfg.fine_dim, channels * self.n_bins)
+        self.head_size = cfg.envelope_points or self.n_bins  # outputs per channel per frame
+        self.proj = nn.Linear(cfg.fine_dim, channels * self.head_size)
         for m in (self.embed, self.blocks, self.fine_blocks):
             m.apply(_init_backbone)
         # start quiet (|X| ~ 0.007, about -43 dB per bin) rather than at |X| = 1: a loud
@@ -118,8 +141,12 @@ class SpectralDecoder(nn.Module):
             self.pitch_embed = nn.Conv1d(2, cfg.dim, kernel_size=3, padding=1)
             nn.init.zeros_(self.pitch_embed.weight)
             nn.init.zeros_(self.pitch_embed.bias)
-            self.harmonic_proj = nn.Linear(cfg.fine_dim, self.n_bins)
+            self.harmonic_proj = nn.Linear(cfg.fine_dim, self.head_size)
             nn.init.constant_(self.harmonic_proj.bias, INITIAL_LOG_MAG)
+        if cfg.envelope_points:
+            self.register_buffer("envelope_basis", envelope_basis(self.n_bins,
+                                                                  cfg.envelope_points),
+                                 persistent=False)
         self.istft = ISTFT(self.n_fft, self.stft_hop)
 
     def receptive_field(self) -> tuple[int, int]:
@@ -145,15 +172,22 @@ class SpectralDecoder(nn.Module):
         for block in self.fine_blocks:
             x = block(x)
         x = self.final_norm(x.transpose(1, 2))
-        h = self.proj(x)  # [B, T, C * F]
-        b, t, _ = h.shape
-        log_mag = h.view(b, t, self.channels, self.n_bins).permute(0, 2, 3, 1)
+        b, t, _ = x.shape
+        h = self._to_bins(self.proj(x).view(b, t, self.channels, self.head_size))
+        log_mag = h.permute(0, 2, 3, 1)  # [B, C, F, T]
         if not self.pitch:
             return log_mag
         f0 = upsample_f0(latent_to_f0(p[:, 0]), self.cfg.upsample)  # [B, T]
         comb = harmonic_comb(f0, self.n_fft, self.sample_rate)  # [B, F, T]
-        harmonic = self.harmonic_proj(x).transpose(1, 2).float() + comb.clamp(min=1e-6).log()
+        harmonic = self._to_bins(self.harmonic_proj(x)).transpose(1, 2).float()
+        harmonic = harmonic + comb.clamp(min=1e-6).log()
         return torch.logaddexp(log_mag.float(), harmonic[:, None]).to(log_mag.dtype)
+
+    def _to_bins(self, head: Tensor) -> Tensor:
+        """A head's output [..., head_size] -> [..., n_bins] (envelope points interpolated)."""
+        if not self.cfg.envelope_points:
+            return head
+        return head @ self.envelope_basis.to(head.dtype).T
 
     def synthesize(self, log_mag: Tensor, iterations: int) -> Tensor:
         """log|X| [B, C, F, T] -> wav [B, C, T * stft_hop] with a Griffin-Lim phase."""
