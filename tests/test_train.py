@@ -188,10 +188,11 @@ def test_recipe_validation(tmp_path):
 def test_unknown_loss_weight_names_nearest(corpus, tmp_path):
     from audiotok.train.trainer import Trainer
 
-    recipe = read_recipe(TINY, [f"data.train={corpus}", f"train.run_dir={tmp_path}", *SMALL,
-                                "losses.weights={mle: 1}"])
+    recipe = read_recipe(TINY, [f"data.train={corpus}", f"train.run_dir={tmp_path / 'run'}",
+                                *SMALL, "losses.weights={mle: 1}"])
     with pytest.raises(ConfigError, match="'mle'.*'mel'"):
         Trainer(recipe)
+    assert not (tmp_path / "run").exists()  # a recipe error leaves no empty run directory
 
 
 def test_incomplete_checkpoint_is_ignored(tmp_path):

@@ -47,7 +47,6 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.run_dir = recipe.run_dir
-        self._lock = ckpt.lock_run_dir(self.run_dir) if self.dist.is_main else None
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.codec = Codec(recipe.model).to(self.device)
         self.disc = MultiDiscriminator(recipe.discriminators, recipe.model.channels,
@@ -60,6 +59,8 @@ class Trainer:
         self.opt_d, self.sched_d = self._optimizer(list(self.disc.parameters()),
                                                    recipe.optim.disc_lr or recipe.optim.lr)
         self.balancer = self._balancer()
+        # only once the recipe has built: a recipe error leaves no (empty) run directory
+        self._lock = ckpt.lock_run_dir(self.run_dir) if self.dist.is_main else None
         self.step = 0
         self.resumed_from = self._resume()
         self.initialised_from: Path | None = None
