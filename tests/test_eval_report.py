@@ -101,3 +101,12 @@ def test_eval_bad_arguments(tmp_path, capsys, codec_dir, clips, extra, match):
                  "-o", str(tmp_path / "r"), *extra])
     assert_one_line_error(code, capsys.readouterr().err, match)
     assert not (tmp_path / "r").exists()
+
+
+def test_codec_labels_are_short_and_unique():
+    from audiotok.eval.evaluate import _labels
+
+    # a training run's export is named after its run; repeats are numbered
+    assert _labels(["runs/speech_16k_env/model", "runs/other/model/", "audiotok/speech-16k",
+                    "recipes/tiny_speech_16k.yaml", "a/ckpt", "b/ckpt"]) == [
+        "speech_16k_env", "other", "speech-16k", "tiny_speech_16k", "ckpt-5", "ckpt-6"]

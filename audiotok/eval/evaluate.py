@@ -157,9 +157,17 @@ def _codec_systems(codec, label: str, n_list: list[int] | None, device: str) -> 
     return systems
 
 
+def _label(ref: str) -> str:
+    """The folder or file stem; for a training run's export (runs/NAME/model), the run's name."""
+    path = Path(ref.rstrip("/"))
+    if path.name == "model" and path.parent.name:
+        return path.parent.name
+    return path.stem or ref
+
+
 def _labels(refs: list[str]) -> list[str]:
-    """Short, unique names for codecs: the folder or file stem, numbered when repeated."""
-    stems = [Path(r.rstrip("/")).stem or r for r in refs]
+    """Short, unique names for codecs (`_label`), numbered when repeated."""
+    stems = [_label(r) for r in refs]
     return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
 
 
