@@ -73,6 +73,28 @@ def test_yin_is_frame_local():
     torch.testing.assert_close(part[:, 5:-5], whole[:, 25:55])
 
 
+def test_voicing_threshold_voices_breathy_frames():
+    # a harmonic tone under noise: the dip at its period sits between the two thresholds
+    torch.manual_seed(0)
+    wav = harmonic(150.0, 2.0) + 0.2 * torch.randn(1, 2 * SR)
+    strict = yin_f0(wav, SR, 320, voicing_threshold=0.3)
+    relaxed = yin_f0(wav, SR, 320, voicing_threshold=0.6)
+    assert (relaxed > 0).float().mean() > (strict > 0).float().mean() + 0.2
+    assert (strict[relaxed == 0] == 0).all()  # a higher threshold only ever adds frames
+    voiced = relaxed[relaxed > 0]
+    # not the deepest dip, at twice the period (75 Hz): the first one near as deep
+    assert ((voiced / 150.0 - 1).abs() < 0.03).float().mean() > 0.85
+
+
+def test_codec_voicing_threshold_is_a_config_field():
+    cfg = dict(TINY["stft-pitch"])
+    codec = Codec.from_config({**cfg, "encoder": {**cfg["encoder"], "voicing_threshold": 0.5}})
+    assert codec.encoder.voicing_threshold == 0.5
+    assert codec._config_dict()["encoder"]["voicing_threshold"] == 0.5
+    with pytest.raises(ConfigError, match="voicing_threshold"):
+        Codec.from_config({**cfg, "encoder": {**cfg["encoder"], "voicing_threshold": 0}})
+
+
 def test_latent_round_trip_and_range():
     f0 = torch.tensor([0.0, F0_MIN, 100.0, 333.0, F0_MAX, 2000.0])
     p = f0_to_latent(f0)

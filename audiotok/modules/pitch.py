@@ -29,6 +29,7 @@ F0_MAX = 600.0       # Hz: children and the cartoon voices of our data reach ~45
 UNVOICED = -1.0      # latent value of an unvoiced frame; voiced frames code into [0, 1]
 YIN_THRESHOLD = 0.15  # the first dip under this is the period (de Cheveigné: 0.1 to 0.15)
 VOICING_THRESHOLD = 0.3  # ... and the frame is voiced if that dip is under this
+FALLBACK_RATIO = 1.25  # with no dip under YIN_THRESHOLD: the first this close to the deepest
 SILENCE_RMS = 1e-3   # -60 dBFS: quieter frames are unvoiced
 MEDIAN_FRAMES = 5
 
@@ -44,10 +45,13 @@ def yin_reach(sample_rate: int, hop: int) -> int:
     return (win + lag) // 2 + (MEDIAN_FRAMES // 2) * hop
 
 
-def yin_f0(wav: Tensor, sample_rate: int, hop: int) -> Tensor:
+def yin_f0(wav: Tensor, sample_rate: int, hop: int,
+           voicing_threshold: float = VOICING_THRESHOLD) -> Tensor:
     """wav [N, T] (T a multiple of hop) -> F0 in Hz [N, T / hop], 0 where unvoiced.
 
-    Frame s is analysed on a window centred on samples [s*hop, (s+1)*hop)."""
+    Frame s is analysed on a window centred on samples [s*hop, (s+1)*hop); it is voiced when
+    the normalised difference at its period is under `voicing_threshold` (0 < v <= 1: higher
+    voices breathier, noisier frames too)."""
     t = wav.shape[-1]
     frames = t // hop
     win, lag_max = yin_window(sample_rate, hop)
@@ -72,7 +76,13 @@ def yin_f0(wav: Tensor, sample_rate: int, hop: int) -> Tensor:
     local_min = torch.zeros_like(cmnd, dtype=torch.bool)
     local_min[..., 1:-1] = (cmnd[..., 1:-1] <= cmnd[..., :-2]) & (cmnd[..., 1:-1] <= cmnd[..., 2:])
     index = torch.arange(lag_max + 1, device=diff.device).expand_as(cmnd)
-    first = torch.where(local_min & (cmnd < YIN_THRESHOLD), index, lag_max + 1).amin(-1)
+    # the first dip under the absolute threshold; where there is none (noisy, breathy
+    # frames), the first dip within FALLBACK_RATIO of the deepest: its multiples dip nearly as
+    # deep, and taking the deepest would halve F0 in exactly the frames a relaxed
+    # voicing_threshold lets through
+    floor = torch.maximum(cmnd.amin(-1, keepdim=True) * FALLBACK_RATIO,
+                          torch.full_like(cmnd[..., :1], YIN_THRESHOLD))
+    first = torch.where(local_min & (cmnd < floor), index, lag_max + 1).amin(-1)
     lag = torch.where(first <= lag_max, first, cmnd.argmin(-1)).clamp(1, lag_max - 1)
     a, b, c = (cmnd.gather(-1, (lag + o)[..., None])[..., 0] for o in (-1, 0, 1))
     curve = a - 2 * b + c
@@ -81,7 +91,7 @@ def yin_f0(wav: Tensor, sample_rate: int, hop: int) -> Tensor:
                         torch.zeros_like(curve)).clamp(-1, 1)
     f0 = sample_rate / (lag.to(diff.dtype) + shift)
     rms = (e0[..., 0] / win).sqrt()
-    voiced = (b < VOICING_THRESHOLD) & (rms > SILENCE_RMS) & (f0 >= F0_MIN) & (f0 <= F0_MAX)
+    voiced = (b < voicing_threshold) & (rms > SILENCE_RMS) & (f0 >= F0_MIN) & (f0 <= F0_MAX)
     # median of log F0 over the voiced frames of a 5-frame neighbourhood: removes isolated
     # octave jumps and single-frame voicing blips
     log_f0 = torch.where(voiced, f0.log(), torch.full_like(f0, float("nan")))
