@@ -81,9 +81,15 @@ TINY = {
                     "train_iterations": 2, "pitch": True, "envelope_points": 5},
     },
 }
+# the sixth speech-16k release: F0 refined on the harmonics, harmonic phase (no Griffin-Lim)
+TINY["stft-harmonic"] = {
+    **TINY["stft-pitch"], "family": "harmonic-test",
+    "encoder": {**TINY["stft-pitch"]["encoder"], "pitch_refine": True},
+    "decoder": {**TINY["stft-pitch"]["decoder"], "phase": "harmonic"},
+}
 
 CONV_FAMILIES = ["seanet-conv", "seanet-causal", "dac", "fsq-stereo", "stft-vocos",
-                 "stft-spectral", "stft-pitch"]
+                 "stft-spectral", "stft-pitch", "stft-harmonic"]
 
 
 def build(name: str, seed: int = 0):

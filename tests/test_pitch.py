@@ -11,12 +11,17 @@ from conftest import TINY, build, speechlike
 from audiotok import Codec
 from audiotok.codecs.spectral import envelope_basis
 from audiotok.errors import ConfigError
+from audiotok.modules.istft import ISTFT, stft_same
 from audiotok.modules.pitch import (
     F0_MAX,
     F0_MIN,
+    PHASE_PERIOD,
     f0_to_latent,
     harmonic_comb,
+    harmonic_phase,
     latent_to_f0,
+    min_phase,
+    refine_f0,
     upsample_f0,
     yin_f0,
 )
@@ -93,6 +98,106 @@ def test_codec_voicing_threshold_is_a_config_field():
     assert codec._config_dict()["encoder"]["voicing_threshold"] == 0.5
     with pytest.raises(ConfigError, match="voicing_threshold"):
         Codec.from_config({**cfg, "encoder": {**cfg["encoder"], "voicing_threshold": 0}})
+
+
+def test_refine_f0_sharpens_an_estimate_on_the_harmonics():
+    wav = harmonic(180.0, n=20)
+    yin = yin_f0(wav, SR, 320)
+    off = yin * 1.03  # a 3 % error: the 20th harmonic 108 Hz off, past the comb's lobe
+    off[0, 10:15] = 0  # frames called unvoiced stay unvoiced
+    refined = refine_f0(wav, off, SR, 320)
+    assert refined.shape == off.shape and (refined[0, 10:15] == 0).all()
+    inner = [i for i in range(3, off.shape[1] - 3) if not 10 <= i < 15]
+    assert (refined[0, inner] / 180.0 - 1).abs().max() < 0.003, refined
+    # a right estimate stays right
+    again = refine_f0(wav, torch.full_like(yin, 180.0), SR, 320)
+    assert (again[0, 3:-3] / 180.0 - 1).abs().max() < 0.003
+
+
+def test_refine_f0_is_frame_local():
+    wav = torch.from_numpy(speechlike(2.0, SR)[:, 0])[None]
+    whole = refine_f0(wav, yin_f0(wav, SR, 320), SR, 320)
+    part = wav[:, 320 * 20: 320 * 60]
+    torch.testing.assert_close(refine_f0(part, yin_f0(part, SR, 320), SR, 320)[:, 5:-5],
+                               whole[:, 25:55])
+
+
+def test_pitch_refine_is_a_config_field_and_needs_pitch():
+    cfg = dict(TINY["stft-pitch"])
+    assert not build("stft-pitch").encoder.pitch_refine  # older codecs keep their codes
+    codec = build("stft-harmonic")
+    assert codec.encoder.pitch_refine and codec._config_dict()["encoder"]["pitch_refine"]
+    plain = TINY["stft-spectral"]
+    with pytest.raises(ConfigError, match="pitch_refine needs pitch"):
+        Codec.from_config({**plain, "encoder": {**plain["encoder"], "pitch_refine": True}})
+    with pytest.raises(ConfigError, match="phase must be one of"):
+        Codec.from_config({**cfg, "decoder": {**cfg["decoder"], "phase": "random"}})
+    with pytest.raises(ConfigError, match="phase: harmonic needs pitch"):
+        Codec.from_config({**plain, "decoder": {**plain["decoder"], "phase": "harmonic"}})
+
+
+def _convergence(mag: torch.Tensor, phase: torch.Tensor) -> float:
+    """Relative error of |STFT(iSTFT(mag e^(i phase)))| against mag, edge frames left out."""
+    istft = ISTFT(640, 160)
+    y = istft(mag * torch.polar(torch.ones_like(phase), phase))
+    again = stft_same(y, 640, 160, istft.window).abs()
+    return float((again - mag)[..., 4:-4].norm() / mag[..., 4:-4].norm())
+
+
+@pytest.mark.parametrize("glide", [False, True])
+def test_harmonic_phase_is_consistent_for_a_harmonic_signal(glide):
+    # a consistent phase: the magnitudes come back through iSTFT -> STFT unchanged
+    t = torch.arange(SR, dtype=torch.float64) / SR
+    f0 = 150 + 100 * t if glide else torch.full_like(t, 200.0)
+    phi = 2 * math.pi * torch.cumsum(f0, 0) / SR
+    wav = sum(torch.sin(k * phi + k * k) / k for k in range(1, 16)).float()[None] * 0.2
+    mag = stft_same(wav, 640, 160, ISTFT(640, 160).window).abs()
+    frames = torch.arange(mag.shape[-1]) * 160 + 80  # frame centres
+    f0_frames = f0[frames.clamp(max=SR - 1)].float()[None]
+    err = _convergence(mag, harmonic_phase(f0_frames, 640, 160, SR))
+    assert err < (0.001 if not glide else 0.15), err
+    assert _convergence(mag, torch.zeros_like(mag)) > 0.5  # what Griffin-Lim starts from
+
+
+def _same_angle(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
+    return bool((torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi).abs().max() < atol)
+
+
+def test_harmonic_phase_restarts_at_voicing_and_every_period():
+    f0 = torch.full((1, 3 * PHASE_PERIOD), 123.0)
+    f0[0, 10:20] = 0
+    phase = harmonic_phase(f0, 640, 160, SR)
+    bins = torch.arange(321, dtype=torch.float32)
+    at_anchor = torch.remainder(-math.pi * bins, 2 * math.pi)
+    for frame in (20, PHASE_PERIOD, 2 * PHASE_PERIOD, 15):  # run start, anchors, unvoiced
+        assert _same_angle(phase[0, :, frame], at_anchor), frame
+    assert not _same_angle(phase[0, :, 21], at_anchor, atol=1e-2)
+    # a chunk that starts at frame s with frame_offset s agrees from its first anchor on
+    s = 50
+    part = harmonic_phase(f0[:, s:], 640, 160, SR, frame_offset=s)
+    assert _same_angle(part[..., PHASE_PERIOD - s:], phase[..., PHASE_PERIOD:])
+    assert not _same_angle(part[..., :PHASE_PERIOD - s], phase[..., s:PHASE_PERIOD])
+
+
+def test_min_phase_of_a_one_pole_filter():
+    # H(z) = 1 / (1 - a z^-1) is minimum phase: its phase is -atan2(a sin w, 1 - a cos w)
+    a, n_fft = 0.5, 64
+    w = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * 2 * math.pi / n_fft
+    h = 1 / (1 - a * torch.exp(-1j * w))
+    phase = min_phase(h.abs().log()[:, None], n_fft)[:, 0]
+    torch.testing.assert_close(phase, torch.angle(h), atol=1e-6, rtol=0)
+
+
+def test_harmonic_phase_decode_is_chunk_exact_over_long_voiced_runs():
+    codec = build("stft-harmonic")
+    wav = torch.from_numpy(speechlike(2.0, codec.sample_rate)[:, 0]).view(1, 1, -1)
+    tokens = codec.encode(wav)
+    assert (tokens.codes[0, 0] > 0).float().mean() > 0.5
+    assert tokens.codes.shape[-1] * codec.decoder.cfg.upsample > 4 * PHASE_PERIOD
+    whole = codec.decode(tokens, chunk_seconds=None)
+    for frames in (7, 60, 301):
+        chunked = codec.decode(tokens, chunk_seconds=frames / codec.frame_rate)
+        torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
 
 
 def test_latent_round_trip_and_range():

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -239,8 +240,13 @@ class Codec(nn.Module):
         self.check_tokens(tokens)
         codes = tokens.codes.to(self._device())
 
-        def run(chunk: Tensor) -> Tensor:
-            return self.decoder(self.quantizer.decode(chunk))
+        # decoders whose output depends on absolute position (the spectral decoder's
+        # harmonic phase) take the chunk's first token index
+        offset = "frame_offset" in inspect.signature(self.decoder.forward).parameters
+
+        def run(chunk: Tensor, start: int) -> Tensor:
+            z = self.quantizer.decode(chunk)
+            return self.decoder(z, frame_offset=start) if offset else self.decoder(z)
 
         chunk_frames = self._chunk_frames(chunk_seconds, codes.shape[-1])
         if chunk_frames < codes.shape[-1] and self._streams_by_stage():

@@ -46,15 +46,16 @@ def encode_chunked(encode_fn: Callable[[Tensor], Tensor], wav: Tensor, hop: int,
     return torch.cat(pieces, dim=-1)
 
 
-def decode_chunked(decode_fn: Callable[[Tensor], Tensor], codes: Tensor, hop: int,
+def decode_chunked(decode_fn: Callable[[Tensor, int], Tensor], codes: Tensor, hop: int,
                    reach: tuple[int, int], chunk_frames: int) -> Tensor:
     """codes [B, K, T'] -> decode_fn's [B, C, T' * hop] output, chunk-wise.
 
-    `reach` = (left, right) frames around a frame that affect its samples.
+    `reach` = (left, right) frames around a frame that affect its samples. decode_fn gets
+    (the chunk's codes with their context, the index in `codes` of their first frame).
     """
     n_frames = codes.shape[-1]
     pieces = []
     for s, e, a, b in plan_chunks(n_frames, chunk_frames, reach[0] + 1, reach[1] + 1):
-        out = decode_fn(codes[..., s:e])
+        out = decode_fn(codes[..., s:e], s)
         pieces.append(out[..., (a - s) * hop: (b - s) * hop])
     return torch.cat(pieces, dim=-1)

@@ -16,11 +16,19 @@ al. 2024, arXiv:2406.05298, decode quantized spectral features):
     z [B, D, T'] -> conv k=7 -> LayerNorm -> N x ConvNeXt                  (token rate)
         -> transposed conv x upsample -> M x ConvNeXt -> LayerNorm         (STFT frame rate)
         -> Linear -> log|X| [B, C, n_fft//2+1, T' * upsample]
-        -> fast Griffin-Lim (zero initial phase) -> iSTFT -> wav [B, C, T' * hop_length]
+        -> phase -> iSTFT -> wav [B, C, T' * hop_length]
+
+The phase (`phase`) is fast Griffin-Lim from zero phase, or, with a coded F0 (`pitch`), the
+harmonic phase model of sinusoidal coders: each bin takes the phase of its nearest harmonic
+along the F0 track plus the minimum phase of the harmonic envelope (modules/pitch.py
+`harmonic_phase`, `min_phase`). The harmonic phase needs no iterations and is consistent (the
+STFT of its iSTFT has the same magnitudes) for a steady harmonic signal; on predicted
+magnitudes, which no signal has exactly, it scores better than Griffin-Lim (see `phase`).
 
 Training (`forward_train`) returns direct losses on the predicted magnitudes against the
-input's STFT ("decoder/magnitude", "decoder/compressed"), and audio built with the Griffin-Lim phase of the
-detached magnitudes, so waveform losses still reach the magnitudes through the synthesis.
+input's STFT ("decoder/magnitude", "decoder/compressed"), and audio built with the phase of the
+detached magnitudes (Griffin-Lim at `train_iterations`) or of the coded F0, so waveform losses
+still reach the magnitudes through the synthesis.
 """
 
 from __future__ import annotations
@@ -34,7 +42,14 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
 from ..modules.istft import ISTFT, check_stft_sizes, stft_same
-from ..modules.pitch import harmonic_comb, latent_to_f0, upsample_f0
+from ..modules.pitch import (
+    PHASE_PERIOD,
+    harmonic_comb,
+    harmonic_phase,
+    latent_to_f0,
+    min_phase,
+    upsample_f0,
+)
 from .components import DECODERS
 from .stft_encoder import _blocks
 from .vocos import _init_backbone
@@ -43,6 +58,7 @@ LOG_FLOOR = 1e-5
 MAX_MAG = 1e2  # as Vocos clips its predicted magnitudes
 INITIAL_LOG_MAG = -5.0
 COMPRESS = 0.3
+PHASES = ("griffin_lim", "harmonic")
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,13 @@ class SpectralDecoderConfig:
     # per bin). Spaced wider than the harmonics (41 points at 16 kHz: 200 Hz), the noise
     # envelope cannot draw harmonics itself, so the comb has to
     envelope_points: int = 0
+    # how the magnitudes get a phase: "griffin_lim" (fast Griffin-Lim, `iterations`), or
+    # "harmonic" (needs pitch): every bin takes the phase of its nearest harmonic of the coded
+    # F0 (modules/pitch.py `harmonic_phase`) plus the minimum phase of the harmonic envelope,
+    # the phase model of sinusoidal speech coders. No iterations: decoding is several times
+    # faster, and on the 48 held-out clips the bundled weights score PESQ-WB 1.75 -> 1.79
+    # (3 kbps, refined F0) with it before any training for it
+    phase: str = "griffin_lim"
 
     def __post_init__(self):
         for name in ("dim", "intermediate_dim", "num_layers", "upsample", "fine_dim"):
@@ -79,6 +102,10 @@ class SpectralDecoderConfig:
             raise ValueError(f"envelope_points must be 0, or >= 2 with pitch: true (without "
                              f"the comb nothing draws the harmonics), got "
                              f"{self.envelope_points}")
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {self.phase!r}")
+        if self.phase == "harmonic" and not self.pitch:
+            raise ValueError("phase: harmonic needs pitch: true (the phase follows the coded F0)")
 
 
 def envelope_basis(n_bins: int, points: int) -> Tensor:
@@ -151,15 +178,25 @@ class SpectralDecoder(nn.Module):
 
     def receptive_field(self) -> tuple[int, int]:
         """Token frames each side that can change a frame's samples: embed (3), 3 per coarse
-        block, 3 STFT frames per fine block, the Griffin-Lim spread and the iSTFT overlap."""
+        block, 3 STFT frames per fine block, the phase's spread and the iSTFT overlap. The
+        phase spreads by the Griffin-Lim reach, or, for the harmonic phase, up to a phase
+        anchor (PHASE_PERIOD STFT frames back) plus the F0 interpolation."""
         up = self.cfg.upsample
-        fine = 3 * len(self.fine_blocks) + griffin_lim_reach(
-            self.n_fft, self.stft_hop, self.cfg.iterations) + max(self.istft.reach())
+        fine = 3 * len(self.fine_blocks) + max(self.istft.reach())
+        if self.cfg.phase == "griffin_lim":
+            fine += griffin_lim_reach(self.n_fft, self.stft_hop, self.cfg.iterations)
         reach = 3 + 3 * len(self.blocks) + math.ceil(fine / up) + 1
+        if self.cfg.phase == "harmonic":
+            return reach + math.ceil((PHASE_PERIOD + 1) / up) + 1, reach
         return reach, reach
 
     def log_magnitude(self, z: Tensor) -> Tensor:
         """z [B, D, T'] -> predicted log|X| [B, C, n_bins, T' * upsample]."""
+        return self._predict(z)[0]
+
+    def _predict(self, z: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """z -> (log|X| [B, C, F, T], and with pitch the F0 [B, T] in Hz at the STFT frame
+        rate and the harmonic envelope, log [B, F, T]; else None, None)."""
         if self.pitch:
             p, z = z[:, :1].float(), z[:, 1:]
             features = torch.cat([(p >= 0).float(), p.clamp(0, 1)], 1).to(z.dtype)
@@ -176,12 +213,13 @@ class SpectralDecoder(nn.Module):
         h = self._to_bins(self.proj(x).view(b, t, self.channels, self.head_size))
         log_mag = h.permute(0, 2, 3, 1)  # [B, C, F, T]
         if not self.pitch:
-            return log_mag
+            return log_mag, None, None
         f0 = upsample_f0(latent_to_f0(p[:, 0]), self.cfg.upsample)  # [B, T]
         comb = harmonic_comb(f0, self.n_fft, self.sample_rate)  # [B, F, T]
-        harmonic = self._to_bins(self.harmonic_proj(x)).transpose(1, 2).float()
-        harmonic = harmonic + comb.clamp(min=1e-6).log()
-        return torch.logaddexp(log_mag.float(), harmonic[:, None]).to(log_mag.dtype)
+        envelope = self._to_bins(self.harmonic_proj(x)).transpose(1, 2).float()
+        harmonic = envelope + comb.clamp(min=1e-6).log()
+        return (torch.logaddexp(log_mag.float(), harmonic[:, None]).to(log_mag.dtype), f0,
+                envelope)
 
     def _to_bins(self, head: Tensor) -> Tensor:
         """A head's output [..., head_size] -> [..., n_bins] (envelope points interpolated)."""
@@ -196,8 +234,25 @@ class SpectralDecoder(nn.Module):
         spec = fast_griffin_lim(mag, self.istft, iterations, self.cfg.momentum)
         return self.istft(spec).view(b, c, -1).to(log_mag.dtype)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.synthesize(self.log_magnitude(z), self.cfg.iterations)
+    def harmonic_phasor(self, f0: Tensor, envelope: Tensor, frame_offset: int = 0) -> Tensor:
+        """e^(i phase) [B, 1, F, T] of the harmonic phase model (config `phase`): the phase of
+        each bin's nearest harmonic of f0 [B, T] plus the minimum phase of the harmonic
+        envelope [B, F, T] (log), the vocal tract's as Codec2 models it. `frame_offset`: the
+        STFT frame index of frame 0 in the whole signal (chunked decoding)."""
+        phase = harmonic_phase(f0, self.n_fft, self.stft_hop, self.sample_rate, frame_offset)
+        phase = phase + min_phase(envelope.detach().float(), self.n_fft)
+        return torch.polar(torch.ones_like(phase), phase)[:, None]
+
+    def forward(self, z: Tensor, frame_offset: int = 0) -> Tensor:
+        """z [B, D, T'] -> wav; `frame_offset` is the token index of z's first frame in the
+        whole signal (only the harmonic phase depends on it)."""
+        log_mag, f0, envelope = self._predict(z)
+        if self.cfg.phase == "griffin_lim":
+            return self.synthesize(log_mag, self.cfg.iterations)
+        b, c, f, t = log_mag.shape
+        mag = log_mag.float().exp().clamp(max=MAX_MAG)
+        spec = mag * self.harmonic_phasor(f0, envelope, frame_offset * self.cfg.upsample)
+        return self.istft(spec.reshape(b * c, f, t)).view(b, c, -1).to(log_mag.dtype)
 
     def forward_train(self, z: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """(wav, losses) for a training step on target [B, C, T' * hop], both losses at this
@@ -211,7 +266,8 @@ class SpectralDecoder(nn.Module):
 
         Spectral convergence is left out: it is unbounded when the estimate is louder than a
         quiet target, and its spikes early in training collapsed the codebooks."""
-        log_mag = self.log_magnitude(z).float()
+        log_mag, f0, envelope = self._predict(z)
+        log_mag = log_mag.float()
         b, c, f, t = log_mag.shape
         ref = stft_same(target.reshape(b * c, -1).float(), self.n_fft, self.stft_hop,
                         self.istft.window).abs().view(b, c, f, t)
@@ -220,10 +276,13 @@ class SpectralDecoder(nn.Module):
         log_l1 = (log_mag.clamp(min=math.log(LOG_FLOOR)) - ref.log()).abs().mean()
         compressed = (est.clamp(min=LOG_FLOOR).pow(COMPRESS) - ref.pow(COMPRESS)).square().mean()
         with torch.no_grad():
-            flat = est.detach().reshape(b * c, f, t)
-            spec = fast_griffin_lim(flat, self.istft, self.cfg.train_iterations,
-                                    self.cfg.momentum)
-            phase = spec / (spec.abs() + 1e-8)
+            if self.cfg.phase == "harmonic":
+                phase = self.harmonic_phasor(f0, envelope).expand(b, c, f, t).reshape(b * c, f, t)
+            else:
+                flat = est.detach().reshape(b * c, f, t)
+                spec = fast_griffin_lim(flat, self.istft, self.cfg.train_iterations,
+                                        self.cfg.momentum)
+                phase = spec / (spec.abs() + 1e-8)
         wav = self.istft(est.reshape(b * c, f, t) * phase).view(b, c, -1)
         return wav.to(z.dtype), {"decoder/magnitude": log_l1, "decoder/compressed": compressed}
 

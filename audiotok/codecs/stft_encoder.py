@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same
-from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, yin_f0, yin_reach
+from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from .components import ENCODERS
 from .vocos import _init_backbone
 
@@ -55,11 +55,16 @@ class STFTEncoderConfig:
     # clips the bundled codec, untrained for it, already scores PESQ-WB 1.60 -> 1.66 at 0.5:
     # breathy and onset frames that 0.3 calls unvoiced get harmonics back
     voicing_threshold: float = VOICING_THRESHOLD
+    # sharpen YIN's F0 on the harmonics of the frame's spectrum (modules/pitch.py
+    # `refine_f0`); off in the releases before the sixth, whose codes it would change
+    pitch_refine: bool = False
 
     def __post_init__(self):
         check_stft_sizes(self.n_fft, self.hop_length)
         if not 0 < self.voicing_threshold <= 1:
             raise ValueError(f"voicing_threshold must be in (0, 1], got {self.voicing_threshold}")
+        if self.pitch_refine and not self.pitch:
+            raise ValueError("pitch_refine needs pitch: true (it refines the coded F0)")
         if not len(self.strides) == len(self.dims) == len(self.layers_per_stage):
             raise ValueError(f"strides, dims and layers_per_stage must have the same length, "
                              f"got {len(self.strides)}, {len(self.dims)}, "
@@ -100,6 +105,7 @@ class STFTEncoder(nn.Module):
         super().__init__()
         self.pitch = cfg.pitch
         self.voicing_threshold = cfg.voicing_threshold
+        self.pitch_refine = cfg.pitch_refine
         self.sample_rate = sample_rate  # the F0 estimator's
         self.n_fft, self.stft_hop = cfg.n_fft, cfg.hop_length
         self.hop_length = cfg.hop_length * math.prod(int(s) for s in cfg.strides)
@@ -149,6 +155,8 @@ class STFTEncoder(nn.Module):
             return z
         with torch.no_grad():
             f0 = yin_f0(wav[:, 0], self.sample_rate, self.hop_length, self.voicing_threshold)
+            if self.pitch_refine:
+                f0 = refine_f0(wav[:, 0], f0, self.sample_rate, self.hop_length)
         return torch.cat([f0_to_latent(f0)[:, None].to(z.dtype), z], 1)
 
 
