@@ -21,6 +21,7 @@ from audiotok.modules.pitch import (
     harmonic_phase,
     latent_to_f0,
     min_phase,
+    noise_phase,
     refine_f0,
     upsample_f0,
     yin_f0,
@@ -169,13 +170,20 @@ def test_harmonic_phase_restarts_at_voicing_and_every_period():
     phase = harmonic_phase(f0, 640, 160, SR)
     bins = torch.arange(321, dtype=torch.float32)
     at_anchor = torch.remainder(-math.pi * bins, 2 * math.pi)
-    for frame in (20, PHASE_PERIOD, 2 * PHASE_PERIOD, 15):  # run start, anchors, unvoiced
+    for frame in (20, PHASE_PERIOD, 2 * PHASE_PERIOD):  # run start, anchors
         assert _same_angle(phase[0, :, frame], at_anchor), frame
     assert not _same_angle(phase[0, :, 21], at_anchor, atol=1e-2)
+    # unvoiced frames: a fixed noise's phase, different in every frame, not a pulse per frame
+    noise = noise_phase(3 * PHASE_PERIOD, 640, 160)
+    assert _same_angle(phase[0, :, 10:20], noise[:, 10:20])
+    assert not _same_angle(phase[0, :, 10], phase[0, :, 11], atol=1.0)
+    assert not _same_angle(phase[0, :, 15], at_anchor, atol=1.0)
     # a chunk that starts at frame s with frame_offset s agrees from its first anchor on
     s = 50
     part = harmonic_phase(f0[:, s:], 640, 160, SR, frame_offset=s)
     assert _same_angle(part[..., PHASE_PERIOD - s:], phase[..., PHASE_PERIOD:])
+    assert _same_angle(harmonic_phase(f0[:, 12:], 640, 160, SR, frame_offset=12)[..., :8],
+                       phase[..., 12:20])  # the noise phase holds from the first frame
     assert not _same_angle(part[..., :PHASE_PERIOD - s], phase[..., s:PHASE_PERIOD])
 
 

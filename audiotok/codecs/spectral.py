@@ -235,12 +235,14 @@ class SpectralDecoder(nn.Module):
         return self.istft(spec).view(b, c, -1).to(log_mag.dtype)
 
     def harmonic_phasor(self, f0: Tensor, envelope: Tensor, frame_offset: int = 0) -> Tensor:
-        """e^(i phase) [B, 1, F, T] of the harmonic phase model (config `phase`): the phase of
-        each bin's nearest harmonic of f0 [B, T] plus the minimum phase of the harmonic
-        envelope [B, F, T] (log), the vocal tract's as Codec2 models it. `frame_offset`: the
+        """e^(i phase) [B, 1, F, T] of the harmonic phase model (config `phase`): in voiced
+        frames the phase of each bin's nearest harmonic of f0 [B, T] plus the minimum phase of
+        the harmonic envelope [B, F, T] (log), the vocal tract's as Codec2 models it; in
+        unvoiced frames a fixed noise's phase. `frame_offset`: the
         STFT frame index of frame 0 in the whole signal (chunked decoding)."""
         phase = harmonic_phase(f0, self.n_fft, self.stft_hop, self.sample_rate, frame_offset)
-        phase = phase + min_phase(envelope.detach().float(), self.n_fft)
+        tract = min_phase(envelope.detach().float(), self.n_fft)
+        phase = phase + tract * (f0 > 0)[:, None]  # unvoiced frames keep their noise phase
         return torch.polar(torch.ones_like(phase), phase)[:, None]
 
     def forward(self, z: Tensor, frame_offset: int = 0) -> Tensor:

@@ -128,16 +128,14 @@ def refine_f0(wav: Tensor, f0: Tensor, sample_rate: int, hop: int) -> Tensor:
     pad = (win - hop) // 2
     x = F.pad(wav.float(), (pad, win - hop - pad))
     frames = x.unfold(-1, win, hop)[:, : f0.shape[-1]] * window
-    power = torch.fft.rfft(frames, dim=-1).abs().square().transpose(1, 2)  # [N, F, T]
-    freqs = torch.arange(power.shape[1], device=wav.device) * (sample_rate / win)
-    power = power * (freqs < REFINE_MAX_HZ)[:, None]
+    n_low = min(math.ceil(REFINE_MAX_HZ * win / sample_rate), win // 2 + 1)  # bins < max Hz
+    power = torch.fft.rfft(frames, dim=-1)[..., :n_low].abs().square().transpose(1, 2)
     base = f0.float()
     best_score = torch.full_like(base, -1.0)
     best = base
     for d in torch.linspace(-REFINE_SPAN, REFINE_SPAN, REFINE_STEPS).tolist():
         cand = base * (1 + d)
-        comb = harmonic_comb(cand, win, sample_rate).square()
-        weight = comb * (freqs < REFINE_MAX_HZ)[:, None]
+        weight = harmonic_comb(cand, win, sample_rate, n_low).square()  # [N, n_low, T]
         score = (weight * power).sum(1) / weight.sum(1).clamp(min=1e-9)
         better = score > best_score
         best_score = torch.where(better, score, best_score)
@@ -166,11 +164,13 @@ def _hann_kernel(delta: Tensor) -> Tensor:
     return k.abs() * (d < 2)
 
 
-def harmonic_comb(f0: Tensor, n_fft: int, sample_rate: int) -> Tensor:
-    """f0 Hz [..., T] (0 unvoiced) -> [..., n_fft // 2 + 1, T]: the main lobe of a Hann-window
-    STFT around the harmonic nearest each bin, peak 1; all zeros in unvoiced frames."""
+def harmonic_comb(f0: Tensor, n_fft: int, sample_rate: int, n_bins: int | None = None) -> Tensor:
+    """f0 Hz [..., T] (0 unvoiced) -> [..., n_bins, T] (default n_fft // 2 + 1, the lowest
+    bins): the main lobe of a Hann-window STFT around the harmonic nearest each bin, peak 1;
+    all zeros in unvoiced frames."""
     bin_hz = sample_rate / n_fft
-    freqs = torch.arange(n_fft // 2 + 1, dtype=f0.dtype, device=f0.device)[:, None] * bin_hz
+    n_bins = n_fft // 2 + 1 if n_bins is None else n_bins
+    freqs = torch.arange(n_bins, dtype=f0.dtype, device=f0.device)[:, None] * bin_hz
     f0 = f0[..., None, :]
     safe = f0.clamp(min=1.0)
     k = (freqs / safe).round().clamp(min=1)
@@ -207,6 +207,22 @@ def min_phase(log_mag: Tensor, n_fft: int) -> Tensor:
     return torch.fft.rfft(cep * fold).imag.transpose(-1, -2).to(log_mag.dtype)
 
 
+def noise_phase(n_frames: int, n_fft: int, hop: int, frame_offset: int = 0,
+                device: torch.device | str | None = None) -> Tensor:
+    """[n_fft // 2 + 1, n_frames]: the STFT phase of a fixed white noise, frame a covering
+    the samples that `stft_same` frame a covers. The noise is a hash of the absolute sample
+    index (frame_offset + frame) * hop + j, so any chunk of frames gets the same phases."""
+    left = (n_fft - hop) // 2
+    frames = torch.arange(n_frames, device=device) + frame_offset
+    index = frames[:, None] * hop - left + torch.arange(n_fft, device=device)
+    x = (index & 0xFFFFFFFF) * 2654435761 & 0xFFFFFFFF  # Knuth's multiplicative hash,
+    for _ in range(2):                                  # then two xorshift-multiply rounds
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    noise = (x ^ (x >> 16)).double() / 2 ** 32 - 0.5
+    window = torch.hann_window(n_fft, dtype=torch.float64, device=device)
+    return torch.fft.rfft(noise * window, dim=-1).angle().T.float()
+
+
 def harmonic_phase(f0: Tensor, n_fft: int, hop: int, sample_rate: int,
                    frame_offset: int = 0) -> Tensor:
     """A phase for every STFT bin from F0 alone: f0 [B, T] Hz at the STFT frame rate (0 =
@@ -219,8 +235,9 @@ def harmonic_phase(f0: Tensor, n_fft: int, hop: int, sample_rate: int,
     one harmonic's main lobe stay coherent and so do consecutive frames: no Griffin-Lim needed.
     Phi restarts at 0 where a voiced run starts and every PHASE_PERIOD frames of absolute
     position (frame_offset + index), so a chunk decoded with PHASE_PERIOD frames of left
-    context gets the whole-signal phase exactly. Unvoiced frames get -pi * k: every frame a
-    zero-phase burst at its centre."""
+    context gets the whole-signal phase exactly. Unvoiced frames take the phase of a fixed
+    white noise (`noise_phase`): the same phase in every frame (-pi * k, a pulse at each frame
+    centre) would make every fricative a 100 Hz buzz."""
     f = f0.double()
     voiced = f > 0
     prev_voiced = F.pad(voiced, (1, 0))[:, :-1]
@@ -234,4 +251,6 @@ def harmonic_phase(f0: Tensor, n_fft: int, hop: int, sample_rate: int,
     phi = torch.remainder(cum - cum.gather(-1, start), 2 * math.pi) * voiced
     bins = torch.arange(n_fft // 2 + 1, dtype=f.dtype, device=f.device)[:, None]
     k = (bins * (sample_rate / n_fft) / f.clamp(min=1.0)[:, None]).round().clamp(min=1)
-    return torch.remainder(k * phi[:, None] - math.pi * bins, 2 * math.pi).float()
+    harmonic = torch.remainder(k * phi[:, None] - math.pi * bins, 2 * math.pi).float()
+    noise = noise_phase(f.shape[-1], n_fft, hop, frame_offset, f.device)
+    return torch.where(voiced[:, None], harmonic, noise)
