@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .istft import same_padding, stft_same
+
 F0_MIN = 50.0        # Hz: the codable range; a male voice rarely goes under 60 Hz
 F0_MAX = 600.0       # Hz: children and the cartoon voices of our data reach ~450 Hz
 UNVOICED = -1.0      # latent value of an unvoiced frame; voiced frames code into [0, 1]
@@ -125,11 +127,8 @@ def refine_f0(wav: Tensor, f0: Tensor, sample_rate: int, hop: int) -> Tensor:
     win, _ = yin_window(sample_rate, hop)
     win += win % 2
     window = torch.hann_window(win, dtype=torch.float32, device=wav.device)
-    pad = (win - hop) // 2
-    x = F.pad(wav.float(), (pad, win - hop - pad))
-    frames = x.unfold(-1, win, hop)[:, : f0.shape[-1]] * window
     n_low = min(math.ceil(REFINE_MAX_HZ * win / sample_rate), win // 2 + 1)  # bins < max Hz
-    power = torch.fft.rfft(frames, dim=-1)[..., :n_low].abs().square().transpose(1, 2)
+    power = stft_same(wav.float(), win, hop, window)[:, :n_low].abs().square()  # [N, F, T]
     base = f0.float()
     best_score = torch.full_like(base, -1.0)
     best = base
@@ -212,7 +211,7 @@ def noise_phase(n_frames: int, n_fft: int, hop: int, frame_offset: int = 0,
     """[n_fft // 2 + 1, n_frames]: the STFT phase of a fixed white noise, frame a covering
     the samples that `stft_same` frame a covers. The noise is a hash of the absolute sample
     index (frame_offset + frame) * hop + j, so any chunk of frames gets the same phases."""
-    left = (n_fft - hop) // 2
+    left, _ = same_padding(n_fft, hop)
     frames = torch.arange(n_frames, device=device) + frame_offset
     index = frames[:, None] * hop - left + torch.arange(n_fft, device=device)
     x = (index & 0xFFFFFFFF) * 2654435761 & 0xFFFFFFFF  # Knuth's multiplicative hash,
