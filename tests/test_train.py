@@ -71,7 +71,7 @@ def test_each_loss_reaches_the_generator(corpus, tmp_path):
     from audiotok.train.trainer import Trainer
 
     recipe = read_recipe(TINY, [f"data.train={corpus}", f"train.run_dir={tmp_path}", *SMALL,
-                                ("losses.weights={mel: 1, msstft: 1, stft: 1, waveform: 1, "
+                                ("losses.weights={mel: 1, msstft: 1, stft: 1, waveform: 1, stoi: 1, "
                                  "adv/gen: 1, feat: 1, vq/commit: 1, vq/codebook: 1}")])
     trainer = Trainer(recipe)
     codec, wav = trainer.codec, torch.from_numpy(speechlike(0.3, 16000).T[None].copy())
@@ -81,7 +81,7 @@ def test_each_loss_reaches_the_generator(corpus, tmp_path):
 
     losses = {**trainer.losses(wav, out.audio), **out.losses,
               "adv/gen": generator_adversarial_loss(fake), "feat": feature_matching_loss(real, fake)}
-    assert set(losses) == {"mel", "msstft", "stft", "waveform", "adv/gen", "feat",
+    assert set(losses) == {"mel", "msstft", "stft", "waveform", "stoi", "adv/gen", "feat",
                            "vq/commit", "vq/codebook"}
     first_conv = next(codec.encoder.parameters())
     for name, loss in losses.items():

@@ -2,6 +2,7 @@
 
     spectral     MultiResolutionMelLoss (DAC), MultiScaleSTFTLoss (EnCodec),
                  MultiResolutionSTFTLoss (Parallel WaveGAN), PhaseDerivativeLoss (after APNet)
+    intelligibility  STOILoss: 1 - STOI (Taal et al. 2011), differentiable
     adversarial  generator_adversarial_loss, discriminator_loss, feature_matching_loss
     balancer     LossBalancer (EnCodec) for the losses that depend on the model output
     weighting    weighted_sum for the rest, and the rule binding recipe weights to loss names
@@ -14,6 +15,7 @@ from .adversarial import (
     generator_adversarial_loss,
 )
 from .balancer import BalancerConfig, BalancerOutput, LossBalancer
+from .intelligibility import STOILoss
 from .spectral import (
     MelLossConfig,
     MultiResolutionMelLoss,
@@ -29,6 +31,7 @@ from .weighting import check_weights, weighted_sum
 __all__ = [
     "ADVERSARIAL_KINDS", "BalancerConfig", "BalancerOutput", "LossBalancer", "MelLossConfig",
     "MultiResolutionMelLoss", "MultiResolutionSTFTLoss", "MultiScaleSTFTLoss",
-    "MultiScaleSTFTLossConfig", "PhaseDerivativeLoss", "PhaseLossConfig", "STFTLossConfig", "check_weights", "discriminator_loss",
+    "MultiScaleSTFTLossConfig", "PhaseDerivativeLoss", "PhaseLossConfig", "STFTLossConfig",
+    "STOILoss", "check_weights", "discriminator_loss",
     "feature_matching_loss", "generator_adversarial_loss", "weighted_sum",
 ]

@@ -6,6 +6,8 @@ Names (bind weights to these in a recipe):
     stft         spectral convergence + log-magnitude L1 (Parallel WaveGAN)
     waveform     L1 on samples (EnCodec's time-domain term)
     phase        instantaneous-frequency and group-delay distance (losses/spectral.py)
+    stoi         1 - STOI, differentiable (losses/intelligibility.py): band-envelope
+                 correlation over 384 ms windows, the intelligibility metric `eval` reports
     vq/commit, vq/codebook   from the quantizer
     decoder/magnitude, decoder/compressed   from the spectral decoder (codecs/spectral.py):
                              log-magnitude L1 and |X|^0.3 MSE of its predicted spectrogram
@@ -27,11 +29,12 @@ from ..losses import (
     PhaseDerivativeLoss,
     PhaseLossConfig,
     STFTLossConfig,
+    STOILoss,
     check_weights,
 )
 from .config import LossConfig
 
-RECONSTRUCTION = ("mel", "msstft", "stft", "waveform", "phase")
+RECONSTRUCTION = ("mel", "msstft", "stft", "waveform", "phase", "stoi")
 ADVERSARIAL = ("adv/gen", "feat")
 
 
@@ -52,6 +55,7 @@ class ReconstructionLosses(nn.Module):
         self.phase = None
         if self.weights.get("phase"):
             self.phase = PhaseDerivativeLoss(from_dict(PhaseLossConfig, cfg.phase, "losses.phase"))
+        self.stoi = STOILoss(sample_rate) if self.weights.get("stoi") else None
 
     def forward(self, ref: Tensor, est: Tensor) -> dict[str, Tensor]:
         out = {"mel": self.mel(ref, est)}
@@ -61,6 +65,8 @@ class ReconstructionLosses(nn.Module):
             out["stft"] = self.stft(ref, est)
         if self.phase is not None:
             out["phase"] = self.phase(ref, est)
+        if self.stoi is not None:
+            out["stoi"] = self.stoi(ref, est)
         if self.weights.get("waveform"):
             out["waveform"] = (ref - est).abs().mean()
         return out
