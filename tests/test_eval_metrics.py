@@ -87,7 +87,8 @@ def test_align_recovers_delay(speech, delay):
 @pytest.mark.parametrize("delay", [0, 300])
 def test_align_ignores_resynthesised_phase(speech, delay):
     """A copy whose phase was rebuilt by Griffin-Lim (magnitudes kept, polarity and fine
-    timing lost) still aligns to its true delay, within one envelope window (4 ms)."""
+    timing lost) still aligns to its true delay, within 1.5 ms (the band energies find it
+    16 samples early: Griffin-Lim spreads each onset a little ahead of itself)."""
     from audiotok.modules.griffin_lim import fast_griffin_lim
     from audiotok.modules.istft import ISTFT, stft_same
 
@@ -96,7 +97,7 @@ def test_align_ignores_resynthesised_phase(speech, delay):
     mag = stft_same(x, 256, 64, istft.window).abs()
     est = -istft(fast_griffin_lim(mag, istft, 16))[0].double().numpy()  # and inverted
     est = np.concatenate([np.zeros(delay), est])
-    assert abs(find_delay(x[0].numpy(), est, 800) - delay) <= 64
+    assert abs(find_delay(x[0].numpy(), est, 800) - delay) <= 24
 
 
 def test_too_short_or_silent_gives_reason(speech):

@@ -54,6 +54,10 @@ def test_eval_report(tmp_path, capsys, codec_dir, clips):
             assert metric["n"] + metric["n_undefined"] == 3
     assert rows["tiny@2"]["kbps"] == pytest.approx(rows["tiny@8"]["kbps"] / 4)
     assert rows["tiny@8"]["tokens_per_second"] == pytest.approx(400)
+    # each clip's delay in samples and ms; the row has their median, the table a column
+    first = data["clips"][0]["systems"]["tiny@2"]
+    assert first["delay_ms"] == pytest.approx(1000 * first["delay"] / 16000)
+    assert isinstance(rows["tiny@2"]["delay_ms"], float) and "| delay (ms) |" in out
     excluded = {e["clip"]: e["reason"] for e in data["excluded"]}
     assert set(excluded) == {"silent.wav", "corrupt.flac"}
     assert "silent" in excluded["silent.wav"]
@@ -73,6 +77,7 @@ def test_eval_report(tmp_path, capsys, codec_dir, clips):
     assert all(r["n_clips"] == 3 and r["metrics"]["stoi"]["mean"] is not None
                for r in baselines)
     assert rows["codec2@3200"]["kbps"] == pytest.approx(3.2, rel=0.05)
+    assert abs(rows["opus@12"]["delay_ms"]) < 1  # opusdec removes Opus's pre-skip
 
 
 def assert_one_line_error(code, err, match):

@@ -176,7 +176,7 @@ def score(ref: np.ndarray, out: SystemOutput) -> dict:
     sr = out.sample_rate
     a = M.align(ref, out.wav, int(MAX_SHIFT_SECONDS * sr))
     res: dict = {"kbps": out.kbps, "tokens_per_second": out.tokens_per_second,
-                 "delay": a.delay, "undefined": {}}
+                 "delay": a.delay, "delay_ms": 1000 * a.delay / sr, "undefined": {}}
     for name, s in (("pesq_wb", M.pesq_wb(a.ref, a.est, sr)),
                     ("pesq_nb", M.pesq_nb(a.ref, a.est, sr)),
                     ("stoi", M.stoi(a.ref, a.est, sr))):
@@ -323,6 +323,9 @@ def _pool(system: System, clips: list[dict], codes: list[torch.Tensor]) -> dict:
            "n_codebooks": system.n_codebooks, "n_clips": len(scores),
            "kbps": _mean([s["kbps"] for s in scores]),
            "tokens_per_second": _mean([s["tokens_per_second"] for s in scores]),
+           # the median of the clips' delays, in ms (a codec's delay is one number; the
+           # spread of the per-clip values is the alignment's own error)
+           "delay_ms": float(np.median([s["delay_ms"] for s in scores])) if scores else None,
            "metrics": {}}
     for m in METRICS:
         values = [s[m] for s in scores if s[m] is not None]

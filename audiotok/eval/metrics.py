@@ -126,17 +126,37 @@ def mel_distance(ref, est, sample_rate: int) -> float:
     return float(_wave_metrics.mel_distance(ref_t, est_t, sample_rate))
 
 
-# the coarse, phase-blind alignment stage: RMS over 64-sample windows every 8 samples
-ENVELOPE_WINDOW, ENVELOPE_HOP = 64, 8
+# the coarse, phase-blind alignment stage: log energies in 16 bands of a 256-point STFT
+# every 8 samples
+BAND_FFT, BAND_HOP, N_BANDS = 256, 8, 16
+_BAND_BLOCK = 4096  # frames per FFT block: memory stays [frames, bands] on long clips
 
 
-def _envelope(x: np.ndarray, hop: int) -> np.ndarray:
-    """Moving RMS over ENVELOPE_WINDOW samples, every `hop` samples, mean removed."""
-    from scipy.signal import fftconvolve
+def _band_envelopes(x: np.ndarray) -> np.ndarray:
+    """[bands, frames] log band energies, each band standardised (mean 0, std 1). The bands
+    are log-spaced over the STFT bins 2 to BAND_FFT / 2 (62 Hz - 8 kHz at 16 kHz)."""
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    power = fftconvolve(np.square(x), np.full(ENVELOPE_WINDOW, 1 / ENVELOPE_WINDOW), "same")
-    env = np.sqrt(np.maximum(power, 0))[::hop]
-    return env - env.mean()
+    frames = sliding_window_view(x, BAND_FFT)[::BAND_HOP]
+    window = np.hanning(BAND_FFT)
+    edges = np.unique(np.geomspace(2, BAND_FFT // 2 + 1, N_BANDS + 1).astype(int))[:-1]
+    bands = np.concatenate([
+        np.add.reduceat(np.abs(np.fft.rfft(frames[i:i + _BAND_BLOCK] * window)) ** 2, edges,
+                        axis=1)
+        for i in range(0, len(frames), _BAND_BLOCK)])
+    env = np.log(bands + 1e-10 * bands.max() + 1e-30).T
+    env -= env.mean(axis=1, keepdims=True)
+    return env / (env.std(axis=1, keepdims=True) + 1e-12)
+
+
+def _best_band_lag(ref: np.ndarray, est: np.ndarray, lo: int, hi: int) -> int:
+    """The frame lag in [lo, hi] that best lines up the band envelopes, summed over bands."""
+    from scipy.signal import correlation_lags, fftconvolve
+
+    corr = fftconvolve(est, ref[:, ::-1], mode="full", axes=1).sum(axis=0)
+    lags = correlation_lags(est.shape[1], ref.shape[1], mode="full")
+    keep = (lags >= lo) & (lags <= hi)
+    return int(lags[keep][np.argmax(corr[keep])])
 
 
 def _best_lag(ref: np.ndarray, est: np.ndarray, lo: int, hi: int) -> int:
@@ -153,30 +173,36 @@ def find_delay(ref, est, max_shift: int) -> int:
     """The lag d in [-max_shift, max_shift] by which est lags ref (est[t + d] lines up with
     ref[t]), in two stages:
 
-    1. the lag that best lines up the short-time RMS envelopes (64-sample windows, 8-sample
-       steps). Envelopes do not depend on phase or polarity, so outputs whose phase is
-       resynthesised rather than kept (Griffin-Lim decoders, Codec2's sinusoidal model)
-       align as well as waveform codecs; a waveform cross-correlation alone peaks at arbitrary lags for them (a
-       zero-delay Griffin-Lim codec was "aligned" 50 ms off, costing 0.25 STOI);
-    2. the waveform cross-correlation within one envelope window (64 samples) of it, for
-       the exact lag of waveform codecs.
+    1. the lag that best lines up the log energies of 16 bands (256-point STFT, 8-sample
+       steps), summed over the bands. Band energies do not depend on phase or polarity, so
+       outputs whose phase is resynthesised rather than kept (Griffin-Lim and harmonic-phase
+       decoders, Codec2's sinusoidal model) align as well as waveform codecs; a waveform
+       cross-correlation alone peaks at arbitrary lags for them (a zero-delay Griffin-Lim
+       codec was "aligned" 50 ms off, costing 0.25 STOI). Using many bands rather than one
+       broadband envelope matters: on 48 speech clips the broadband RMS envelope put the
+       bundled zero-delay codec anywhere in -174..216 samples (std 81) and Codec2 3200 in
+       160..432, the bands -72..16 (std 19) and 232..328, and STOI, whose frames are 12.8 ms,
+       rose by 0.013 and 0.006 for them;
+    2. the waveform cross-correlation within two band steps (16 samples) of it, for the
+       exact lag of waveform codecs.
     """
     ref, est = as_mono(ref), as_mono(est)
-    hop = ENVELOPE_HOP
     coarse = 0
-    if min(ref.size, est.size) >= ENVELOPE_WINDOW:
-        coarse = hop * _best_lag(_envelope(ref, hop), _envelope(est, hop),
-                                 -(max_shift // hop), max_shift // hop)
-    lo = max(-max_shift, coarse - ENVELOPE_WINDOW)
-    hi = min(max_shift, coarse + ENVELOPE_WINDOW)
+    if min(ref.size, est.size) >= BAND_FFT:
+        coarse = BAND_HOP * _best_band_lag(_band_envelopes(ref), _band_envelopes(est),
+                                           -(max_shift // BAND_HOP), max_shift // BAND_HOP)
+    lo = max(-max_shift, coarse - 2 * BAND_HOP)
+    hi = min(max_shift, coarse + 2 * BAND_HOP)
     return _best_lag(ref, est, lo, hi)
 
 
-def align(ref, est, max_shift: int) -> Aligned:
-    """Compensate a codec's delay (Opus adds a few ms): finds the delay with `find_delay` and
-    trims both signals to the span they share once shifted. ref [T1], est [T2] -> [T']."""
+def align(ref, est, max_shift: int, delay: int | None = None) -> Aligned:
+    """Compensate a codec's delay (Opus adds a few ms): shifts by `delay`, or by the one
+    `find_delay` finds on this pair when None, and trims both signals to the span they share
+    once shifted. ref [T1], est [T2] -> [T']."""
     ref, est = as_mono(ref), as_mono(est)
-    delay = find_delay(ref, est, max_shift)
+    if delay is None:
+        delay = find_delay(ref, est, max_shift)
     if delay >= 0:
         est = est[delay:]
     else:

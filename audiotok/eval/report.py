@@ -18,7 +18,9 @@ from .evaluate import EvalResult
 
 COLUMNS = (("kbps", "kbps", 3), ("tokens/s", "tokens_per_second", 1),
            ("PESQ-WB", "pesq_wb", 2), ("PESQ-NB", "pesq_nb", 2), ("STOI", "stoi", 3),
-           ("SI-SDR (dB)", "si_sdr", 2), ("mel dist", "mel_distance", 3))
+           ("SI-SDR (dB)", "si_sdr", 2), ("mel dist", "mel_distance", 3),
+           ("delay (ms)", "delay_ms", 1))
+ROW_KEYS = ("kbps", "tokens_per_second", "delay_ms")  # in the row itself, not its metrics
 
 
 def write_report(result: EvalResult, out_dir) -> list[Path]:
@@ -46,11 +48,11 @@ def _jsonable(x):
 
 
 def _cell(row: dict, key: str, digits: int) -> str:
-    value = row[key] if key in ("kbps", "tokens_per_second") else row["metrics"][key]["mean"]
+    value = row.get(key) if key in ROW_KEYS else row["metrics"][key]["mean"]
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     text = f"{value:.{digits}f}"
-    missing = 0 if key in ("kbps", "tokens_per_second") else row["metrics"][key]["n_undefined"]
+    missing = 0 if key in ROW_KEYS else row["metrics"][key]["n_undefined"]
     return text + (f" ({missing} n/a)" if missing else "")
 
 
@@ -129,7 +131,9 @@ def _markdown(result: EvalResult, table: str) -> str:
     parts = ["# audiotok eval", "",
              (f"Data: `{cfg['data']}`: {cfg['n_clips_scored']} clips scored of "
               f"{cfg['n_clips_found']} found. Means over scored clips; \"n/a\" counts clips "
-              f"where a metric is undefined."), "", table, "", "![quality](quality.png)", ""]
+              f"where a metric is undefined. Outputs are delay-aligned per clip (on band "
+              f"energies, then the waveform); \"delay\" is the median over the clips."),
+             "", table, "", "![quality](quality.png)", ""]
     probe = probe_table_rows(result.rows)
     if probe:
         header, *body = probe
