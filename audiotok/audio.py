@@ -7,6 +7,8 @@ resampled with soxr and mixed to the channel count a codec needs. Every failure 
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 import struct
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import AudioError
-from .fileio import atomic_path
+from .fileio import atomic_write_bytes
 
 
 def load_audio(path, sample_rate: int | None = None, channels: int | None = None
@@ -71,16 +73,21 @@ def mix_channels(wav: np.ndarray, channels: int, path=None) -> np.ndarray:
 
 
 def save_audio(path, wav: Tensor, sample_rate: int) -> None:
-    """Write wav [C, T] atomically; the format follows the extension (.wav, .flac, .ogg)."""
+    """Write wav [C, T] atomically; the format follows the extension (.wav, .flac, .ogg).
+
+    The file is encoded in memory first and then written by Python, so a full disk is
+    reported as such (libsndfile says only "System error.") and nothing half-written stays.
+    """
     path = Path(path)
     data = wav.detach().cpu().float().numpy().T
     subtype = "PCM_16" if path.suffix.lower() == ".wav" else None
+    buf = io.BytesIO()
     try:
-        with atomic_path(path) as tmp:
-            sf.write(str(tmp), np.clip(data, -1.0, 1.0), sample_rate, subtype=subtype,
-                     format=_format(path))
+        sf.write(buf, np.clip(data, -1.0, 1.0), sample_rate, subtype=subtype,
+                 format=_format(path))
     except (sf.LibsndfileError, ValueError, TypeError) as e:
         raise AudioError(f"{path}: cannot write audio ({_reason(e)})") from None
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def _format(path: Path) -> str:
@@ -129,6 +136,33 @@ def _wav_missing_bytes(path: Path) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=4096)  # training reads many excerpts of one file
+def _check_ogg_complete(path: Path, size: int, _mtime_ns: int) -> None:
+    """Refuse an Ogg file (Vorbis, Opus, FLAC) cut short. libsndfile takes the length from
+    the last complete page's granule position, so half a file reads as a shorter, valid
+    clip. An intact stream ends with a page flagged end-of-stream (RFC 3533, section 6);
+    the pages are walked by their headers only (27 bytes + lacing table each). `size` and
+    `_mtime_ns` key the cache, so a file rewritten in place is checked again."""
+    pos, last_flags = 0, None
+    with open(path, "rb") as f:
+        while pos + 27 <= size:
+            f.seek(pos)
+            head = f.read(27)
+            if head[:4] != b"OggS":
+                break  # trailing bytes after the last page: judged by that page
+            lacing = f.read(head[26])
+            end = pos + 27 + len(lacing) + sum(lacing)
+            if len(lacing) < head[26] or end > size:
+                raise AudioError(f"{path}: truncated Ogg file (the page at byte {pos} is cut "
+                                 f"short)")
+            pos, last_flags = end, head[5]
+    if last_flags is None:
+        raise AudioError(f"{path}: not a valid Ogg file (no complete page)")
+    if not last_flags & 0x04:
+        raise AudioError(f"{path}: truncated Ogg file (no end-of-stream page after byte "
+                         f"{pos})")
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file's header says: rate, length in frames and channel count."""
@@ -151,6 +185,9 @@ def audio_info(path) -> AudioInfo:
         raise AudioError(f"{path}: cannot decode audio ({_reason(e)})") from None
     if path.suffix.lower() == ".wav":
         _check_complete(path, info.frames, info.frames)
+    if info.format == "OGG":
+        st = path.stat()
+        _check_ogg_complete(path.resolve(), st.st_size, st.st_mtime_ns)
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"{path}: audio has no samples")
     return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))

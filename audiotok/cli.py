@@ -32,8 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the house rule for every error) and exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("audiotok").strip()
+        self.exit(2, f"audiotok: error: {command + ': ' if command else ''}"
+                     f"{_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="audiotok", description="Neural audio codec tokenizers: encode audio to discrete "
         "tokens and back, inspect codecs and token files.")
     p.add_argument("--version", action="version", version=f"audiotok {__version__}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .argtypes import positive_float, positive_int
 from .errors import AudiotokError
 
 TOKEN_SUFFIX = ".atok"
@@ -20,7 +21,7 @@ def add_encode_decode_info(sub) -> None:
     enc.add_argument("-o", "--output", type=Path, required=True,
                      help="output .atok file (one input) or directory")
     enc.add_argument("--codec", default=None, help=CODEC_HELP)
-    enc.add_argument("--n-codebooks", type=int, default=None,
+    enc.add_argument("--n-codebooks", type=positive_int, default=None,
                      help="keep the first K codebook levels (lower bitrate); default all")
     _add_common(enc)
     enc.set_defaults(func=cmd_encode)
@@ -45,21 +46,17 @@ def add_encode_decode_info(sub) -> None:
 
 
 def _add_common(p) -> None:
-    p.add_argument("--chunk-seconds", type=float, default=10.0,
+    p.add_argument("--chunk-seconds", type=positive_float, default=10.0,
                    help="process long audio in chunks of this many seconds (bounded memory)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def _open_codec(ref, device):
     from .codecs import load_codec
-    from .codecs.loading import bundled_models
+    from .codecs.loading import bundled_models, default_codec
 
     _check_device(device)
-    if ref is None:
-        bundled = list(bundled_models())
-        if not bundled:
-            raise AudiotokError("no --codec given and no bundled model is installed")
-        ref = bundled[0]
+    ref = default_codec() if ref is None else ref
     codec = load_codec(ref, device=device)
     if not Path(str(ref)).is_dir() and str(ref) not in bundled_models():
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
@@ -92,6 +89,18 @@ def _outputs(inputs: list[Path], output: Path, suffix: str) -> list[Path]:
     return outs
 
 
+# what one file of a batch can fail with; the batch reports it and goes on
+PER_FILE_ERRORS = (AudiotokError, ValueError, OSError, RuntimeError)
+
+
+def report_error(e: BaseException) -> None:
+    """One line on stderr, on a line of its own even while a progress bar is drawn."""
+    from tqdm import tqdm
+
+    tqdm.write(f"audiotok: error: {' '.join(str(e).split()) or type(e).__name__}",
+               file=sys.stderr)
+
+
 def _for_each(items, outs, work, what: str) -> int:
     from tqdm import tqdm
 
@@ -100,9 +109,9 @@ def _for_each(items, outs, work, what: str) -> int:
                          file=sys.stderr):
         try:
             work(src, dst)
-        except (AudiotokError, ValueError) as e:
+        except PER_FILE_ERRORS as e:
             failed += 1
-            print(f"audiotok: error: {' '.join(str(e).split())}", file=sys.stderr)
+            report_error(e)
     if failed and len(items) > 1:
         print(f"audiotok: {failed} of {len(items)} files failed", file=sys.stderr)
     return 1 if failed else 0
@@ -162,28 +171,33 @@ def cmd_info(args) -> int:
         print("\n".join(list_codecs()))
         return 0
     path = Path(args.target)
-    if path.is_file() and path.read_bytes()[:4] == MAGIC:
-        _print_tokens_info(path)
-    else:
-        _print_codec_info(_open_codec(args.target, "cpu"))
+    if path.is_file():
+        with open(path, "rb") as f:
+            is_tokens = f.read(len(MAGIC)) == MAGIC
+        if is_tokens:
+            _print_tokens_info(path)
+            return 0
+    _print_codec_info(_open_codec(args.target, "cpu"))
     return 0
 
 
 def _print_tokens_info(path: Path) -> None:
-    from .tokens import Tokens
+    """From the header alone (the payload's checksum is verified block by block), so a
+    large file is never held in memory."""
+    from .tokens import CodecSpec, read_header
 
-    t = Tokens.load(path)
-    s = t.spec
-    frames = t.lengths.tolist()
+    h = read_header(path, verify_payload=True)
+    s = CodecSpec.from_dict(h["spec"])
+    k = h["shape"][1]
     print(f"token file      {path}")
-    print(f"codec           {s.describe()}  ref: {t.codec_ref}")
-    print(f"shape [B,K,T]   {list(t.codes.shape)}")
-    print(f"duration        {', '.join(f'{n / s.sample_rate:.2f} s' for n in t.num_samples)}")
-    print(f"frames          {frames}  at {s.frame_rate:g} Hz")
-    print(f"codebooks used  {t.n_codebooks} of {len(s.codebook_sizes)} "
-          f"(sizes {list(s.codebook_sizes[: t.n_codebooks])})")
-    print(f"tokens/second   {t.tokens_per_second:g}")
-    print(f"bitrate         {t.bitrate / 1000:.3f} kbps")
+    print(f"codec           {s.describe()}  ref: {h.get('codec_ref')}")
+    print(f"shape [B,K,T]   {h['shape']}")
+    print(f"duration        {', '.join(f'{n / s.sample_rate:.2f} s' for n in h['num_samples'])}")
+    print(f"frames          {h['lengths']}  at {s.frame_rate:g} Hz")
+    print(f"codebooks used  {k} of {len(s.codebook_sizes)} "
+          f"(sizes {list(s.codebook_sizes[:k])})")
+    print(f"tokens/second   {s.frame_rate * k:g}")
+    print(f"bitrate         {s.bitrate(k) / 1000:.3f} kbps")
 
 
 def _print_codec_info(codec) -> None:

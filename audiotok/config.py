@@ -1,13 +1,17 @@
 """Typed configs: dataclasses built strictly from dicts (recipes, config.json).
 
 Unknown keys are errors that name the key and the nearest valid one, so a typo in a recipe
-never silently falls back to a default.
+never silently falls back to a default. Numbers must be finite (YAML's .inf and .nan are
+refused). Every key of a mapping is checked before the first error is raised, and all the
+errors found are reported together, so a recipe is fixed in one go, not one error per run.
+The value "???" marks a key that must be set (`--set key=...`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -15,6 +19,18 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+UNSET = "???"  # a recipe value the user must set
+
+
+def check_ranges(obj, positive: tuple[str, ...] = (), at_least_0: tuple[str, ...] = ()) -> None:
+    """In a config's __post_init__: ValueError naming the first field out of range (None
+    passes: it means "use the default")."""
+    for names, ok, what in ((positive, lambda v: v > 0, "> 0"),
+                            (at_least_0, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            value = getattr(obj, name)
+            if value is not None and not ok(value):
+                raise ValueError(f"{name} must be {what}, got {value}")
 
 
 def nearest(key: str, options) -> str:
@@ -70,11 +86,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -84,24 +102,32 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
-    """Build dataclass `cls` from `data`, validating keys and types recursively."""
+    """Build dataclass `cls` from `data`, validating keys and types recursively; raises one
+    ConfigError listing every problem found ("; "-separated)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
+    kwargs, errors = {}, []
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
-            raise ConfigError(f"unknown key '{path}'{nearest(key, fields)}")
-        kwargs[key] = _coerce(value, hints[key], path)
+            errors.append(f"unknown key '{path}'{nearest(key, fields)}")
+        elif value == UNSET:
+            errors.append(f"'{path}' must be set (e.g. --set {path}=...)")
+        else:
+            try:
+                kwargs[key] = _coerce(value, hints[key], path)
+            except ConfigError as e:
+                errors.append(str(e))
     missing = [
         n for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING
+        if n not in data and f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
-    if missing:
-        raise ConfigError(f"{where or cls.__name__}: missing required key '{missing[0]}'")
+    errors += [f"{where or cls.__name__}: missing required key '{n}'" for n in missing]
+    if errors:
+        raise ConfigError("; ".join(errors))
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:

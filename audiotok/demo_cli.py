@@ -3,8 +3,8 @@ the command runs, so the rest of the CLI starts fast."""
 
 from __future__ import annotations
 
+from .argtypes import port, positive_float
 from .commands import CODEC_HELP
-from .errors import AudiotokError
 
 
 def add_demo(sub) -> None:
@@ -17,9 +17,9 @@ def add_demo(sub) -> None:
                    help=CODEC_HELP + " (repeatable; default: the bundled model)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=None,
+    p.add_argument("--port", type=port, default=None,
                    help="port (default: 7860, or the next free one)")
-    p.add_argument("--max-seconds", type=float, default=60.0,
+    p.add_argument("--max-seconds", type=positive_float, default=60.0,
                    help="refuse clips (and token files) longer than this (default 60)")
     p.add_argument("--share", action="store_true",
                    help="also publish a temporary public gradio.live link (off by default)")
@@ -30,8 +30,6 @@ def add_demo(sub) -> None:
 def cmd_demo(args) -> int:
     from .commands import _check_device
 
-    if args.max_seconds <= 0:
-        raise AudiotokError(f"--max-seconds must be positive, got {args.max_seconds:g}")
     _check_device(args.device)
     from .demo_app import launch
 

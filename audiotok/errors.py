@@ -15,3 +15,8 @@ class AudioError(AudiotokError):
 
 class TokenFileError(AudiotokError):
     """A token file that is truncated, of another version, or of another codec."""
+
+
+class WriteError(AudiotokError, OSError):
+    """An output file that cannot be written (disk full, a directory in the way, no
+    permission); names the file. Still an OSError for callers that catch those."""

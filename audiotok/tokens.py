@@ -1,11 +1,17 @@
 """Tokens: integer codes plus the spec of the codec that made them, and the token file format.
 
-File layout (little-endian), version 1:
+File layout (little-endian), version 2:
     magic    b"ATOK"                   4 bytes
     version  uint16                    format version
     hlen     uint32                    header length in bytes
+    hcrc     uint32                    crc32 of magic, version, hlen and header
     header   UTF-8 JSON                spec, shape, lengths, bits per code, crc32 of payload
     payload  codes [B, K, T], row-major, bit-packed at `bits` bits per code
+
+Version 1 (audiotok before the header checksum) is the same without `hcrc`; it is still
+read. Every header field is checked for type and range on reading and writing, so a flipped
+bit anywhere is either caught by a checksum or refused by the checks, never decoded into
+audio of the wrong length.
 
 Codes take ceil(log2(max codebook size)) bits each, so a 1024-entry codebook costs 10 bits
 per code on disk, the same as its nominal bitrate (DAC's .dac files store uint16).
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -28,8 +35,11 @@ from .errors import TokenFileError
 from .fileio import atomic_write_bytes
 
 MAGIC = b"ATOK"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<4sHI")
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_PREFIX_V1 = struct.Struct("<4sHI")
+_PREFIX = struct.Struct("<4sHII")
+_CRC_BLOCK = 1 << 20  # bytes per step when checking a payload's crc32 from disk
 _PACK_CHUNK = 1 << 20  # codes per packing step: bounds the temporary bit matrix to ~32 MB
 
 
@@ -150,9 +160,11 @@ class Tokens:
             "codec_ref": self.codec_ref,
             "meta": self.meta,
         }
+        check_header(header, Path(path))
         head = json.dumps(header).encode()
-        atomic_write_bytes(Path(path), _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head
-                           + payload)
+        start = _PREFIX_V1.pack(MAGIC, FORMAT_VERSION, len(head))
+        prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head), zlib.crc32(head, zlib.crc32(start)))
+        atomic_write_bytes(Path(path), prefix + head + payload)
 
     @classmethod
     def load(cls, path) -> Tokens:
@@ -161,18 +173,10 @@ class Tokens:
             raise TokenFileError(f"{path}: no such token file")
         data = path.read_bytes()
         header, payload = _split(data, path)
-        shape = header["shape"]
-        n = int(np.prod(shape))
-        bits = int(header["bits"])
-        need = math.ceil(n * bits / 8)
-        if len(payload) != need:
-            raise TokenFileError(
-                f"{path}: truncated or padded token file: expected {need} bytes of codes, "
-                f"found {len(payload)}"
-            )
-        if zlib.crc32(payload) != header["crc32"]:
-            raise TokenFileError(f"{path}: corrupt token file (checksum mismatch)")
-        codes = torch.from_numpy(_unpack(payload, n, bits).reshape(shape).astype(np.int64))
+        _check_payload(header, len(payload), zlib.crc32(payload), path)
+        n = math.prod(header["shape"])
+        codes = torch.from_numpy(
+            _unpack(payload, n, header["bits"]).reshape(header["shape"]).astype(np.int64))
         tokens = cls(
             codes=codes, spec=CodecSpec.from_dict(header["spec"]),
             lengths=torch.tensor(header["lengths"], dtype=torch.long),
@@ -183,38 +187,128 @@ class Tokens:
         return tokens
 
 
-def read_header(path) -> dict:
-    """The JSON header of a token file, without reading the codes."""
+def read_header(path, verify_payload: bool = False) -> dict:
+    """The checked JSON header of a token file, without reading the codes into memory.
+
+    `verify_payload`: also check the payload's size and crc32, reading it from disk in
+    blocks (memory stays bounded however large the file)."""
     path = Path(path)
-    with open(path, "rb") as f:
-        prefix = f.read(_PREFIX.size)
-        if len(prefix) == _PREFIX.size:
-            _, _, hlen = _PREFIX.unpack(prefix)
-            prefix += f.read(hlen)
-    header, _ = _split(prefix, path)
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) >= _PREFIX_V1.size and prefix[:4] == MAGIC:
+                _, version, hlen = _PREFIX_V1.unpack_from(prefix)
+                size = _PREFIX.size if version >= 2 else _PREFIX_V1.size
+                if size + hlen > os.fstat(f.fileno()).st_size:  # read no more than is there
+                    raise TokenFileError(f"{path}: truncated token file (header cut short)")
+                prefix += f.read(max(0, size + hlen - len(prefix)))
+            header, rest = _split(prefix, path)
+            if verify_payload:
+                f.seek(len(prefix) - len(rest))
+                crc, length = 0, 0
+                while block := f.read(_CRC_BLOCK):
+                    crc, length = zlib.crc32(block, crc), length + len(block)
+                _check_payload(header, length, crc, path)
+    except IsADirectoryError:
+        raise TokenFileError(f"{path}: is a directory, not a token file") from None
+    except FileNotFoundError:
+        raise TokenFileError(f"{path}: no such token file") from None
     return header
 
 
 def _split(data: bytes, path: Path) -> tuple[dict, bytes]:
-    if len(data) < _PREFIX.size:
+    """Check the prefix and header of a file's bytes -> (header, payload bytes)."""
+    if len(data) < _PREFIX_V1.size:
         raise TokenFileError(f"{path}: not a token file (too short)")
-    magic, version, hlen = _PREFIX.unpack_from(data)
+    magic, version, hlen = _PREFIX_V1.unpack_from(data)
     if magic != MAGIC:
         raise TokenFileError(f"{path}: not an audiotok token file (bad magic {magic!r})")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise TokenFileError(
-            f"{path}: token file format version {version}; this audiotok reads version "
-            f"{FORMAT_VERSION}"
+            f"{path}: token file format version {version}; this audiotok reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
-    end = _PREFIX.size + hlen
+    start = _PREFIX.size if version >= 2 else _PREFIX_V1.size
+    end = start + hlen
     if len(data) < end:
         raise TokenFileError(f"{path}: truncated token file (header cut short)")
+    head = data[start:end]
+    if version >= 2:
+        (hcrc,) = struct.unpack_from("<I", data, _PREFIX_V1.size)
+        if zlib.crc32(head, zlib.crc32(data[:_PREFIX_V1.size])) != hcrc:
+            raise TokenFileError(f"{path}: corrupt token file (header checksum mismatch)")
     try:
-        header = json.loads(data[_PREFIX.size:end])
-        header["shape"], header["bits"], header["crc32"], header["spec"]
-    except (ValueError, KeyError, TypeError) as e:
+        header = json.loads(head)
+    except ValueError as e:
         raise TokenFileError(f"{path}: corrupt token header ({e})") from None
+    check_header(header, path)
     return header, data[end:]
+
+
+def check_header(h, path) -> None:
+    """Raise TokenFileError unless every field of a token header has its type and range, and
+    lengths, sample counts and shape agree with each other and with the spec."""
+    def fail(what: str):
+        raise TokenFileError(f"{path}: invalid token header: {what}")
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(h, dict):
+        fail("not a JSON object")
+    for key in ("spec", "shape", "lengths", "num_samples", "bits", "crc32"):
+        if key not in h:
+            fail(f"'{key}' is missing")
+    spec = h["spec"]
+    if not isinstance(spec, dict):
+        fail("'spec' is not an object")
+    if not isinstance(spec.get("family"), str) or not isinstance(spec.get("fingerprint", ""),
+                                                                 str):
+        fail("spec 'family' and 'fingerprint' must be strings")
+    for key in ("sample_rate", "channels", "hop_length"):
+        if not whole(spec.get(key)) or spec[key] < 1:
+            fail(f"spec '{key}' must be a positive integer, got {spec.get(key)!r}")
+    sizes = spec.get("codebook_sizes")
+    if not isinstance(sizes, list) or not sizes or not all(whole(s) and s >= 2 for s in sizes):
+        fail(f"spec 'codebook_sizes' must be a list of integers >= 2, got {sizes!r}")
+    shape = h["shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(whole(d) and d >= 1
+                                                                for d in shape)):
+        fail(f"'shape' must be [B, K, T] of positive integers, got {shape!r}")
+    b, k, t = shape
+    if k > len(sizes):
+        fail(f"{k} codebook levels but the codec has {len(sizes)}")
+    if h["bits"] != max(1, math.ceil(math.log2(max(sizes)))) or not whole(h["bits"]):
+        fail(f"'bits' is {h['bits']!r}, codebooks of up to {max(sizes)} entries take "
+             f"{max(1, math.ceil(math.log2(max(sizes))))}")
+    if not whole(h["crc32"]) or not 0 <= h["crc32"] < 2**32:
+        fail(f"'crc32' must be an unsigned 32-bit integer, got {h['crc32']!r}")
+    for key in ("lengths", "num_samples"):
+        v = h[key]
+        if not (isinstance(v, list) and len(v) == b and all(whole(x) and x >= 1 for x in v)):
+            fail(f"'{key}' must be {b} positive integer(s), got {v!r}")
+    hop = spec["hop_length"]
+    for i, (frames, samples) in enumerate(zip(h["lengths"], h["num_samples"])):
+        if frames > t:
+            fail(f"item {i} has {frames} frames but the codes hold {t}")
+        if frames != -(-samples // hop):
+            fail(f"item {i}: {samples} samples take {-(-samples // hop)} frames of {hop}, "
+                 f"the header says {frames}")
+    if h.get("codec_ref") is not None and not isinstance(h["codec_ref"], str):
+        fail(f"'codec_ref' must be a string, got {h['codec_ref']!r}")
+    if h.get("meta") is not None and not isinstance(h["meta"], dict):
+        fail(f"'meta' must be an object, got {h['meta']!r}")
+
+
+def _check_payload(header: dict, length: int, crc: int, path: Path) -> None:
+    need = math.ceil(math.prod(header["shape"]) * header["bits"] / 8)
+    if length != need:
+        raise TokenFileError(
+            f"{path}: truncated or padded token file: expected {need} bytes of codes, "
+            f"found {length}"
+        )
+    if crc != header["crc32"]:
+        raise TokenFileError(f"{path}: corrupt token file (checksum mismatch)")
 
 
 def _pack(values: np.ndarray, bits: int) -> bytes:

@@ -123,3 +123,27 @@ def write_audio(tmp_path):
         sf.write(str(path), speechlike(seconds, sr, channels), sr, **kw)
         return path
     return write
+
+
+# A sitecustomize.py that makes every atomic commit (os.replace) take 0.25 s, so a job run
+# with it lasts long enough for a test to kill it mid-work, whatever the machine's speed.
+SLOW_COMMITS = """
+import os, time
+_replace = os.replace
+def _slow_replace(*args, **kwargs):
+    time.sleep(0.25)
+    return _replace(*args, **kwargs)
+os.replace = _slow_replace
+"""
+
+
+def slow_commits_env(folder) -> dict:
+    """os.environ plus a PYTHONPATH that loads SLOW_COMMITS into a Python subprocess."""
+    from pathlib import Path
+
+    hook = Path(folder) / "slow_commits"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SLOW_COMMITS)
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(hook)}

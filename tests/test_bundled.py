@@ -78,6 +78,7 @@ def test_more_codebooks_sound_better(codec):
     assert dist[0] > dist[1], dist
 
 
+@pytest.mark.slow
 def test_cli_uses_it_by_default(tmp_path):
     def run(*a):
         return subprocess.run([sys.executable, "-m", "audiotok", *map(str, a)], check=False,
@@ -94,6 +95,22 @@ def test_cli_uses_it_by_default(tmp_path):
     assert np.abs(out).max() > 0.01
     card = json.loads((MODEL_DIR / "config.json").read_text())
     assert card["config"]["family"] == "speech-16k"
+
+
+def test_it_is_the_default_of_load_codec_and_eval(tmp_path, capsys):
+    from audiotok.cli import main
+
+    assert audiotok.load_codec().ref == NAME
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    wav, sr = sf.read(HELDOUT_CLIP, frames=16000 * 2)
+    sf.write(clips / "a.flac", wav, sr)
+    assert main(["eval", "--data", str(clips), "-o", str(tmp_path / "r"),
+                 "--n-codebooks", "6"]) == 0
+    assert f"no --codec given: evaluating the bundled {NAME}" in capsys.readouterr().err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["codecs"] == [NAME]
+    assert [row["name"] for row in report["pooled"]] == ["speech-16k@6"]
 
 
 def test_eval_alignment_finds_its_zero_delay(codec):

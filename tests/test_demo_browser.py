@@ -31,8 +31,9 @@ from audiotok.tokens import Tokens
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                "(pip install -c constraints.txt -e '.[dev]')")
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(apt-get install chromium, done by scripts/setup.sh)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                 "(apt-get install chromium, done by scripts/setup.sh)")]
 expect = sync_api.expect
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -173,8 +174,10 @@ def test_microphone_recording_through_the_other_codec(page):
     expect(page.locator("#listen-hint")).to_contain_text("4 of 4 codebooks: 19.20 kbps")
     page.locator("#clip button[aria-label='Record audio']").click()
     page.locator("#clip button.record-button").click()
+    stop = page.locator("#clip button.stop-button")
+    expect(stop).to_be_visible()  # recording has started: the second below is all recorded
     page.wait_for_timeout(1000)  # a second of the fake device's beep
-    page.locator("#clip button.stop-button").click()
+    stop.click()
     expect(page.locator("#clip a[download]")).to_have_count(1)
     page.locator("#run").click()
     expect(page.locator("#status")).to_contain_text("tiny8k at 4 codebooks", timeout=TIMEOUT_MS)

@@ -188,8 +188,10 @@ def test_cli_flags_and_errors(capsys, tmp_path):
     args = build_parser().parse_args(["demo", "--codec", "a", "--codec", "b"])
     assert (args.codec, args.host, args.port, args.max_seconds, args.share) == (
         ["a", "b"], "127.0.0.1", None, 60.0, False)
-    assert main(["demo", "--max-seconds", "0"]) == 1
-    assert "--max-seconds must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--max-seconds", "0"])
+    assert stop.value.code == 2
+    assert "--max-seconds: must be greater than 0" in capsys.readouterr().err
     # A bad --codec fails in one line before any server starts.
     assert main(["demo", "--codec", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err

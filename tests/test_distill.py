@@ -259,14 +259,15 @@ def test_distillation_loss_falls(teachers, corpus, tmp_path):
                "optim.schedule=constant", "optim.warmup_steps=0", "train.disc_start_step=1000")
     trainer = Trainer(r)
     loader = make_train_loader(r.data, 16000, 1, 2, items=build_items(r.data).train)
-    batches = iter(loader)
+    batch = next(iter(loader))
     losses = []
-    for _ in range(14):
-        batch = next(batches)
+    for _ in range(14):  # overfit one batch: batch-to-batch noise would mask the trend
         losses.append(trainer.train_step(batch["wav"], batch)["distill/hubert/d_axis"])
         trainer.step += 1
-    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
-    assert last < first - 0.05, losses  # the D-axis floor is 0.31, random start ~0.7
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    # the D-axis floor is 0.31, random start ~0.65; measured drops 0.11 and 0.10 with 1 and 2
+    # threads (across fresh batches, as this test once ran, 0.06: too close to the bound)
+    assert last < first - 0.05, losses
     assert trainer.heads.proj["hubert"].weight.grad is not None
 
 

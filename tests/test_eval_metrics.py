@@ -62,7 +62,9 @@ def test_identity_scores_perfect(speech):
     assert pesq_nb(speech, speech, SR).value > 4.4
     assert stoi(speech, speech, SR).value == pytest.approx(1.0, abs=1e-6)
     assert si_sdr(speech, speech) > 90
-    assert mel_distance(speech, torch.from_numpy(speech)[None], SR) == pytest.approx(0, abs=1e-6)
+    # identical signals in different FFT batch rows may differ by float32 rounding (1-ulp
+    # input noise gives 2.3e-6 here); 1e-4 is far above that and far below real distortion
+    assert mel_distance(speech, torch.from_numpy(speech)[None], SR) == pytest.approx(0, abs=1e-4)
 
 
 def test_noise_ranks_monotonically(speech):
@@ -87,8 +89,10 @@ def test_align_recovers_delay(speech, delay):
 @pytest.mark.parametrize("delay", [0, 300])
 def test_align_ignores_resynthesised_phase(speech, delay):
     """A copy whose phase was rebuilt by Griffin-Lim (magnitudes kept, polarity and fine
-    timing lost) still aligns to its true delay, within 1.5 ms (the band energies find it
-    16 samples early: Griffin-Lim spreads each onset a little ahead of itself)."""
+    timing lost) still aligns to its true delay, within 2 ms. The band energies find it 15-20
+    samples early (Griffin-Lim spreads each onset a little ahead of itself; measured on the
+    espeak-ng clip and on the harmonic fallback); the bound is that lead plus two 8-sample
+    hops of the band envelopes, the estimator's resolution."""
     from audiotok.modules.griffin_lim import fast_griffin_lim
     from audiotok.modules.istft import ISTFT, stft_same
 
@@ -97,7 +101,7 @@ def test_align_ignores_resynthesised_phase(speech, delay):
     mag = stft_same(x, 256, 64, istft.window).abs()
     est = -istft(fast_griffin_lim(mag, istft, 16))[0].double().numpy()  # and inverted
     est = np.concatenate([np.zeros(delay), est])
-    assert abs(find_delay(x[0].numpy(), est, 800) - delay) <= 24
+    assert abs(find_delay(x[0].numpy(), est, 800) - delay) <= 32
 
 
 def test_too_short_or_silent_gives_reason(speech):

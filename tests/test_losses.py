@@ -44,9 +44,17 @@ def spectral(request):
     return SPECTRAL[request.param]()
 
 
+# The spectral losses take reference and estimate through the FFT as one batch, and FFT
+# libraries may run different rows through different code paths (SIMD groups and a scalar
+# tail): identical inputs then differ by float32 rounding, which one ulp of input noise turns
+# into losses of 2e-6..3.3e-6. 1e-4 is 30x above that and 40x below the smallest real
+# difference these tests make (>= 4e-3).
+ROUNDING = 1e-4
+
+
 def test_spectral_identical_is_zero(spectral):
     x = tone()
-    assert spectral(x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert spectral(x, x.clone()).item() == pytest.approx(0.0, abs=ROUNDING)
 
 
 def test_spectral_grows_with_noise(spectral):
@@ -285,6 +293,6 @@ def test_si_sdr():
 
 def test_mel_distance():
     x = tone(length=3001)
-    assert mel_distance(x, x, SR).abs().max() < 1e-6
+    assert mel_distance(x, x, SR).abs().max() < ROUNDING
     d = mel_distance(x, x + 0.1 * torch.randn_like(x), SR)
     assert d.shape == (2,) and (d > 0).all()

@@ -207,10 +207,14 @@ def test_kmeans_init_places_codewords_on_the_data():
     assert with_kmeans.losses["vq/commit"] < 0.5 * random_init.losses["vq/commit"]
 
 
-def collapse(q, point: torch.Tensor):
-    """Put every codeword on one point and mark all as long unused."""
+def collapse(q, point: torch.Tensor, z: torch.Tensor):
+    """Put every codeword on one point and mark all as long unused. Codeword 0 sits 1% of
+    the way nearer the data `z`, so it wins the first search by a clear margin instead of
+    by an exact tie, which a BLAS kernel could round either way."""
     size = q.cfg.codebook_size
-    q.codebook.place(torch.ones(size, dtype=torch.bool), point.expand(size, -1), torch.ones(size))
+    vectors = point.expand(size, -1).clone()
+    vectors[0] += 0.01 * (z.mean((0, 2)) - point)
+    q.codebook.place(torch.ones(size, dtype=torch.bool), vectors, torch.ones(size))
     q.usage.zero_()
 
 
@@ -218,7 +222,7 @@ def test_collapsed_codebook_shows_and_dead_code_restart_recovers():
     z = clustered(16, DIM, batch=4, frames=64)
     stuck = build("vq_ema_restart", kmeans_init=False, dead_code_threshold=0.0).train()
     stuck(z)
-    collapse(stuck, torch.full((DIM,), 10.0))
+    collapse(stuck, torch.full((DIM,), 10.0), z)
     for _ in range(10):
         out = stuck(z)
     assert out.metrics["vq/usage/0"] == pytest.approx(1 / 16)
@@ -227,7 +231,7 @@ def test_collapsed_codebook_shows_and_dead_code_restart_recovers():
 
     revived = build("vq_ema_restart", kmeans_init=False, dead_code_threshold=1.0).train()
     revived(z)
-    collapse(revived, torch.full((DIM,), 10.0))
+    collapse(revived, torch.full((DIM,), 10.0), z)
     for _ in range(30):
         out = revived(z)
     assert out.metrics["vq/usage/0"] >= 0.9

@@ -53,6 +53,7 @@ def corpus(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_overlay_trains_and_reloads(name, corpus, tmp_path):
     from audiotok.data import build_items, make_train_loader
@@ -63,12 +64,14 @@ def test_tiny_overlay_trains_and_reloads(name, corpus, tmp_path):
                "optim.warmup_steps=0", "optim.schedule=constant", "data.segment_seconds=0.3")
     trainer = Trainer(r)
     sr, bs = r.model.sample_rate, r.train.batch_size
-    batches = iter(make_train_loader(r.data, sr, 1, bs, items=build_items(r.data).train))
+    batch = next(iter(make_train_loader(r.data, sr, 1, bs, items=build_items(r.data).train)))
     mel = []
-    for _ in range(24):
-        out = trainer.train_step(next(batches)["wav"])
+    for _ in range(24):  # overfit one batch: batch-to-batch noise would mask the trend
+        out = trainer.train_step(batch["wav"])
         mel.append(out["mel"])
         trainer.step += 1
+    # measured ratios 0.31-0.34 (encodec, wavtokenizer), 0.42 (mimi), 0.71 (dac), the same
+    # with 1 and 2 threads; across fresh batches dac's was 0.87, too close to the bound
     assert np.mean(mel[-5:]) < 0.9 * np.mean(mel[:5]), mel
     # the first codebook is in use, not collapsed onto a few entries: its perplexity over the
     # last training batch (~150 latents; a collapsed codebook gives 1.0). Measured over one

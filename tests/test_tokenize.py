@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import build, speechlike
+from conftest import build, slow_commits_env, speechlike
 
 from audiotok import load_codec
 from audiotok.audio import load_audio
@@ -27,7 +27,7 @@ from audiotok.tokenize.state import OutputDir, ShardLocks
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # datasets must not reach for the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-BROKEN = {"broken.wav", "sub/truncated.wav"}
+BROKEN = {"broken.wav", "sub/truncated.wav", "sub/truncated.ogg"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,6 +59,9 @@ def corpus(tmp_path_factory) -> Path:
     sf.write(str(folder / "sub" / "truncated.wav"), speechlike(1.0, 8000), 8000)
     data = (folder / "sub" / "truncated.wav").read_bytes()
     (folder / "sub" / "truncated.wav").write_bytes(data[: len(data) // 2])
+    sf.write(str(folder / "sub" / "truncated.ogg"), speechlike(2.9, 22050), 22050)
+    data = (folder / "sub" / "truncated.ogg").read_bytes()
+    (folder / "sub" / "truncated.ogg").write_bytes(data[: len(data) // 2])
     return folder
 
 
@@ -98,6 +101,7 @@ def check_failed(out: Path) -> None:
     reasons = {f["id"]: f["reason"] for f in failed}
     assert "cannot decode audio" in reasons["broken.wav"]
     assert "truncated WAV" in reasons["sub/truncated.wav"]
+    assert "truncated Ogg" in reasons["sub/truncated.ogg"]
 
 
 def test_parquet_opens_with_datasets(parquet_out, expected, codec_dir, tmp_path):
@@ -136,6 +140,18 @@ def test_detokenize_gives_codec_decode(parquet_out, corpus, codec_dir, tmp_path)
                           dtype="float32")
         assert sr == codec.sample_rate and got.shape == want.shape
         assert np.abs(got - want).max() < 2 / 32768  # 16-bit PCM rounding
+
+
+def test_detokenize_reports_a_bad_record_and_goes_on(parquet_out, tmp_path, capsys):
+    """One id's output path is taken by a folder: that id is reported, the others are
+    written, and the exit status says something failed."""
+    ids = ["b.flac", "c.wav", "sub/e.wav"]
+    (tmp_path / "c.wav").mkdir()
+    assert main(["detokenize", str(parquet_out), "-o", str(tmp_path), "--ids", *ids]) == 1
+    err = capsys.readouterr().err
+    assert "audiotok: error: c.wav: " in err and "a directory is in the way" in err, err
+    assert "decoded 2 utterances" in err and "1 failed" in err
+    assert (tmp_path / "b.flac.wav").is_file() and (tmp_path / "sub" / "e.wav").is_file()
 
 
 def write_manifest(corpus: Path, path: Path) -> list[dict]:
@@ -190,6 +206,7 @@ def test_parquet_metadata_columns_are_typed(corpus, codec_dir, tmp_path):
     assert rows[f"{corpus}/b.flac"]["speaker"] is None
 
 
+@pytest.mark.slow
 def test_npy_from_glob_with_two_workers(corpus, codec_dir, expected, tmp_path):
     out = tmp_path / "npy"
     assert tokenize(f"{corpus}/**/*.wav", "-o", out, "--codec", codec_dir, "--format", "npy",
@@ -205,24 +222,14 @@ def test_npy_from_glob_with_two_workers(corpus, codec_dir, expected, tmp_path):
     assert workers == {0, 1}
 
 
-HOOK = """
-import os, time
-_replace = os.replace
-def _slow_replace(*args, **kwargs):  # every commit takes a while: kills land mid-job
-    time.sleep(0.25)
-    return _replace(*args, **kwargs)
-os.replace = _slow_replace
-"""
-
-
+@pytest.mark.slow
 def test_kill_and_resume(corpus, codec_dir, expected, tmp_path):
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(HOOK)
     out = tmp_path / "tokens"
     args = [sys.executable, "-m", "audiotok", "tokenize", str(corpus), "-o", str(out),
             "--codec", str(codec_dir), "--shard-size", "1", "--workers", "2", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env={**env, "PYTHONPATH": str(tmp_path / "hook")},
+    # every commit takes a while, so kills land mid-job
+    proc = subprocess.Popen(args, env={**slow_commits_env(tmp_path), "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = out / ".audiotok" / "done"
     deadline = time.time() + 120
@@ -234,7 +241,8 @@ def test_kill_and_resume(corpus, codec_dir, expected, tmp_path):
     n_shards = len(expected) + len(BROKEN)
     assert 0 < len(list(done.glob("*.json"))) < n_shards, log
     assert not (out / "index.json").exists()
-    time.sleep(0.5)  # the workers die with their parent (PDEATHSIG): their locks are free
+    # the workers died with their parent (PDEATHSIG): communicate() saw every holder of the
+    # output pipe exit, so their shard locks are free now
     locks = ShardLocks(OutputDir(out, "parquet"))
     assert all(locks.claim(s) for s in range(n_shards))
     locks.close()
@@ -255,6 +263,7 @@ def test_kill_and_resume(corpus, codec_dir, expected, tmp_path):
     check_failed(out)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_cover_disjoint_shards(corpus, codec_dir, expected, tmp_path):
     import pyarrow.parquet as pq
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speechlike
+from conftest import slow_commits_env, speechlike
 
 from audiotok.errors import ConfigError
 from audiotok.train import read_recipe
@@ -47,6 +47,7 @@ def cli(*args, env_extra=None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_tiny_recipe_loss_falls(corpus, tmp_path):
     from audiotok.data import build_items, make_train_loader
     from audiotok.train.trainer import Trainer
@@ -63,8 +64,9 @@ def test_tiny_recipe_loss_falls(corpus, tmp_path):
         mel.append(trainer.train_step(next(batches)["wav"])["mel"])
         trainer.step += 1
     first, last = np.mean(mel[:6]), np.mean(mel[-6:])
-    # measured: ~2.7 -> ~1.95 (ratio ~0.72) on this data with the recipe's lr
-    assert last < 0.8 * first, (first, last, mel)
+    # measured: ~2.7 -> ~1.95 (ratio 0.73 with 2 threads, 0.727 with 1) on this data with the
+    # recipe's lr; fresh batches each step make the means noisy, so the bound leaves 15%
+    assert last < 0.85 * first, (first, last, mel)
 
 
 def test_each_loss_reaches_the_generator(corpus, tmp_path):
@@ -93,12 +95,14 @@ def test_each_loss_reaches_the_generator(corpus, tmp_path):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_kill_and_resume(corpus, tmp_path):
     run = tmp_path / "run"
     args = ["train", TINY, "--set", f"data.train={corpus}", "--set", f"train.run_dir={run}",
             *[a for s in SMALL for a in ("--set", s)], "--set", "train.steps=40",
             "--set", "train.ckpt_every=5"]
-    proc = cli(*args)
+    # commits take 0.25 s each in this run, so steps 10-40 outlast the poll on any machine
+    proc = cli(*args, env_extra={"PYTHONPATH": slow_commits_env(tmp_path)["PYTHONPATH"]})
     deadline = time.time() + 300
     while time.time() < deadline:
         latest = find_latest(run)
@@ -127,6 +131,7 @@ def test_kill_and_resume(corpus, tmp_path):
     assert uninterrupted["fingerprint"] == resumed, "resumed run diverged from a straight run"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers,to_group", [(0, False), (2, True)])
 def test_sigterm_saves_and_exits(corpus, tmp_path, workers, to_group):
     """SIGTERM to the trainer, or to its whole process group with loader workers (what Ctrl-C,
@@ -136,10 +141,11 @@ def test_sigterm_saves_and_exits(corpus, tmp_path, workers, to_group):
                *[a for s in SMALL for a in ("--set", s)], "--set", "train.steps=100000",
                "--set", "train.ckpt_every=100000", "--set", f"data.num_workers={workers}",
                start_new_session=True)
-    deadline = time.time() + 300
-    while not (run / "tb").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)
+    # the signal goes once training has begun (the first step's log line): handlers and
+    # loader workers are all in place by then, on a machine of any speed
+    for line in proc.stdout:
+        if line.startswith("[audiotok] step "):
+            break
     if to_group:
         os.killpg(proc.pid, signal.SIGTERM)
     else:
@@ -150,10 +156,11 @@ def test_sigterm_saves_and_exits(corpus, tmp_path, workers, to_group):
     assert find_latest(run) is not None
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(corpus, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(29500 + os.getpid() % 1000), "-m", "audiotok", "train",
+           "--standalone", "-m", "audiotok", "train",
            str(TINY), "--set", f"data.train={corpus}", "--set", f"train.run_dir={run}",
            *[a for s in SMALL for a in ("--set", s)], "--set", "train.steps=6",
            "--set", "train.ckpt_every=3"]
@@ -232,6 +239,66 @@ def test_init_from_starts_a_fine_tune(corpus, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         Trainer(read_recipe(TINY, [*base, f"train.run_dir={tmp_path / 'c'}",
                                    f"train.init_from={tmp_path / 'nothing'}"]))
+    assert not (tmp_path / "c").exists()  # the failed start took its run directory away
     with pytest.raises(ConfigError, match="does not fit this recipe's model"):
         Trainer(read_recipe(TINY, [*base, f"train.run_dir={tmp_path / 'd'}",
                                    "model.latent_dim=8", f"train.init_from={tmp_path / 'init'}"]))
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.ckpt_every=0", "ckpt_every must be > 0"),
+    ("train.log_every=0", "log_every must be > 0"),
+    ("train.steps=-5", "steps must be > 0"),
+    ("train.batch_size=0", "batch_size must be > 0"),
+    ("train.val_every=-1", "val_every must be >= 0"),
+    ("optim.lr=.nan", "optim.lr: expected a finite number"),
+    ("optim.lr=0", "lr must be > 0"),
+    ("optim.grad_clip=.inf", "optim.grad_clip: expected a finite number"),
+    ("optim.gamma=1.5", "gamma must be in (0, 1]"),
+    ("optim.betas=[0.9, 1.0]", "betas must be two numbers in [0, 1)"),
+    ("losses.weights={mel: -1}", "weights.mel must be >= 0"),
+    ("losses.weights={mel: .inf}", "expected a finite number"),
+    ("data.segment_seconds=.inf", "expected a finite number"),
+    ("data.segment_seconds=0", "segment_seconds and val_segment_seconds must be positive"),
+])
+def test_numeric_recipe_fields_are_checked_when_read(override, match):
+    with pytest.raises(ConfigError) as err:
+        read_recipe(TINY, ["data.train=x", override])
+    assert match in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_config_error_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        read_recipe(TINY, ["train.stpes=3", "optim.lr=.inf"])
+    text = str(err.value)
+    for part in ("unknown key 'train.stpes'", "'data.train' must be set",
+                 "optim.lr: expected a finite number"):
+        assert part in text, text
+
+
+@pytest.mark.slow
+def test_a_failed_start_leaves_no_run_directory(tmp_path):
+    """Bad data fails once the trainer has locked its run directory and opened TensorBoard:
+    neither the lock file nor tb/ stays behind (a CLI run: exit 1, one line)."""
+    (tmp_path / "empty").mkdir()
+    run = tmp_path / "run"
+    proc = cli("train", TINY, "--set", f"data.train={tmp_path / 'empty'}", "--set",
+               f"train.run_dir={run}", *[a for s in SMALL for a in ("--set", s)])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "audiotok: error: no usable audio found" in out, out
+    assert "Traceback" not in out
+    assert not run.exists()
+
+
+def test_a_failed_resume_keeps_the_run_directory(corpus, tmp_path):
+    """Only what the failed start created is removed: an existing run stays untouched."""
+    from audiotok.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    recipe = read_recipe(TINY, [f"data.train={tmp_path / 'missing'}", f"train.run_dir={run}",
+                                *SMALL])
+    with pytest.raises(Exception, match="no such folder"):
+        Trainer(recipe).fit()
+    assert (run / "notes.txt").read_text() == "mine"

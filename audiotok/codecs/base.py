@@ -304,8 +304,9 @@ class Codec(nn.Module):
     def _chunk_frames(self, chunk_seconds: float | None, n_frames: int) -> int:
         if chunk_seconds is None:
             return max(n_frames, 1)
-        if chunk_seconds <= 0:
-            raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
+        if not chunk_seconds > 0 or not math.isfinite(chunk_seconds):  # NaN fails both
+            raise ValueError(f"chunk_seconds must be a positive finite number (or None), got "
+                             f"{chunk_seconds}")
         return max(1, int(chunk_seconds * self.frame_rate))
 
     def _check_wav(self, wav: Tensor) -> None:

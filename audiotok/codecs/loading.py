@@ -31,14 +31,26 @@ def list_codecs() -> list[str]:
     return list(bundled_models()) + sorted(FAMILIES)
 
 
-def load_codec(ref, device="cpu", seed: int = 0) -> Codec:
-    """Open a codec from a checkpoint directory, a recipe YAML, or a name in `list_codecs()`.
+def default_codec() -> str:
+    """The codec used when none is named: the bundled trained model."""
+    bundled = bundled_models()
+    if not bundled:
+        raise AudiotokError("no codec given and no bundled model is installed; name one "
+                            f"({', '.join(list_codecs())})")
+    return next(iter(bundled))
+
+
+def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
+    """Open a codec from a checkpoint directory, a recipe YAML, or a name in `list_codecs()`;
+    with no `ref`, the bundled trained model (`default_codec()`).
 
     A recipe or family name builds an untrained codec whose weights are drawn with `seed`,
     so the same call always gives the same codec (useful for tests and pipelines; its
     reconstructions are noise until trained).
     """
     bundled = bundled_models()
+    if ref is None:
+        ref = default_codec()
     name = str(ref)
     path = Path(ref)
     if name in bundled:

@@ -143,7 +143,9 @@ class STFTEncoder(nn.Module):
     def features(self, wav: Tensor) -> Tensor:
         """wav [B, C, T] -> [B, 3 * n_bins * C, T / stft_hop]: log|X|, Re and Im of X|X|^-0.7."""
         b, c, t = wav.shape
-        spec = stft_same(wav.reshape(b * c, t).float(), self.n_fft, self.stft_hop, self.window)
+        x = wav.reshape(b * c, t)
+        x = x if x.dtype == torch.float64 else x.float()  # half inputs take the STFT in float32
+        spec = stft_same(x, self.n_fft, self.stft_hop, self.window.to(x.dtype))
         mag = spec.abs().clamp(min=LOG_FLOOR)
         compressed = spec * mag.pow(COMPRESS - 1)
         feats = torch.cat([mag.log(), compressed.real, compressed.imag], dim=1)

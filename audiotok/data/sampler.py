@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import AudiotokError
+from ..processes import loader_worker_init
 from .config import DataConfig
 from .dataset import AudioDataset
 from .manifest import AudioItem, build_items
@@ -109,7 +110,8 @@ def _loader(dataset, sampler, batch_size: int, num_workers: int, drop_last: bool
             ) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
-                      persistent_workers=num_workers > 0, worker_init_fn=_ignore_stop_signals,
+                      persistent_workers=num_workers > 0,
+                      worker_init_fn=loader_worker_init(_ignore_stop_signals),
                       pin_memory=torch.cuda.is_available())
 
 
@@ -117,6 +119,7 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     """Loader workers leave SIGINT/SIGTERM to the trainer. Ctrl-C, `kill -- -PGID` and
     schedulers such as Slurm signal every process of the job; a worker dying first would
     make the trainer fail with "DataLoader worker killed" instead of saving a checkpoint.
-    The trainer still stops its workers when it exits (and they exit if it dies)."""
+    The trainer still stops its workers when it exits, and they die with it if it is
+    killed (processes.py)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

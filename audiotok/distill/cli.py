@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..argtypes import nonneg_int, positive_float, positive_int
 from ..errors import AudiotokError
 
 
@@ -20,7 +21,7 @@ def add_distill(sub) -> None:
                    metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     p.add_argument("--head", default=None, help="only this head (default: every ssl head)")
     p.add_argument("--device", default="cpu", help="torch device for the teacher")
-    p.add_argument("--chunk-seconds", type=float, default=30.0,
+    p.add_argument("--chunk-seconds", type=positive_float, default=30.0,
                    help="teacher input per call on long files (default 30)")
     p.set_defaults(func=cmd_distill_cache)
 
@@ -30,18 +31,18 @@ def add_distill(sub) -> None:
         "HuBERT / WavLM / wav2vec 2.0 layer; the units file feeds the ssl_kmeans codec.")
     p.add_argument("--teacher", required=True, help="SSL model: local directory or hub id")
     p.add_argument("--data", required=True, help="folder of audio files or .jsonl manifest")
-    p.add_argument("-k", type=int, default=500, help="number of units (default 500)")
+    p.add_argument("-k", type=positive_int, default=500, help="number of units (default 500)")
     p.add_argument("-o", "--output", required=True, help="units file (.safetensors)")
     p.add_argument("--layers", default="", metavar="I[,I...]",
                    help="hidden states to average (0 = embeddings; default: every layer)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="the model's input rate")
+    p.add_argument("--sample-rate", type=positive_int, default=16000, help="the model's input rate")
     p.add_argument("--normalize", action="store_true",
                    help="zero-mean unit-variance input (WavLM-Large, wav2vec2-large-lv60)")
-    p.add_argument("--batch-frames", type=int, default=20000,
+    p.add_argument("--batch-frames", type=positive_int, default=20000,
                    help="frames per mini-batch (memory bound; default 20000)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the corpus")
-    p.add_argument("--max-files", type=int, default=None, help="use only the first N files")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=1, help="passes over the corpus")
+    p.add_argument("--max-files", type=positive_int, default=None, help="use only the first N files")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="cpu", help="torch device for the SSL model")
     p.set_defaults(func=cmd_kmeans)
 
@@ -53,8 +54,6 @@ def cmd_distill_cache(args) -> int:
     from .cache import write_cache
 
     _check_device(args.device)
-    if args.chunk_seconds <= 0:
-        raise AudiotokError(f"--chunk-seconds must be positive, got {args.chunk_seconds}")
     recipe = read_recipe(args.recipe, args.overrides)
     if recipe.distill is None:
         raise AudiotokError(f"{args.recipe}: recipe has no distill section")

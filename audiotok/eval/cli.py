@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..argtypes import positive_int
 from ..commands import CODEC_HELP
 from ..errors import AudiotokError
 
@@ -15,7 +16,8 @@ def add_eval(sub) -> None:
         "and optional classic baselines, score against the reference and write report.json, "
         "report.md, report.html, quality.png and spectrograms into REPORT_DIR.")
     p.add_argument("--codec", action="append", default=[], metavar="DIR",
-                   help=CODEC_HELP + " (repeatable)")
+                   help=CODEC_HELP + " (repeatable; default: the bundled model, unless only "
+                   "--baselines are asked for)")
     p.add_argument("--data", required=True, help="folder of audio files or .jsonl manifest")
     p.add_argument("--n-codebooks", action="append", default=[], metavar="K[,K...]",
                    help="codebook counts to evaluate, e.g. 1,2,4 (default: every level)")
@@ -24,7 +26,7 @@ def add_eval(sub) -> None:
                    "as opus@8 or codec2@700C")
     p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR",
                    help="folder for the report files")
-    p.add_argument("--max-clips", type=int, default=None, metavar="N",
+    p.add_argument("--max-clips", type=positive_int, default=None, metavar="N",
                    help="evaluate only the first N clips")
     p.add_argument("--device", default="cpu", help="torch device for the codecs")
     p.add_argument("--probe-units", default=None, metavar="UNITS.safetensors",
@@ -55,11 +57,16 @@ def cmd_eval(args) -> int:
     from .evaluate import EvalConfig, evaluate
     from .report import markdown_table, write_report
 
-    if args.max_clips is not None and args.max_clips < 1:
-        raise AudiotokError(f"--max-clips must be at least 1, got {args.max_clips}")
     _check_device(args.device)
     baselines = [b.strip() for b in (args.baselines or "").split(",") if b.strip()]
-    cfg = EvalConfig(codecs=list(args.codec), data=args.data,
+    codecs = list(args.codec)
+    if not codecs and not baselines:  # as encode and demo do
+        from ..codecs.loading import default_codec
+
+        codecs = [default_codec()]
+        print(f"audiotok: no --codec given: evaluating the bundled {codecs[0]}",
+              file=sys.stderr)
+    cfg = EvalConfig(codecs=codecs, data=args.data,
                      n_codebooks=parse_counts(args.n_codebooks), baselines=baselines,
                      max_clips=args.max_clips, device=args.device,
                      probe_units=args.probe_units)

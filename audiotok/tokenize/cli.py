@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from ..commands import CODEC_HELP
 from ..errors import AudiotokError
 
@@ -23,18 +24,18 @@ def add_tokenize(sub) -> None:
     p.add_argument("--format", default="parquet", choices=["parquet", "webdataset", "npy"],
                    help="parquet (datasets/pyarrow), webdataset (.tar) or npy (a file per "
                    "utterance, for small jobs); default parquet")
-    p.add_argument("--n-codebooks", type=int, default=None,
+    p.add_argument("--n-codebooks", type=positive_int, default=None,
                    help="keep the first K codebook levels (lower bitrate); default all")
-    p.add_argument("--shard-size", type=int, default=1000,
+    p.add_argument("--shard-size", type=positive_int, default=1000,
                    help="utterances per shard (the unit of work and of resume); default 1000")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="tokenizing processes on this machine (per torchrun rank); default 1")
-    p.add_argument("--decode-workers", type=int, default=1,
+    p.add_argument("--decode-workers", type=nonneg_int, default=1,
                    help="audio-decoding processes per worker (0: decode in the worker)")
-    p.add_argument("--batch-seconds", type=float, default=None,
+    p.add_argument("--batch-seconds", type=nonneg_float, default=None,
                    help="audio per codec call once padded (similar lengths are grouped; "
                    "0: one file per call); default 10 on CPU, 120 on GPU")
-    p.add_argument("--chunk-seconds", type=float, default=10.0,
+    p.add_argument("--chunk-seconds", type=positive_float, default=10.0,
                    help="encode long files in chunks of this many seconds (bounded memory)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,9 +68,9 @@ def add_detokenize(sub) -> None:
     p.add_argument("--codec", default=None, help="override the codec recorded in index.json")
     p.add_argument("--ids", nargs="+", default=None, metavar="ID",
                    help="decode only these utterance ids")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="decode at most N utterances")
-    p.add_argument("--chunk-seconds", type=float, default=10.0,
+    p.add_argument("--chunk-seconds", type=positive_float, default=10.0,
                    help="decode long token sequences in chunks of this many seconds")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=cmd_detokenize)
@@ -80,7 +81,7 @@ def cmd_detokenize(args) -> int:
     import torch
 
     from ..audio import save_audio
-    from ..commands import _open_codec
+    from ..commands import PER_FILE_ERRORS, _open_codec, report_error
     from ..tokens import CodecSpec, Tokens
     from .state import read_index
     from .writers import read_records
@@ -92,27 +93,33 @@ def cmd_detokenize(args) -> int:
     spec = CodecSpec.from_dict(index["codec"])
     wanted = set(args.ids) if args.ids else None
     written: set[Path] = set()
+    failed = 0
     for rec in read_records(args.shards, index):
         if wanted is not None and rec.id not in wanted:
             continue
-        tokens = Tokens(codes=torch.from_numpy(rec.codes.astype(np.int64))[None], spec=spec,
-                        lengths=torch.tensor([rec.n_frames]),
-                        num_samples=torch.tensor([rec.num_samples]))
-        codec.check_tokens(tokens)
-        wav = codec.decode(tokens.to(args.device), chunk_seconds=args.chunk_seconds)
         dst = args.output / _wav_name(rec.id)
-        if dst in written:
-            raise AudiotokError(f"two ids would both write {dst}")
-        save_audio(dst, wav[0].cpu(), codec.sample_rate)
-        written.add(dst)
+        try:  # a record that cannot be decoded or written is reported; the rest go on
+            if dst in written:
+                raise AudiotokError(f"{rec.id}: another id already wrote {dst}")
+            tokens = Tokens(codes=torch.from_numpy(rec.codes.astype(np.int64))[None],
+                            spec=spec, lengths=torch.tensor([rec.n_frames]),
+                            num_samples=torch.tensor([rec.num_samples]))
+            codec.check_tokens(tokens)
+            wav = codec.decode(tokens.to(args.device), chunk_seconds=args.chunk_seconds)
+            save_audio(dst, wav[0].cpu(), codec.sample_rate)
+            written.add(dst)
+        except PER_FILE_ERRORS as e:
+            failed += 1
+            report_error(e if str(e).startswith(rec.id) else AudiotokError(f"{rec.id}: {e}"))
         if wanted is not None:
             wanted.discard(rec.id)
-        if len(written) == args.limit or wanted == set():
+        if len(written) + failed == args.limit or wanted == set():
             break
     if wanted:
         raise AudiotokError(f"no such id in {args.shards}: {min(wanted)}")
-    print(f"audiotok: decoded {len(written)} utterances into {args.output}", file=sys.stderr)
-    return 0
+    print(f"audiotok: decoded {len(written)} utterances into {args.output}"
+          + (f"; {failed} failed (see above)" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _wav_name(uid: str) -> str:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..audio import audio_info, load_audio
 from ..errors import AudiotokError
+from ..processes import loader_worker_init
 from .batching import group_by_length
 from .plan import Plan
 
@@ -78,7 +79,7 @@ def make_loader(dataset: ShardAudio, workers: int) -> DataLoader:
     """Batches come pre-grouped (batch_size=None); `workers` processes decode ahead."""
     return DataLoader(dataset, batch_size=None, num_workers=workers,
                       prefetch_factor=4 if workers else None, persistent_workers=False,
-                      collate_fn=_identity)
+                      collate_fn=_identity, worker_init_fn=loader_worker_init())
 
 
 def _identity(batch: DecodedBatch) -> DecodedBatch:

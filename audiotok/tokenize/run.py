@@ -11,10 +11,9 @@ state, and whichever process finds every shard done writes the index.
 
 from __future__ import annotations
 
-import ctypes
+import math
 import os
 import queue
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import torch
 
 from ..codecs.base import Codec
 from ..errors import AudiotokError
+from ..processes import die_with_parent
 from .batching import encode_exact
 from .loader import DecodedBatch, ShardAudio, make_loader
 from .plan import Plan, check_npy_ids, column_types, list_inputs
@@ -103,10 +103,13 @@ def tokenize(opts: TokenizeOptions, codec: Codec) -> dict | None:
 def _check_options(opts: TokenizeOptions) -> None:
     if opts.format not in FORMATS:
         raise AudiotokError(f"unknown format '{opts.format}' (use {', '.join(FORMATS)})")
+    batch = opts.batch_seconds or 0.0
+    # NaN fails every comparison, so each check is written to be False for it
     checks = [(opts.workers >= 1, "--workers must be at least 1"),
               (opts.decode_workers >= 0, "--decode-workers must be 0 or more"),
-              ((opts.batch_seconds or 0) >= 0, "--batch-seconds must be 0 or more"),
-              (opts.chunk_seconds > 0, "--chunk-seconds must be positive")]
+              (opts.shard_size >= 1, "--shard-size must be at least 1"),
+              (0 <= batch < math.inf, "--batch-seconds must be a finite number, 0 or more"),
+              (0 < opts.chunk_seconds < math.inf, "--chunk-seconds must be finite and > 0")]
     for ok, message in checks:
         if not ok:
             raise AudiotokError(message)
@@ -257,7 +260,8 @@ def _spawn(opts: TokenizeOptions, plan: Plan, job: dict, workers: list[int], n_t
 
 def _child(opts: TokenizeOptions, plan: Plan, job: dict, worker: int, n_total: int,
            threads: int, local_index: int, parent: int, progress) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)  # else it would keep writing (and holding shard locks) behind
+    #                          the back of a rerun
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     from ..codecs import load_codec
@@ -273,15 +277,6 @@ def _child(opts: TokenizeOptions, plan: Plan, job: dict, worker: int, n_total: i
         print(f"audiotok: error: worker {worker}: {' '.join(str(e).split())}",
               file=sys.stderr)
         sys.exit(1)
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive a killed parent: it would keep writing (and holding shard
-    locks) behind the back of the rerun."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _threads_per_process(processes: int) -> int:

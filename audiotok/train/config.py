@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..codecs.base import CodecConfig
-from ..config import from_dict
+from ..config import check_ranges, from_dict
 from ..data.config import DataConfig
 from ..distill.config import DistillConfig
 from ..errors import ConfigError
@@ -40,6 +40,9 @@ class LossConfig:
     def __post_init__(self):
         if self.adversarial not in ("hinge", "lsgan"):
             raise ValueError(f"adversarial must be hinge or lsgan, got '{self.adversarial}'")
+        negative = [k for k, w in self.weights.items() if w < 0]
+        if negative:
+            raise ValueError(f"weights.{negative[0]} must be >= 0, got {self.weights[negative[0]]}")
 
 
 @dataclass
@@ -58,6 +61,14 @@ class OptimConfig:
         if self.schedule not in ("exponential", "cosine", "constant"):
             raise ValueError(f"schedule must be exponential, cosine or constant, "
                              f"got '{self.schedule}'")
+        check_ranges(self, positive=("lr", "disc_lr", "grad_clip"),
+                     at_least_0=("weight_decay", "warmup_steps"))
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass
@@ -80,6 +91,13 @@ class TrainConfig:
     # of a random init: a fine-tune; ignored once the run has a checkpoint to resume from
     init_from: str | None = None
 
+    def __post_init__(self):
+        # val_every 0 turns validation off; the other cadences divide the step count
+        check_ranges(self, positive=("steps", "batch_size", "log_every", "ckpt_every",
+                                     "keep_checkpoints"),
+                     at_least_0=("disc_start_step", "val_every", "val_batches",
+                                 "audio_examples", "seed"))
+
 
 @dataclass
 class Recipe:
@@ -99,13 +117,14 @@ class Recipe:
 
 
 def read_recipe(path, overrides: list[str] | None = None) -> Recipe:
-    """Load `path` (resolving `extends`), apply `key=value` overrides, validate."""
+    """Load `path` (resolving `extends`), apply `key=value` overrides, validate. Every
+    problem found (unknown keys, bad values, keys still "???") is reported at once."""
     raw = apply_overrides(load_recipe(path), overrides or [])
     raw.setdefault("name", Path(path).stem)
-    missing = _unset_keys(raw)
-    if missing:
-        raise ConfigError(f"{path}: '{missing[0]}' must be set (e.g. --set {missing[0]}=...)")
-    recipe = from_dict(Recipe, raw)
+    try:
+        recipe = from_dict(Recipe, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     if recipe.data is None:  # a recipe without data can still build its codec
         raise ConfigError(f"{path}: recipe has no 'data' section (set data.train to a folder "
                           f"or manifest, e.g. --set data.train=/path/to/audio)")
@@ -114,10 +133,3 @@ def read_recipe(path, overrides: list[str] | None = None) -> Recipe:
     recipe.discriminators = [DISCRIMINATORS.normalise(d, f"discriminators[{i}]")
                              for i, d in enumerate(recipe.discriminators)]
     return recipe
-
-
-def _unset_keys(node, prefix: str = "") -> list[str]:
-    """Dotted keys whose value is the placeholder '???' (required, no default)."""
-    if isinstance(node, dict):
-        return [k for key, v in node.items() for k in _unset_keys(v, f"{prefix}{key}.")]
-    return [prefix[:-1]] if node == "???" else []

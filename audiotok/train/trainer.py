@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import shutil
 import signal
 from pathlib import Path
 
@@ -59,13 +60,19 @@ class Trainer:
         self.opt_d, self.sched_d = self._optimizer(list(self.disc.parameters()),
                                                    recipe.optim.disc_lr or recipe.optim.lr)
         self.balancer = self._balancer()
-        # only once the recipe has built: a recipe error leaves no (empty) run directory
+        # only once the recipe has built: a recipe error leaves no (empty) run directory;
+        # a start that fails later removes the run directory it made (_abandon)
+        self._fresh = not self.run_dir.exists()
         self._lock = ckpt.lock_run_dir(self.run_dir) if self.dist.is_main else None
         self.step = 0
-        self.resumed_from = self._resume()
-        self.initialised_from: Path | None = None
-        if self.resumed_from is None and self.cfg.init_from:
-            self._init_from(Path(self.cfg.init_from))
+        try:
+            self.resumed_from = self._resume()
+            self.initialised_from: Path | None = None
+            if self.resumed_from is None and self.cfg.init_from:
+                self._init_from(Path(self.cfg.init_from))
+        except BaseException:
+            self._abandon()
+            raise
         broadcast_module(self.codec, self.dist)
         broadcast_module(self.disc, self.dist)
         if self.heads is not None:
@@ -248,7 +255,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> int:
-        """Train to `train.steps`; returns a process exit code (0, or 128+signal)."""
+        """Train to `train.steps`; returns a process exit code (0, or 128+signal). A run that
+        fails before its first step (bad data, say) leaves no run directory behind."""
+        try:
+            return self._fit()
+        except BaseException:
+            if self.step == 0:
+                self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Remove the run directory this start created (lock file, empty TensorBoard log)."""
+        if self._fresh and self.dist.is_main:
+            self._lock.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _fit(self) -> int:
         cfg = self.cfg
         log = RunLogger(self.run_dir, self.dist.is_main, self.step, cfg.steps)
         self._install_signal_handlers()
