@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("audiotok: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `audiotok info --list | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 1
     except (AudiotokError, ValueError, OSError, RuntimeError) as e:
         if os.environ.get("AUDIOTOK_DEBUG"):
             raise

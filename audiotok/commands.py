@@ -41,8 +41,22 @@ def add_encode_decode_info(sub) -> None:
     info = sub.add_parser("info", help="describe a codec or a token file",
                           description="Print a codec's spec and bitrates, or a token file's.")
     info.add_argument("target", nargs="?", help="codec (directory, recipe, name) or .atok file")
-    info.add_argument("--list", action="store_true", help="list codec names")
+    info.add_argument("--list", action="store_true",
+                      help="list codec names: bundled, published (rate, codebooks, kbps, "
+                      "licence, source) and untrained families")
     info.set_defaults(func=cmd_info)
+
+    conv = sub.add_parser(
+        "convert", help="a published codec's checkpoint -> an audiotok checkpoint directory",
+        description="Read a codec in its publisher's own format (e.g. descript-audio-codec's "
+        "weights_16khz.pth, a transformers DacModel folder, a short name such as dac_16khz) "
+        "and write audiotok's checkpoint (config.json + model.safetensors) with its "
+        "provenance: source file, sha256, licence and the package whose outputs it matches.")
+    conv.add_argument("source", help="checkpoint file or folder, short name or hub id")
+    conv.add_argument("-o", "--output", type=Path, required=True, help="new checkpoint folder")
+    conv.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                      help="store weights at this precision (float16: half the size)")
+    conv.set_defaults(func=cmd_convert)
 
 
 def _add_common(p) -> None:
@@ -58,7 +72,8 @@ def _open_codec(ref, device):
     _check_device(device)
     ref = default_codec() if ref is None else ref
     codec = load_codec(ref, device=device)
-    if not Path(str(ref)).is_dir() and str(ref) not in bundled_models():
+    trained = Path(str(ref)).is_dir() or str(ref) in bundled_models() or codec.provenance
+    if not trained:
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)
     return codec
@@ -166,9 +181,7 @@ def cmd_info(args) -> int:
     from .tokens import MAGIC
 
     if args.list or not args.target:
-        from .codecs import list_codecs
-
-        print("\n".join(list_codecs()))
+        _print_codec_list()
         return 0
     path = Path(args.target)
     if path.is_file():
@@ -198,6 +211,46 @@ def _print_tokens_info(path: Path) -> None:
           f"(sizes {list(s.codebook_sizes[:k])})")
     print(f"tokens/second   {s.frame_rate * k:g}")
     print(f"bitrate         {s.bitrate(k) / 1000:.3f} kbps")
+
+
+def _print_codec_list() -> None:
+    from .codecs.families import FAMILIES
+    from .codecs.loading import bundled_models
+    from .codecs.published.names import NAMES
+
+    print("bundled (trained, offline)")
+    for name in bundled_models():
+        print(f"  {name}")
+    print("published (from the Hugging Face cache; `audiotok convert` for a local copy)")
+    print(f"  {'name':<12} {'rate':>6} {'frames/s':>8} {'codebooks':>9} {'kbps':>6}  "
+          f"{'licence':<8} source")
+    for n in NAMES.values():
+        print(f"  {n.name:<12} {n.sample_rate:>6} {n.frame_rate:>8.2f} "
+              f"{f'{n.n_codebooks}x{n.codebook_size}':>9} {n.kbps:>6.2f}  {n.licence:<8} "
+              f"{n.source} ({n.repo})")
+    print("families (untrained weights, for training)")
+    print("  " + " ".join(sorted(FAMILIES)))
+
+
+def cmd_convert(args) -> int:
+    import torch
+
+    from .codecs import load_codec
+
+    out = args.output
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AudiotokError(f"{out} exists and is not an empty folder; pick another -o")
+    codec = load_codec(args.source)
+    if codec.provenance is None:
+        raise AudiotokError(f"{args.source}: not a published checkpoint (convert reads "
+                            f"publishers' formats; audiotok checkpoints need no conversion)")
+    dtype = torch.float16 if args.dtype == "float16" else None
+    codec.save_pretrained(out, dtype=dtype)
+    p = codec.provenance
+    print(f"audiotok: wrote {out} ({codec.spec.describe()}, {args.dtype}) from {p['format']} "
+          f"{p['source']} (sha256 {p['sha256'][:12]}; matches {p['matches']}; licence "
+          f"{p['licence']})", file=sys.stderr)
+    return 0
 
 
 def _print_codec_info(codec) -> None:

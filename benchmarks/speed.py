@@ -4,12 +4,16 @@ implementations of the same architectures, in the same run, same threads, same c
     pip install encodec descript-audio-codec      # the references (random weights, no download)
     python benchmarks/speed.py [--threads 2] [--seconds 10] [--repeats 3] [--only dac_16k ...]
 
-Pairs (ours = our recipe at full size; reference = the published package's own model class,
-built with the published hyper-parameters and random weights):
+Pairs:
 
-  encodec_24k   recipes/encodec_24k.yaml at 6 kbps (8 codebooks)
-                vs encodec.EncodecModel.encodec_model_24khz(pretrained=False), bandwidth 6.0
-  dac_16k/24k/44k  recipes/dac_*.yaml vs dac.DAC(...) with the released models' settings
+  dac_16k/24k/44k  ONE model: dac.DAC(...) with the released models' settings and random
+                weights, saved as descript-audio-codec saves its releases (.pth); the
+                reference runs it in descript-audio-codec, ours opens the same file with
+                `audiotok.load_codec` (codecs/published/). Both encode the same clip and the
+                codes are checked equal (column "same codes").
+  encodec_24k   ONE model the same way: EncodecModel.encodec_model_24khz(pretrained=False)
+                saved as its `.th` release is, run at 6 kbps (8 codebooks) by encodec and by
+                audiotok.
 
 and our other families alone (no reference package on PyPI builds them without a download).
 
@@ -25,9 +29,11 @@ high-water mark over the whole run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -60,6 +66,23 @@ def vm_mb(field: str) -> float:
     return _vm_kb(field) / 1024
 
 
+def release_file(name: str, folder: Path) -> Path:
+    """The random-weight model of row `name`, saved as its releases are: both sides load it."""
+    torch.manual_seed(0)
+    if name == "encodec_24k":
+        from encodec import EncodecModel
+
+        path = folder / f"{name}.th"
+        torch.save(EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), path)
+        return path
+    import dac
+
+    path = folder / f"{name}.pth"
+    dac.DAC(encoder_dim=64, decoder_dim=1536, codebook_size=1024, codebook_dim=8,
+            **DAC_SETTINGS[name]).save(str(path), package=False)
+    return path
+
+
 def ours(ref: str, kwargs: dict):
     from audiotok import load_codec
 
@@ -72,26 +95,26 @@ def ours(ref: str, kwargs: dict):
     return codec, codec.sample_rate, encode, codec.decode
 
 
-def reference(name: str):
+def reference(name: str, weights: Path | None):
     if name == "encodec_24k":
         from encodec import EncodecModel
 
         model = EncodecModel.encodec_model_24khz(pretrained=False).eval()
+        model.load_state_dict(torch.load(weights, weights_only=True))
         model.set_target_bandwidth(6.0)
 
         def encode(wav):
             with torch.inference_mode():
-                return model.encode(wav)
+                return model.encode(wav)[0][0]
 
-        def decode(frames):
+        def decode(codes):
             with torch.inference_mode():
-                return model.decode(frames)
+                return model.decode([(codes, None)])
 
         return model, 24000, encode, decode
     import dac
 
-    model = dac.DAC(encoder_dim=64, decoder_dim=1536, codebook_size=1024, codebook_dim=8,
-                    **DAC_SETTINGS[name]).eval()
+    model = dac.DAC.load(str(weights)).eval()
 
     def encode(wav):
         with torch.inference_mode():
@@ -104,28 +127,34 @@ def reference(name: str):
     return model, model.sample_rate, encode, decode
 
 
-def child(impl: str, name: str, seconds: float, repeats: int) -> dict:
+def child(impl: str, name: str, seconds: float, repeats: int, weights: Path | None) -> dict:
     if impl == "ours":
         ref, kwargs = (PAIRS[name][0], PAIRS[name][1]) if name in PAIRS else (OURS_ONLY[name], {})
+        if weights is not None:
+            ref = str(weights)
         model, sr, encode, decode = ours(str(ROOT / ref) if ref.endswith(".yaml") else ref,
                                          kwargs)
     else:
-        model, sr, encode, decode = reference(PAIRS[name][2])
+        model, sr, encode, decode = reference(PAIRS[name][2], weights)
     wav = signal(seconds, sr)
     decode(encode(wav[..., :sr]))  # warm-up
     base = vm_mb("VmRSS")
     enc = best_time(lambda: encode(wav), repeats)
     codes = encode(wav)
     dec = best_time(lambda: decode(codes), repeats)
-    return {"params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+    grid = getattr(codes, "codes", codes)  # Tokens or the reference's own codes tensor
+    digest = hashlib.sha256(grid.cpu().long().numpy().tobytes()).hexdigest() \
+        if isinstance(grid, torch.Tensor) else None
+    return {"params_M": sum(p.numel() for p in model.parameters()) / 1e6, "codes": digest,
             "encode_rtf": enc / seconds, "decode_rtf": dec / seconds,
             "rss_MB": base, "peak_MB": vm_mb("VmHWM")}
 
 
-def run_child(impl, name, args) -> dict:
+def run_child(impl, name, args, weights: Path | None) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", impl, name, "--threads", str(args.threads),
-         "--seconds", str(args.seconds), "--repeats", str(args.repeats)],
+         "--seconds", str(args.seconds), "--repeats", str(args.repeats),
+         *(["--weights", str(weights)] if weights else [])],
         check=False, capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["failed"])[-1]
@@ -143,26 +172,29 @@ def main() -> None:
     p.add_argument("--only", nargs="+", default=None, help="row names to run")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--weights", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     if args.child:
-        print(json.dumps(child(*args.child, args.seconds, args.repeats)))
+        print(json.dumps(child(*args.child, args.seconds, args.repeats, args.weights)))
         return
+    tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     print(f"torch {torch.__version__}, {args.threads} threads, {args.seconds:g} s clip, "
           f"best of {args.repeats} x {args.rounds} alternating rounds")
     head = (f"{'model':24} {'impl':5} {'params':>8} {'enc RTF':>8} {'dec RTF':>8} "
-            f"{'peak MB':>8} {'enc ours/ref':>12} {'dec ours/ref':>12}")
+            f"{'peak MB':>8} {'enc ours/ref':>12} {'dec ours/ref':>12} {'same codes':>10}")
     print(head)
     rows = []
     for name in list(PAIRS) + list(OURS_ONLY):
         if args.only and name not in args.only:
             continue
         impls = ["ours", "ref"] if name in PAIRS else ["ours"]
+        weights = release_file(name, tmp) if name in PAIRS else None
         result: dict[str, dict] = {}
         for _ in range(args.rounds):  # alternate ours/ref so drift hits both alike
             for impl in impls:
-                r = run_child(impl, name, args)
+                r = run_child(impl, name, args, weights)
                 best = result.get(impl)
                 if "error" in r or best is None or "error" in best:
                     result[impl] = r if best is None or "error" in r else best
@@ -174,14 +206,15 @@ def main() -> None:
             if "error" in r:
                 print(f"{name:24} {impl:5} error: {r['error']}", flush=True)
                 continue
-            ratio = ("", "")
+            ratio, same = ("", ""), ""
             o, f = result.get("ours", {}), result.get("ref", {})
             if impl == "ref" and "error" not in o and "error" not in f:
                 ratio = (f"{o['encode_rtf'] / f['encode_rtf']:.2f}",
                          f"{o['decode_rtf'] / f['decode_rtf']:.2f}")
+                same = ("yes" if o["codes"] == f["codes"] else "NO") if weights else "n/a"
             print(f"{name:24} {impl:5} {r['params_M']:>7.2f}M {r['encode_rtf']:>8.4f} "
-                  f"{r['decode_rtf']:>8.4f} {r['peak_MB']:>8.0f} {ratio[0]:>12} {ratio[1]:>12}",
-                  flush=True)
+                  f"{r['decode_rtf']:>8.4f} {r['peak_MB']:>8.0f} {ratio[0]:>12} {ratio[1]:>12} "
+                  f"{same:>10}", flush=True)
             rows.append({"model": name, "impl": impl, **r})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -37,6 +37,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "im
 fi
 echo "[setup] installing audiotok and its dependencies (first run downloads torch, ~3 GB)"
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,published]'
 echo "$want" > "$stamp"
 echo "[setup] done: $(.venv/bin/audiotok --version)"

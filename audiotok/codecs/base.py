@@ -116,6 +116,8 @@ class Codec(nn.Module):
         # that, so a field added to audiotok later (filled in with its default) does not
         # change the fingerprint of a codec saved before, nor orphan its token files
         self.config_record: dict | None = None
+        # where published weights came from (codecs/published/): source, sha256, licence
+        self.provenance: dict | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -190,13 +192,13 @@ class Codec(nn.Module):
             losses.update(decoder_losses)
         else:
             audio = self.decoder(q.z_q)
-        audio = audio[..., :length]
+        audio = fit_length(audio, length)
         sem_audio = None
         if semantic_audio:
             if q.semantic is None:
                 raise ValueError(f"{type(self.quantizer).__name__} has no semantic levels to "
                                  f"decode alone (use an rvq or split_rvq quantizer)")
-            sem_audio = self.decoder(q.semantic)[..., :length]
+            sem_audio = fit_length(self.decoder(q.semantic), length)
         return CodecOutput(audio, q.codes, latents, q.z_q, losses, q.metrics, q.semantic,
                            sem_audio)
 
@@ -222,6 +224,12 @@ class Codec(nn.Module):
             return self.quantizer.encode(self.encoder(chunk), n)
 
         chunk_frames = self._chunk_frames(chunk_seconds, x.shape[-1] // self.hop_length)
+        if getattr(self.encoder, "pads_itself", False) and chunk_frames >= x.shape[-1] // \
+                self.hop_length:
+            # an encoder with its publisher's per-layer padding takes the waveform as it is
+            # (in one piece: chunks would need whole frames)
+            with torch.inference_mode():
+                return self._tokens(run(wav).clone(), num_samples)
         if chunk_frames < x.shape[-1] // self.hop_length and self._streams_by_stage():
             return self._encode_streaming(x, n, chunk_frames, num_samples)
         reach = self.encoder.receptive_field()
@@ -230,6 +238,9 @@ class Codec(nn.Module):
         with torch.inference_mode():
             codes = encode_chunked(run, x, self.hop_length, reach, chunk_frames)
         codes = codes.clone()  # a normal tensor: users may edit codes in place
+        return self._tokens(codes, num_samples)
+
+    def _tokens(self, codes: Tensor, num_samples: Tensor) -> Tokens:
         frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
         return Tokens(codes=codes.long(), spec=self.spec, lengths=frames,
                       num_samples=num_samples, codec_ref=self.ref)
@@ -253,13 +264,13 @@ class Codec(nn.Module):
             stream = self.stream(codes.shape[1])
             wav = torch.cat([stream.decode(codes[..., i:i + chunk_frames])
                              for i in range(0, codes.shape[-1], chunk_frames)], -1)
-            return wav[..., : int(tokens.num_samples.max())].clone()
+            return fit_length(wav, int(tokens.num_samples.max())).clone()
         reach = self.decoder.receptive_field()
         if reach is None:
             reach = (math.ceil(UNBOUNDED_CONTEXT_SECONDS * self.frame_rate),) * 2
         with torch.inference_mode():
             wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames)
-        return wav[..., : int(tokens.num_samples.max())].clone()
+        return fit_length(wav, int(tokens.num_samples.max())).clone()
 
     def _streams_by_stage(self) -> bool:
         """True for causal codecs that stream layer by layer (SEANet/Mimi `stream_stages`):
@@ -280,9 +291,7 @@ class Codec(nn.Module):
         step = chunk_frames * self.hop_length
         codes = torch.cat([stream.encode(x[..., i:i + step]) for i in range(0, x.shape[-1], step)]
                           + [stream.flush()], -1)
-        frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
-        return Tokens(codes=codes, spec=self.spec, lengths=frames, num_samples=num_samples,
-                      codec_ref=self.ref)
+        return self._tokens(codes, num_samples)
 
     def stream(self, n_codebooks: int | None = None) -> StreamingCodec:
         """A StreamingCodec (codecs/streaming.py): encode audio and decode codes piece by piece
@@ -352,6 +361,8 @@ class Codec(nn.Module):
             "config": self._config_dict(),
             "spec": spec,
         }
+        if self.provenance:
+            meta["provenance"] = self.provenance
         with atomic_path(path / "config.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2) + "\n")
         return path
@@ -367,6 +378,15 @@ class Codec(nn.Module):
         if isinstance(config, dict):
             config = from_dict(CodecConfig, config, "model")
         return cls(config)
+
+
+def fit_length(wav: Tensor, length: int) -> Tensor:
+    """wav [..., T] cut or padded with silence at the end to `length` samples. Decoders that
+    reproduce a publisher's padding (DAC's odd strides) end a few samples short of
+    T' * hop; the missing tail is silence, as in the publisher's own output."""
+    if wav.shape[-1] >= length:
+        return wav[..., :length]
+    return nn.functional.pad(wav, (0, length - wav.shape[-1]))
 
 
 def _lengths(lengths: Tensor | None, wav: Tensor) -> Tensor:

@@ -25,6 +25,9 @@ class DACEncoderConfig:
     d_model: int = 64
     strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])
     causal: bool = False
+    # weight_norm (DAC's layers), or none for checkpoints stored with plain weights
+    # (transformers' DacModel): weight norm would give those back only to rounding
+    norm: str = "weight_norm"
 
 
 @dataclass
@@ -33,16 +36,25 @@ class DACDecoderConfig:
     strides: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
     causal: bool = False
     tanh: bool = True
+    # descript-audio-codec pads its transposed convs by ceil(stride / 2) on both sides, so
+    # each odd stride drops one output sample (its 16/24 kHz releases decode 8 samples short
+    # per call); on for checkpoints converted from it, where outputs must match bit for bit
+    publisher_padding: bool = False
+    norm: str = "weight_norm"         # as DACEncoderConfig.norm
+
+    def __post_init__(self):
+        if self.publisher_padding and self.causal:
+            raise ValueError("publisher_padding is descript-audio-codec's non-causal layout")
 
 
 class DACResidualUnit(nn.Module):
     """Snake -> conv(7, dilation) -> Snake -> conv(1), identity skip. [B, C, T] -> same."""
 
-    def __init__(self, dim: int, dilation: int, causal: bool):
+    def __init__(self, dim: int, dilation: int, causal: bool, norm: str = "weight_norm"):
         super().__init__()
         self.block = nn.Sequential(
-            Snake1d(dim), Conv1d(dim, dim, 7, dilation=dilation, causal=causal),
-            Snake1d(dim), Conv1d(dim, dim, 1, causal=causal),
+            Snake1d(dim), Conv1d(dim, dim, 7, dilation=dilation, causal=causal, norm=norm),
+            Snake1d(dim), Conv1d(dim, dim, 1, causal=causal, norm=norm),
         )
 
     def reach(self):
@@ -52,8 +64,8 @@ class DACResidualUnit(nn.Module):
         return x + self.block(x)
 
 
-def _units(dim: int, causal: bool) -> list[nn.Module]:
-    return [DACResidualUnit(dim, d, causal) for d in DILATIONS]
+def _units(dim: int, causal: bool, norm: str) -> list[nn.Module]:
+    return [DACResidualUnit(dim, d, causal, norm) for d in DILATIONS]
 
 
 class DACEncoder(nn.Module):
@@ -62,12 +74,13 @@ class DACEncoder(nn.Module):
     def __init__(self, cfg: DACEncoderConfig, channels: int, latent_dim: int):
         super().__init__()
         dim = cfg.d_model
-        layers: list[nn.Module] = [Conv1d(channels, dim, 7, causal=cfg.causal)]
+        conv = {"causal": cfg.causal, "norm": cfg.norm}
+        layers: list[nn.Module] = [Conv1d(channels, dim, 7, **conv)]
         for stride in cfg.strides:
-            layers += _units(dim, cfg.causal)
-            layers += [Snake1d(dim), Conv1d(dim, dim * 2, 2 * stride, stride, causal=cfg.causal)]
+            layers += _units(dim, cfg.causal, cfg.norm)
+            layers += [Snake1d(dim), Conv1d(dim, dim * 2, 2 * stride, stride, **conv)]
             dim *= 2
-        layers += [Snake1d(dim), Conv1d(dim, latent_dim, 3, causal=cfg.causal)]
+        layers += [Snake1d(dim), Conv1d(dim, latent_dim, 3, **conv)]
         self.model = nn.Sequential(*layers)
         self.hop_length = math.prod(cfg.strides)
 
@@ -86,13 +99,15 @@ class DACDecoder(nn.Module):
         super().__init__()
         check_hop(cfg.strides, hop_length)
         dim = cfg.channels
-        layers: list[nn.Module] = [Conv1d(latent_dim, dim, 7, causal=cfg.causal)]
+        conv = {"causal": cfg.causal, "norm": cfg.norm}
+        layers: list[nn.Module] = [Conv1d(latent_dim, dim, 7, **conv)]
         for stride in cfg.strides:
-            layers += [Snake1d(dim),
-                       ConvTranspose1d(dim, dim // 2, 2 * stride, stride, causal=cfg.causal)]
+            trim = math.ceil(stride / 2) if cfg.publisher_padding else None
+            layers += [Snake1d(dim), ConvTranspose1d(dim, dim // 2, 2 * stride, stride,
+                                                     trim=trim, **conv)]
             dim //= 2
-            layers += _units(dim, cfg.causal)
-        layers += [Snake1d(dim), Conv1d(dim, channels, 7, causal=cfg.causal)]
+            layers += _units(dim, cfg.causal, cfg.norm)
+        layers += [Snake1d(dim), Conv1d(dim, channels, 7, **conv)]
         if cfg.tanh:
             layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)

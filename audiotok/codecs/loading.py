@@ -13,6 +13,9 @@ from ..errors import AudiotokError, ConfigError
 from ..recipe import load_recipe
 from .base import CHECKPOINT_FORMAT, Codec, CodecConfig
 from .families import FAMILIES
+from .published import find_format
+from .published.names import NAMES as PUBLISHED_NAMES
+from .published.names import is_hub_ref, resolve
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 
@@ -26,9 +29,10 @@ def bundled_models() -> dict[str, Path]:
 
 
 def list_codecs() -> list[str]:
-    """Names `load_codec` accepts besides paths: bundled trained models, then family names
-    (which build an untrained codec of that family's default size)."""
-    return list(bundled_models()) + sorted(FAMILIES)
+    """Names `load_codec` accepts besides paths: bundled trained models, published codecs
+    (from the Hugging Face cache), then family names (which build an untrained codec of that
+    family's default size)."""
+    return list(bundled_models()) + list(PUBLISHED_NAMES) + sorted(FAMILIES)
 
 
 def default_codec() -> str:
@@ -41,8 +45,9 @@ def default_codec() -> str:
 
 
 def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
-    """Open a codec from a checkpoint directory, a recipe YAML, or a name in `list_codecs()`;
-    with no `ref`, the bundled trained model (`default_codec()`).
+    """Open a codec from a checkpoint directory, a published codec's own release file (see
+    codecs/published/), a recipe YAML, or a name in `list_codecs()`; with no `ref`, the
+    bundled trained model (`default_codec()`).
 
     A recipe or family name builds an untrained codec whose weights are drawn with `seed`,
     so the same call always gives the same codec (useful for tests and pipelines; its
@@ -53,8 +58,11 @@ def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
         ref = default_codec()
     name = str(ref)
     path = Path(ref)
+    published = find_format(path) if name not in bundled else None
     if name in bundled:
         codec = load_pretrained(bundled[name], device)
+    elif published is not None:  # a publisher's own release format (codecs/published/)
+        codec, name = published.convert(path).to(device), str(path.resolve())
     elif path.is_dir():
         codec, name = load_pretrained(path, device), str(path.resolve())
     elif path.suffix in (".yaml", ".yml"):
@@ -64,6 +72,12 @@ def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
         codec, name = _untrained(recipe["model"], seed, device), str(path.resolve())
     elif name in FAMILIES:
         codec = _untrained(FAMILIES[name], seed, device)
+    elif is_hub_ref(name):  # a published codec by short name or hub id
+        folder = resolve(name)
+        fmt = find_format(folder)
+        if fmt is None:
+            raise AudiotokError(f"{name}: {folder} holds no codec format audiotok reads")
+        codec = fmt.convert(folder).to(device)
     else:
         raise AudiotokError(
             f"no codec '{name}': not a checkpoint directory, recipe file, or known name "
@@ -101,6 +115,7 @@ def load_pretrained(path, device="cpu") -> Codec:
         )
     codec = Codec(from_dict(CodecConfig, meta["config"], "config"))
     codec.config_record = meta["config"]
+    codec.provenance = meta.get("provenance")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:

@@ -41,6 +41,11 @@ class SEANetConfig:
     norm: str = "weight_norm"
     true_skip: bool = True  # identity shortcut in residual blocks; False: a 1x1 conv (EnCodec)
     weight_init: str = "default"  # default (PyTorch) | fan_in: N(0, 1/fan_in), see fan_in_init
+    # EnCodec's per-layer padding: the encoder takes any input length, each strided conv
+    # padding its input on the right up to a whole frame (modules/conv.py), instead of the
+    # codec zero-padding the waveform to whole frames; on for EnCodec's checkpoints, whose
+    # last frame depends on it
+    publisher_padding: bool = False
 
     def __post_init__(self):
         if self.weight_init not in ("default", "fan_in"):
@@ -58,7 +63,8 @@ class SEANetResBlock(nn.Module):
     def __init__(self, dim: int, dilation: int, cfg: SEANetConfig):
         super().__init__()
         hidden = dim // cfg.compress
-        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm}
+        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm,
+                "extra_padding": cfg.publisher_padding}
         self.block = nn.Sequential(
             nn.ELU(), Conv1d(dim, hidden, cfg.residual_kernel_size, dilation=dilation, **conv),
             nn.ELU(), Conv1d(hidden, dim, 1, **conv),
@@ -81,7 +87,9 @@ class SEANetEncoder(nn.Module):
 
     def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int):
         super().__init__()
-        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm}
+        conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm,
+                "extra_padding": cfg.publisher_padding}
+        self.pads_itself = cfg.publisher_padding  # read by Codec.encode
         dim = cfg.n_filters
         layers: list[nn.Module] = [Conv1d(channels, dim, cfg.kernel_size, **conv)]
         for stride in cfg.strides:

@@ -75,7 +75,8 @@ class Conv1d(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
                  dilation: int = 1, groups: int = 1, bias: bool = True, causal: bool = False,
-                 pad_mode: str = "zeros", norm: str = "weight_norm"):
+                 pad_mode: str = "zeros", norm: str = "weight_norm",
+                 extra_padding: bool = False):
         super().__init__()
         conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride, dilation=dilation, groups=groups,
                          bias=bias)
@@ -91,7 +92,14 @@ class Conv1d(nn.Module):
         self.pad_mode = "constant" if pad_mode == "zeros" else pad_mode
         # Symmetric zero padding is done by the convolution itself (oneDNN pads on the fly),
         # saving a padded copy of the input per layer; same result, ~9% of DAC's encode time.
-        self.builtin_pad = self.pad_mode == "constant" and self.pad_left == self.pad_right
+        # EnCodec's SConv1d: any input length, padded on the right (in pad_mode) up to the
+        # next whole output frame, so L -> ceil(L / stride) (Defossez et al.'s
+        # get_extra_padding_for_conv1d; on for EnCodec's checkpoints, which never pad the
+        # input to whole frames first)
+        self.extra_padding = extra_padding
+        self.kernel_span = self.span + 1
+        self.builtin_pad = (self.pad_mode == "constant" and self.pad_left == self.pad_right
+                            and not extra_padding)
         if self.builtin_pad:
             conv.padding = (self.pad_left,)
 
@@ -105,14 +113,20 @@ class Conv1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.builtin_pad:
             return self.conv(x)
-        return self.conv(pad1d(x, self.pad_left, self.pad_right, self.pad_mode))
+        right = self.pad_right
+        if self.extra_padding:
+            total = self.pad_left + self.pad_right
+            frames = (x.shape[-1] - self.kernel_span + total) / self.stride + 1
+            ideal = (math.ceil(frames) - 1) * self.stride + (self.kernel_span - total)
+            right += ideal - x.shape[-1]
+        return self.conv(pad1d(x, self.pad_left, right, self.pad_mode))
 
 
 class ConvTranspose1d(nn.Module):
     """Transposed conv that trims its overlap: x [B, C_in, L] -> [B, C_out, L * stride]."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int,
-                 causal: bool = False, norm: str = "weight_norm"):
+                 causal: bool = False, norm: str = "weight_norm", trim: int | None = None):
         super().__init__()
         convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride)
         _zero_bias(convtr)
@@ -123,6 +137,15 @@ class ConvTranspose1d(nn.Module):
         # causal: trim the overlap on the right so no output depends on later frames
         self.trim_right = total if causal else total // 2
         self.trim_left = total - self.trim_right
+        if trim is not None:
+            # a publisher's nn.ConvTranspose1d(padding=trim): `trim` off both ends, so the
+            # output is L * stride + total - 2 * trim long (descript-audio-codec's odd
+            # strides come out one sample short); kept for bit-exact releases
+            self.trim_left = self.trim_right = trim
+        # equal trims are the layer's own padding: no full-size output to slice and copy
+        self.builtin_trim = self.trim_left == self.trim_right
+        if self.builtin_trim:
+            convtr.padding = (self.trim_left,)
         self.stride = stride
         self.kernel_size = kernel_size
 
@@ -139,6 +162,8 @@ class ConvTranspose1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.convtr(x)
+        if self.builtin_trim:
+            return y
         return y[..., self.trim_left: y.shape[-1] - self.trim_right]
 
 

@@ -12,10 +12,12 @@ class Snake1d(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        # 1e-9 keeps the division finite if a channel's alpha is driven to zero
+        # 1e-9 keeps the division finite if a channel's alpha is driven to zero. Both paths
+        # round exactly as descript-audio-codec's `snake` does (x + (1/a) * sin(a x)^2, each
+        # product and sum rounded on its own: no fused multiply-add), so DAC's releases give
+        # its latents bit for bit.
         inv_alpha = (self.alpha + 1e-9).reciprocal()
         if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
-            return torch.addcmul(x, torch.sin(self.alpha * x).pow(2), inv_alpha)
-        # inference: square the sine in place and fuse the scale-and-add, two fewer full-size
-        # temporaries; ~2x faster than the autograd form on CPU (benchmarks/speed.py)
-        return torch.addcmul(x, (self.alpha * x).sin_().square_(), inv_alpha)
+            return x + inv_alpha * torch.sin(self.alpha * x).pow(2)
+        # inference: the same arithmetic in place, two fewer full-size temporaries
+        return (self.alpha * x).sin_().square_().mul_(inv_alpha).add_(x)

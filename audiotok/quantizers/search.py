@@ -19,10 +19,13 @@ def nearest(
     x [N, C], codebook [K, C] -> long [N]. With `normalize`, both sides are l2-normalised
     first, so the search is by cosine similarity (ViT-VQGAN, Yu et al. 2021; DAC).
 
-    ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and the first term is the same for every codeword,
-    so the argmin needs one [rows, K] matmul per chunk instead of an [N, K, C] difference.
-    Distances are taken in float32 even under autocast: bf16 matmuls flip near-ties, and codes
-    from training and from `encode` must agree.
+    ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 needs one [rows, K] matmul per chunk instead of an
+    [N, K, C] difference. The sum is formed in the order and with the roundings of
+    descript-audio-codec's and EnCodec's codebooks ((||x||^2 - 2 x.c) + ||c||^2, first
+    minimum on ties), so their releases give the same codes even on near-ties; the ||x||^2
+    term, the same for every codeword, matters only to that rounding. Distances are taken in
+    float32 even under autocast: bf16 matmuls flip near-ties, and codes from training and
+    from `encode` must agree.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         x, codebook = x.float(), codebook.float()
@@ -30,6 +33,26 @@ def nearest(
             x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
-        c_sq = codebook.square().sum(1)
+        c_sq = codebook.pow(2).sum(1)
         rows = max(1, chunk_elements // codebook.shape[0])
-        return torch.cat([(c_sq - 2 * part @ codebook.T).argmin(1) for part in x.split(rows)])
+        return torch.cat([(part.pow(2).sum(1, keepdim=True) - 2 * part @ codebook.T + c_sq)
+                          .argmin(1) for part in x.split(rows)])
+
+
+def nearest_transformers_dac(x: Tensor, codebook: Tensor, normalize: bool = True) -> Tensor:
+    """transformers' DacModel search, kept bit for bit for its checkpoints:
+    argmax(-(|x|^2 - 2 x.c) + |c|^2). (Its last term has the opposite sign of a distance;
+    with l2-normalised codewords |c|^2 is 1 to rounding, so it picks the nearest codeword
+    but for near-ties.)"""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, codebook = x.float(), codebook.float()
+        if normalize:
+            x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.long, device=x.device)
+        score = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t()) \
+            + codebook.pow(2).sum(1, keepdim=True).t()
+        return score.max(1)[1]
+
+
+SEARCHES = {"euclidean": nearest, "transformers_dac": nearest_transformers_dac}

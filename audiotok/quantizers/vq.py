@@ -15,7 +15,7 @@ from .codebook import EMACodebook, LearnedCodebook
 from .kmeans import kmeans
 from .metrics import code_metrics
 from .precision import full_precision
-from .search import nearest
+from .search import SEARCHES
 
 
 @dataclass
@@ -36,6 +36,15 @@ class VQConfig:
     dead_code_threshold: in training, codewords whose running usage (assignments per batch)
                          falls below this are moved onto random latents of the batch; 0 = off.
     usage_decay:         decay of that running usage.
+    projection_norm:     weight-norm the in/out projections (DAC); false for checkpoints
+                         stored with plain weights (transformers' DacModel), which weight
+                         norm would reproduce only to rounding.
+    search:              "euclidean" (quantizers/search.py), or "transformers_dac": the
+                         expression transformers' DacModel evaluates (-(|x|^2 - 2 x.c) + |c|^2,
+                         largest first), for its checkpoints' codes bit for bit.
+    eval_codeword:       outside training, hand on the codeword itself (EnCodec subtracts it
+                         from the residual) rather than the straight-through z_e + (q - z_e),
+                         equal in value but rounded differently (DAC computes that one).
     """
 
     codebook_size: int = 1024
@@ -48,8 +57,13 @@ class VQConfig:
     kmeans_iters: int = 10
     dead_code_threshold: float = 0.0
     usage_decay: float = 0.99
+    projection_norm: bool = True
+    search: str = "euclidean"
+    eval_codeword: bool = False
 
     def __post_init__(self):
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {', '.join(SEARCHES)}, got '{self.search}'")
         if self.codebook_size < 1:
             raise ValueError(f"codebook_size must be >= 1, got {self.codebook_size}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
@@ -83,15 +97,16 @@ class VQLevel:
     codebook: Tensor | None
 
 
-def projection(dim_in: int, dim_out: int) -> nn.Module:
-    """1x1 weight-normed conv [B, dim_in, T] -> [B, dim_out, T] (DAC's WNConv1d), or identity."""
+def projection(dim_in: int, dim_out: int, normed: bool = True) -> nn.Module:
+    """1x1 weight-normed conv [B, dim_in, T] -> [B, dim_out, T] (DAC's WNConv1d; a plain
+    conv with `normed=False`), or identity."""
     if dim_in == dim_out:
         return nn.Identity()
     conv = nn.Conv1d(dim_in, dim_out, kernel_size=1)
     # zero bias: a random offset would outweigh the small latents of an untrained encoder
     # and send every frame to the same codeword (see modules/conv.py)
     nn.init.zeros_(conv.bias)
-    return weight_norm(conv)
+    return weight_norm(conv) if normed else conv
 
 
 class VectorQuantizer(Quantizer):
@@ -108,8 +123,8 @@ class VectorQuantizer(Quantizer):
         self.dim = dim
         self.codebook_sizes = [cfg.codebook_size]
         code_dim = cfg.codebook_dim or dim
-        self.in_proj = projection(dim, code_dim)
-        self.out_proj = projection(code_dim, dim)
+        self.in_proj = projection(dim, code_dim, cfg.projection_norm)
+        self.out_proj = projection(code_dim, dim, cfg.projection_norm)
         if cfg.ema:
             self.codebook = EMACodebook(cfg.codebook_size, code_dim, cfg.ema_decay, cfg.ema_epsilon)
         else:
@@ -129,7 +144,8 @@ class VectorQuantizer(Quantizer):
         x = z_e.transpose(1, 2).reshape(b * t, c)               # [N, C], row = b * T + t
         if update:
             self._prepare(x.detach())
-        codes = nearest(x.detach(), self.codebook.weight.detach(), self.cfg.l2_normalize)
+        codes = SEARCHES[self.cfg.search](x.detach(), self.codebook.weight.detach(),
+                                          self.cfg.l2_normalize)
         q = F.embedding(codes, self.codebook.weight)            # [N, C]
         if update:
             self._record(x.detach(), codes)
@@ -144,7 +160,10 @@ class VectorQuantizer(Quantizer):
             codebook_loss = F.mse_loss(q, z_e.detach(), reduction="none").mean((1, 2))
         # Straight-through estimator: forward uses the codeword, backward copies the
         # gradient of z_q onto z_e (van den Oord et al. 2017, sec. 3.1).
-        z_q = self.out_proj(z_e + (q - z_e).detach())
+        if self.cfg.eval_codeword and not torch.is_grad_enabled():
+            z_q = self.out_proj(q)
+        else:
+            z_q = self.out_proj(z_e + (q - z_e).detach())
         return VQLevel(z_q, codes.view(b, t), commit, codebook_loss)
 
     @full_precision

@@ -122,12 +122,19 @@ class Trainer:
         return DDP(module, device_ids=ids, find_unused_parameters=True)
 
     def _init_from(self, path: Path) -> None:
+        """Start from a codec directory or a published codec's release file (a fine-tune)."""
         from safetensors.torch import load_file
 
+        from ..codecs.published import find_format
+
+        published = find_format(path)
         weights = path / "model.safetensors"
-        if not weights.is_file():
+        if published is not None:
+            state = published.convert(path).state_dict()
+        elif not weights.is_file():
             raise ConfigError(f"train.init_from: {weights} does not exist")
-        state = load_file(str(weights))
+        else:
+            state = load_file(str(weights))
         mine = self.codec.state_dict()
         problems = [(what, names) for what, names in (
             ("missing", [k for k in mine if k not in state]),

@@ -1,0 +1,99 @@
+"""Published codecs by short name or hub id, resolved through the Hugging Face cache.
+
+    load_codec("dac_16khz")            # = the hub's descript/dac_16khz (transformers format)
+    load_codec("descript/dac_24khz")   # any hub id whose files a published format reads
+
+Files come from the local Hugging Face cache (HF_HOME / HF_HUB_CACHE); when the machine is
+online and they are missing they are downloaded once. Offline, a one-line error names the
+repository and files to fetch and where to put them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import AudiotokError
+
+
+@dataclass(frozen=True)
+class PublishedName:
+    name: str
+    repo: str                 # hub id
+    sample_rate: int
+    hop_length: int
+    n_codebooks: int
+    codebook_size: int
+    licence: str
+    source: str
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def kbps(self) -> float:
+        import math
+
+        return self.frame_rate * self.n_codebooks * math.log2(self.codebook_size) / 1000
+
+
+# the published releases' settings (their configs on the hub and descript-audio-codec's
+# model cards): hop 320 at 16/24 kHz, 512 at 44.1 kHz
+NAMES = {n.name: n for n in (
+    PublishedName("dac_16khz", "descript/dac_16khz", 16000, 320, 12, 1024, "MIT",
+                  "descript-audio-codec, transformers DacModel format"),
+    PublishedName("dac_24khz", "descript/dac_24khz", 24000, 320, 32, 1024, "MIT",
+                  "descript-audio-codec, transformers DacModel format"),
+    PublishedName("dac_44khz", "descript/dac_44khz", 44100, 512, 9, 1024, "MIT",
+                  "descript-audio-codec, transformers DacModel format"),
+)}
+FILES = ("config.json", "model.safetensors")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def is_hub_ref(ref: str) -> bool:
+    """A short name of NAMES or an 'owner/name' id that is not a local path."""
+    return ref in NAMES or (HUB_ID.fullmatch(ref) is not None and not Path(ref).exists())
+
+
+def resolve(ref: str) -> Path:
+    """Short name or hub id -> the local folder holding its files (cache, else download)."""
+    repo = NAMES[ref].repo if ref in NAMES else ref
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - transformers depends on it
+        raise AudiotokError("loading by hub id needs huggingface_hub (pip install "
+                            "huggingface_hub)") from None
+    # read per call, so a cache folder set after import (a test, a notebook) is honoured
+    cache = os.environ.get("HF_HUB_CACHE") or None
+    cached = _cached(snapshot_download, repo, cache)
+    if cached is not None:
+        return cached
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if not offline:
+        try:
+            return Path(snapshot_download(repo, allow_patterns=list(FILES), cache_dir=cache))
+        except Exception as e:  # noqa: BLE001 - network and hub errors of every kind
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            raise AudiotokError(_fetch_hint(ref, repo, f"download failed: {reason}")) from None
+    raise AudiotokError(_fetch_hint(ref, repo, "not in the Hugging Face cache and the hub is "
+                                               "offline (HF_HUB_OFFLINE)"))
+
+
+def _cached(snapshot_download, repo: str, cache: str | None) -> Path | None:
+    try:
+        return Path(snapshot_download(repo, allow_patterns=list(FILES), local_files_only=True,
+                                      cache_dir=cache))
+    except Exception:  # noqa: BLE001 - not cached (the hub library's errors vary by version)
+        return None
+
+
+def _fetch_hint(ref: str, repo: str, why: str) -> str:
+    if ref not in NAMES:
+        why += f" (and there is no local path '{ref}')"
+    return (f"codec '{ref}': {why}; fetch {', '.join(FILES)} of https://huggingface.co/{repo} "
+            f"on a machine that is online (huggingface-cli download {repo} "
+            f"{' '.join(FILES)} --local-dir DIR), copy DIR here and pass --codec DIR")
