@@ -378,3 +378,60 @@ def test_encodec_bad_files(tmp_path, encodec_release):
 def test_encodec_fine_tunes_with_the_trainer(encodec_release, tmp_path):
     _, path = encodec_release
     fine_tune(path, 24000, tmp_path)
+
+
+# ---------------------------------------------------------------- transformers EncodecModel
+@pytest.fixture(scope="module")
+def hf_encodec(tmp_path_factory):
+    """EncodecModel (24 kHz defaults) with random weights and residual-latent codebooks (as
+    encodec_release), saved as the hub's facebook/encodec_24khz is stored."""
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig()).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.01 * torch.randn_like(p))
+        latents = model.encoder(0.1 * torch.randn(4, 1, 24000))
+        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
+        for layer in model.quantizer.layers:
+            book = layer.codebook
+            picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],))]
+            book.embed.copy_(picks * (1 + 0.1 * torch.randn_like(picks)))
+            book.embed_avg.copy_(book.embed)
+            book.cluster_size.fill_(1.0)
+            book.inited.fill_(1.0)
+            residual = residual - book.decode(book.encode(residual))
+    folder = tmp_path_factory.mktemp("hf") / "encodec_24khz"
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.mark.parametrize("seconds", [1.0, 0.7551, 0.29])
+def test_transformers_encodec_matches_encodecmodel(hf_encodec, seconds):
+    model, folder = hf_encodec
+    codec = audiotok.load_codec(folder)
+    g = torch.Generator().manual_seed(round(seconds * 1e4))
+    wav = 0.1 * torch.randn(1, 1, round(seconds * 24000), generator=g)
+    for kbps, n in ((1.5, 2), (24.0, 32)):
+        with torch.no_grad():
+            out = model.encode(wav, bandwidth=kbps)
+            audio = model.decode(out.audio_codes, out.audio_scales).audio_values
+        tokens = codec.encode(wav, n_codebooks=n)
+        assert torch.equal(tokens.codes, out.audio_codes[0])
+        ours = codec.decode(tokens)
+        torch.testing.assert_close(ours, audio[..., : wav.shape[-1]], rtol=0, atol=AUDIO_ATOL)
+
+
+def test_transformers_encodec_48k_is_refused(hf_encodec, tmp_path):
+    import json
+    import shutil
+
+    _, folder = hf_encodec
+    shutil.copytree(folder, tmp_path / "e48")
+    config = json.loads((tmp_path / "e48" / "config.json").read_text())
+    config.update(sampling_rate=48000, audio_channels=2, normalize=True, chunk_length_s=1.0)
+    (tmp_path / "e48" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AudiotokError, match="audio_channels=2.*is not supported yet"):
+        audiotok.load_codec(tmp_path / "e48")

@@ -19,8 +19,9 @@ from .common import PublishedFormat
 from .dac import DAC_PTH
 from .encodec import ENCODEC_TH
 from .transformers_dac import DAC_TRANSFORMERS
+from .transformers_encodec import ENCODEC_TRANSFORMERS
 
-FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH]
+FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH, ENCODEC_TRANSFORMERS]
 
 
 def find_format(path) -> PublishedFormat | None:

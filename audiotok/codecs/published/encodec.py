@@ -35,18 +35,24 @@ SEANET = {"type": "seanet", "n_filters": 32, "n_residual_layers": 1, "lstm_layer
           "causal": True, "true_skip": False}  # encodec/modules/seanet.py defaults, 24 kHz
 
 
-def encodec_24k_config(n_q: int) -> dict:
-    """EncodecModel.encodec_model_24khz as an audiotok config (75 Hz, n_q x 1024 codes)."""
+def encodec_24k_config(n_q: int, codebook_size: int = 1024, seanet: dict | None = None,
+                       latent_dim: int = 128) -> dict:
+    """EncodecModel.encodec_model_24khz as an audiotok config (75 Hz, n_q x 1024 codes);
+    `seanet` overrides SEANet fields for variants of it."""
+    seanet = {**SEANET, **(seanet or {})}
+    strides = seanet.pop("strides", [2, 4, 5, 8])
     return {
-        "family": "encodec-24khz", "sample_rate": 24000, "channels": 1, "latent_dim": 128,
-        "encoder": {**SEANET, "strides": [2, 4, 5, 8], "publisher_padding": True},
-        "quantizer": {"type": "rvq", "n_codebooks": n_q, "codebook_size": 1024, "ema": True,
+        "family": "encodec-24khz", "sample_rate": 24000, "channels": 1,
+        "latent_dim": latent_dim,
+        "encoder": {**seanet, "strides": strides, "publisher_padding": True},
+        "quantizer": {"type": "rvq", "n_codebooks": n_q, "codebook_size": codebook_size,
+                      "ema": True,
                       "ema_decay": 0.99, "kmeans_init": True, "kmeans_iters": 50,
                       "dead_code_threshold": 2.0, "eval_codeword": True,
                       # EnCodec trains at 1.5/3/6/12/24 kbps = 2/4/8/16/32 levels
                       "quantizer_dropout": 1.0,
                       "dropout_choices": [c for c in (2, 4, 8, 16, 32) if c <= n_q]},
-        "decoder": {**SEANET, "strides": [8, 5, 4, 2]},
+        "decoder": {**seanet, "strides": strides[::-1]},
     }
 
 

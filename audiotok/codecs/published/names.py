@@ -49,6 +49,8 @@ NAMES = {n.name: n for n in (
                   "descript-audio-codec, transformers DacModel format"),
     PublishedName("dac_44khz", "descript/dac_44khz", 44100, 512, 9, 1024, "MIT",
                   "descript-audio-codec, transformers DacModel format"),
+    PublishedName("encodec_24khz", "facebook/encodec_24khz", 24000, 320, 32, 1024,
+                  "CC-BY-NC", "EnCodec, transformers EncodecModel format"),
 )}
 FILES = ("config.json", "model.safetensors")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")

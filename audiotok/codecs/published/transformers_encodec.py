@@ -1,0 +1,106 @@
+"""EnCodec in the transformers format (`EncodecModel`: config.json + model.safetensors), as the
+hub's facebook/encodec_24khz is published.
+
+transformers' EncodecModel computes as the encodec package does (published/encodec.py): the
+same layers under `layers.N` instead of `model.N`, the same padding, search and residual.
+Only the 24 kHz layout (mono, causal, weight norm, no segments) is supported so far.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from torch import Tensor
+
+from ...errors import AudiotokError
+from .common import (
+    PublishedFormat,
+    build,
+    package_version,
+    place,
+    read_json,
+    read_safetensors,
+    sha256,
+    split_leaf,
+)
+from .encodec import encodec_24k_config
+
+CODEBOOK = {"embed": "codebook.weight", "embed_avg": "codebook.ema_sum",
+            "cluster_size": "codebook.ema_count", "inited": "initialized"}
+
+
+def _config(hf: dict, path: Path) -> dict:
+    unsupported = [f"{k}={hf.get(k)!r}" for k, ok in (
+        ("audio_channels", 1), ("normalize", False), ("chunk_length_s", None),
+        ("norm_type", "weight_norm"), ("use_causal_conv", True), ("sampling_rate", 24000))
+        if hf.get(k, ok) != ok]
+    if unsupported:
+        raise AudiotokError(f"{path}: this EncodecModel ({', '.join(unsupported)}) is not "
+                            f"supported yet; the 24 kHz layout is")
+    ratios = hf.get("upsampling_ratios", [8, 5, 4, 2])
+    frame_rate = math.ceil(24000 / math.prod(ratios))
+    n_q = int(1000 * max(hf.get("target_bandwidths", [24.0])) // (frame_rate * 10))
+    seanet = {"n_filters": hf.get("num_filters", 32), "strides": ratios[::-1],
+              "n_residual_layers": hf.get("num_residual_layers", 1),
+              "lstm_layers": hf.get("num_lstm_layers", 2), "compress": hf.get("compress", 2),
+              "true_skip": not hf.get("use_conv_shortcut", True),
+              "dilation_base": hf.get("dilation_growth_rate", 2),
+              "kernel_size": hf.get("kernel_size", 7),
+              "last_kernel_size": hf.get("last_kernel_size", 7),
+              "residual_kernel_size": hf.get("residual_kernel_size", 3)}
+    return encodec_24k_config(n_q, hf.get("codebook_size", 1024), seanet,
+                              hf.get("hidden_size", 128))
+
+
+def _name(key: str, ours: set[str]) -> str:
+    m = re.fullmatch(r"quantizer\.layers\.(\d+)\.codebook\.(\w+)", key)
+    if m:
+        return f"quantizer.levels.{m[1]}.{CODEBOOK.get(m[2], m[2])}"
+    module, leaf = split_leaf(key)
+    module = re.sub(r"^(encoder|decoder)\.layers\.", r"\1.model.", module)
+    module = re.sub(r"\.conv$", "", module)  # audiotok's .conv / .convtr is found by place()
+    return place(module, leaf, ours)
+
+
+def convert(path: Path):
+    hf = read_json(path / "config.json")
+    if hf.get("model_type") != "encodec":
+        raise AudiotokError(f"{path}: not a transformers EncodecModel (model_type is "
+                            f"{hf.get('model_type')!r})")
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise AudiotokError(f"{path}: no model.safetensors beside config.json")
+    state = read_safetensors(weights)
+    config = _config(hf, path)
+
+    def mapped(ours: set[str]) -> dict[str, Tensor]:
+        out = {}
+        for key, value in state.items():
+            name = _name(key, ours)
+            if name.endswith(".initialized"):
+                value = value.reshape(()).bool()
+            out[name] = value
+            if name.endswith(".codebook.ema_count"):
+                out[name.replace(".codebook.ema_count", ".usage")] = value.clone()
+        return out
+
+    provenance = {"format": "transformers EncodecModel", "source": str(path.resolve()),
+                  "sha256": sha256(weights), "licence": "CC-BY-NC 4.0 (EnCodec weights)",
+                  "matches": f"transformers {package_version('transformers')} EncodecModel",
+                  "trainable": True}
+    return build(path, config, mapped, provenance)
+
+
+def recognise(path: Path) -> bool:
+    config = path / "config.json"
+    if not (path.is_dir() and config.is_file()):
+        return False
+    try:
+        return read_json(config).get("model_type") == "encodec"
+    except AudiotokError:
+        return False
+
+
+ENCODEC_TRANSFORMERS = PublishedFormat("transformers EncodecModel", recognise, convert)
