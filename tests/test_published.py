@@ -435,3 +435,87 @@ def test_transformers_encodec_48k_is_refused(hf_encodec, tmp_path):
     (tmp_path / "e48" / "config.json").write_text(json.dumps(config))
     with pytest.raises(AudiotokError, match="audio_channels=2.*is not supported yet"):
         audiotok.load_codec(tmp_path / "e48")
+
+
+# ---------------------------------------------------------------- SpeechTokenizer
+ST_CONFIG = {  # the release's config.json, with narrower layers to keep the test fast
+    "resblock": "1", "n_filters": 32, "strides": [8, 5, 4, 2], "dimension": 256,
+    "semantic_dimension": 768, "bidirectional": True, "dilation_base": 2,
+    "residual_kernel_size": 3, "n_residual_layers": 1, "lstm_layers": 2, "activation": "ELU",
+    "codebook_size": 1024, "n_q": 8, "sample_rate": 16000}
+
+
+@pytest.fixture(scope="module")
+def speechtokenizer_release(tmp_path_factory):
+    """SpeechTokenizer with random weights and residual-latent codebooks (as
+    encodec_release), saved as its release is: config.json + a state dict .pt."""
+    import json
+
+    st = pytest.importorskip("speechtokenizer")
+    torch.manual_seed(0)
+    model = st.SpeechTokenizer(ST_CONFIG).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.01 * torch.randn_like(p))
+        latents = model.encoder(0.1 * torch.randn(4, 1, 16000))
+        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
+        for layer in model.quantizer.vq.layers:
+            book = layer._codebook
+            picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],))]
+            book.embed.copy_(picks * (1 + 0.1 * torch.randn_like(picks)))
+            book.embed_avg.copy_(book.embed)
+            book.cluster_size.fill_(1.0)
+            book.inited.fill_(1.0)
+            residual = residual - book.decode(book.encode(residual))
+    folder = tmp_path_factory.mktemp("speechtokenizer")
+    (folder / "config.json").write_text(json.dumps(ST_CONFIG))
+    torch.save(model.state_dict(), folder / "SpeechTokenizer.pt")
+    return model, folder
+
+
+@pytest.mark.parametrize("seconds", [1.0, 0.7716, 0.3])
+def test_speechtokenizer_matches_the_publisher(speechtokenizer_release, seconds):
+    model, folder = speechtokenizer_release
+    g = torch.Generator().manual_seed(round(seconds * 1e4))
+    wav = 0.1 * torch.randn(1, 1, round(seconds * 16000), generator=g)
+    with torch.no_grad():
+        codes = model.encode(wav)  # [n_q, B, T]
+        audio = model.decode(codes)
+    for ref in (folder, folder / "SpeechTokenizer.pt"):  # the folder or the checkpoint
+        codec = audiotok.load_codec(ref)
+        tokens = codec.encode(wav)
+        assert torch.equal(tokens.codes, codes.transpose(0, 1))
+        ours = codec.decode(tokens)
+        torch.testing.assert_close(ours, audio[..., : wav.shape[-1]], rtol=0, atol=AUDIO_ATOL)
+    # level 0 alone: the content (HuBERT-distilled) tokens, as SpeechTokenizer gives them
+    assert torch.equal(codec.encode(wav, n_codebooks=1).codes[:, 0], codes[0])
+
+
+def test_speechtokenizer_padded_batch_and_bad_files(speechtokenizer_release, tmp_path):
+    import json
+    import shutil
+
+    model, folder = speechtokenizer_release
+    codec = audiotok.load_codec(folder)
+    wav = 0.1 * torch.randn(2, 1, 9600, generator=torch.Generator().manual_seed(9))
+    wav[1, :, 3000:] = 0
+    with torch.no_grad():
+        codes = model.encode(wav)
+    assert torch.equal(codec.encode(wav, lengths=torch.tensor([9600, 3000])).codes,
+                       codes.transpose(0, 1))
+    shutil.copytree(folder, tmp_path / "two")
+    shutil.copy(folder / "SpeechTokenizer.pt", tmp_path / "two" / "other.pt")
+    with pytest.raises(AudiotokError, match="expected one SpeechTokenizer checkpoint"):
+        audiotok.load_codec(tmp_path / "two")
+    shutil.copytree(folder, tmp_path / "wide")
+    config = json.loads((folder / "config.json").read_text())
+    (tmp_path / "wide" / "config.json").write_text(json.dumps({**config, "dimension": 512}))
+    with pytest.raises(AudiotokError, match="has shape .* the config gives"):
+        audiotok.load_codec(tmp_path / "wide")
+
+
+@pytest.mark.slow
+def test_speechtokenizer_fine_tunes_with_the_trainer(speechtokenizer_release, tmp_path):
+    _, folder = speechtokenizer_release
+    fine_tune(folder / "SpeechTokenizer.pt", 16000, tmp_path)

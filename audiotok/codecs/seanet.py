@@ -46,10 +46,15 @@ class SEANetConfig:
     # codec zero-padding the waveform to whole frames; on for EnCodec's checkpoints, whose
     # last frame depends on it
     publisher_padding: bool = False
+    # encoder only: a bidirectional LSTM (SpeechTokenizer), whose 2x wider output the last
+    # conv takes; not causal
+    bidirectional_lstm: bool = False
 
     def __post_init__(self):
         if self.weight_init not in ("default", "fan_in"):
             raise ValueError(f"weight_init must be default or fan_in, got '{self.weight_init}'")
+        if self.bidirectional_lstm and self.causal:
+            raise ValueError("bidirectional_lstm reads the future: it cannot be causal")
 
 
 @dataclass
@@ -97,7 +102,8 @@ class SEANetEncoder(nn.Module):
             layers += [nn.ELU(), Conv1d(dim, dim * 2, 2 * stride, stride=stride, **conv)]
             dim *= 2
         if cfg.lstm_layers:
-            layers.append(SLSTM(dim, cfg.lstm_layers))
+            layers.append(SLSTM(dim, cfg.lstm_layers, bidirectional=cfg.bidirectional_lstm))
+            dim *= 2 if cfg.bidirectional_lstm else 1
         layers += [nn.ELU(), Conv1d(dim, latent_dim, cfg.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
         if cfg.weight_init == "fan_in":
