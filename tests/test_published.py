@@ -519,3 +519,37 @@ def test_speechtokenizer_padded_batch_and_bad_files(speechtokenizer_release, tmp
 def test_speechtokenizer_fine_tunes_with_the_trainer(speechtokenizer_release, tmp_path):
     _, folder = speechtokenizer_release
     fine_tune(folder / "SpeechTokenizer.pt", 16000, tmp_path)
+
+
+def test_a_published_codec_goes_through_every_command(encodec_release, tmp_path, capsys):
+    """encode, info, decode, tokenize, detokenize and eval take the release file as --codec;
+    token files record it, so decode finds it again."""
+    import json
+
+    import soundfile as sf
+    from conftest import speechlike
+
+    from audiotok.cli import main
+
+    _, path = encodec_release
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(2):
+        sf.write(str(clips / f"c{i}.wav"), speechlike(0.8 + 0.3 * i, 16000, seed=i), 16000)
+    a = clips / "c0.wav"
+    assert main(["encode", str(a), "-o", str(tmp_path / "a.atok"), "--codec", str(path),
+                 "--n-codebooks", "8"]) == 0
+    assert main(["info", str(tmp_path / "a.atok")]) == 0
+    out = capsys.readouterr()
+    assert "6.000 kbps" in out.out and "untrained" not in out.err
+    assert main(["decode", str(tmp_path / "a.atok"), "-o", str(tmp_path / "a.wav")]) == 0
+    assert sf.info(str(tmp_path / "a.wav")).samplerate == 24000
+    assert main(["tokenize", str(clips), "-o", str(tmp_path / "tok"), "--codec", str(path),
+                 "--n-codebooks", "4", "--format", "npy", "--no-progress"]) == 0
+    index = json.loads((tmp_path / "tok" / "index.json").read_text())
+    assert index["records"] == 2 and index["codec_ref"] == str(path.resolve())
+    assert main(["detokenize", str(tmp_path / "tok"), "-o", str(tmp_path / "wavs")]) == 0
+    assert main(["eval", "--codec", str(path), "--data", str(clips), "--n-codebooks", "8",
+                 "-o", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [row["kbps"] for row in report["pooled"]] == [6.0]
