@@ -231,19 +231,27 @@ def test_transformers_dac_padded_batch(hf_dac):
     assert torch.equal(codec.encode(wav, lengths=torch.tensor([9600, 4000])).codes, codes)
 
 
+def fake_hub_cache(cache: Path, repo: str, files: dict[str, Path]) -> None:
+    """A Hugging Face cache holding `files` (path in the repository -> source) of `repo`,
+    laid out as huggingface_hub lays it out (snapshots/<revision>/..., refs/main)."""
+    import shutil
+
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / ("ab" * 20)
+    for name, source in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, snapshot / name)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text("ab" * 20)
+
+
 def test_short_names_resolve_through_the_hub_cache(hf_dac, tmp_path, monkeypatch):
     """dac_16khz is descript/dac_16khz: found in a Hugging Face cache laid out as the hub
     library lays it out, with the hub offline; missing, a one-line error says what to fetch."""
-    import shutil
-
     _, folder = hf_dac
     cache = tmp_path / "hub"
-    snapshot = cache / "models--descript--dac_16khz" / "snapshots" / ("ab" * 20)
-    snapshot.mkdir(parents=True)
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(folder / f, snapshot / f)
-    (cache / "models--descript--dac_16khz" / "refs").mkdir()
-    (cache / "models--descript--dac_16khz" / "refs" / "main").write_text("ab" * 20)
+    fake_hub_cache(cache, "descript/dac_16khz", {f: folder / f for f in
+                                                 ("config.json", "model.safetensors")})
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     wav = 0.1 * torch.randn(1, 1, 8000)
@@ -553,3 +561,18 @@ def test_a_published_codec_goes_through_every_command(encodec_release, tmp_path,
                  "-o", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [row["kbps"] for row in report["pooled"]] == [6.0]
+
+
+def test_speechtokenizer_by_short_name(speechtokenizer_release, tmp_path, monkeypatch):
+    """`speechtokenizer` is fnlp/SpeechTokenizer's speechtokenizer_hubert_avg/ subfolder."""
+    model, folder = speechtokenizer_release
+    fake_hub_cache(tmp_path / "hub", "fnlp/SpeechTokenizer", {
+        f"speechtokenizer_hubert_avg/{f}": folder / f
+        for f in ("config.json", "SpeechTokenizer.pt")})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    wav = 0.1 * torch.randn(1, 1, 8000)
+    with torch.no_grad():
+        codes = model.encode(wav)
+    assert torch.equal(audiotok.load_codec("speechtokenizer").encode(wav).codes,
+                       codes.transpose(0, 1))

@@ -28,6 +28,8 @@ class PublishedName:
     codebook_size: int
     licence: str
     source: str
+    files: tuple[str, ...] = ("config.json", "model.safetensors")
+    subfolder: str = ""       # of the repository, where the files are
 
     @property
     def frame_rate(self) -> float:
@@ -51,8 +53,11 @@ NAMES = {n.name: n for n in (
                   "descript-audio-codec, transformers DacModel format"),
     PublishedName("encodec_24khz", "facebook/encodec_24khz", 24000, 320, 32, 1024,
                   "CC-BY-NC", "EnCodec, transformers EncodecModel format"),
+    PublishedName("speechtokenizer", "fnlp/SpeechTokenizer", 16000, 320, 8, 1024,
+                  "Apache-2.0", "SpeechTokenizer (hubert_avg release)",
+                  ("config.json", "SpeechTokenizer.pt"), "speechtokenizer_hubert_avg"),
 )}
-FILES = ("config.json", "model.safetensors")
+FILES = ("config.json", "model.safetensors")  # a hub id outside NAMES: the transformers layout
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -63,7 +68,10 @@ def is_hub_ref(ref: str) -> bool:
 
 def resolve(ref: str) -> Path:
     """Short name or hub id -> the local folder holding its files (cache, else download)."""
-    repo = NAMES[ref].repo if ref in NAMES else ref
+    known = NAMES.get(ref)
+    repo = known.repo if known else ref
+    sub = known.subfolder if known else ""
+    files = [f"{sub}/{f}" if sub else f for f in (known.files if known else FILES)]
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - transformers depends on it
@@ -71,31 +79,34 @@ def resolve(ref: str) -> Path:
                             "huggingface_hub)") from None
     # read per call, so a cache folder set after import (a test, a notebook) is honoured
     cache = os.environ.get("HF_HUB_CACHE") or None
-    cached = _cached(snapshot_download, repo, cache)
+    cached = _cached(snapshot_download, repo, cache, files)
     if cached is not None:
-        return cached
+        return cached / sub
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     if not offline:
         try:
-            return Path(snapshot_download(repo, allow_patterns=list(FILES), cache_dir=cache))
+            return Path(snapshot_download(repo, allow_patterns=files, cache_dir=cache)) / sub
         except Exception as e:  # noqa: BLE001 - network and hub errors of every kind
             reason = " ".join(str(e).split())[:160] or type(e).__name__
-            raise AudiotokError(_fetch_hint(ref, repo, f"download failed: {reason}")) from None
-    raise AudiotokError(_fetch_hint(ref, repo, "not in the Hugging Face cache and the hub is "
-                                               "offline (HF_HUB_OFFLINE)"))
+            raise AudiotokError(_fetch_hint(ref, repo, files,
+                                            f"download failed: {reason}")) from None
+    raise AudiotokError(_fetch_hint(ref, repo, files, "not in the Hugging Face cache and the "
+                                                      "hub is offline (HF_HUB_OFFLINE)"))
 
 
-def _cached(snapshot_download, repo: str, cache: str | None) -> Path | None:
+def _cached(snapshot_download, repo: str, cache: str | None, files: list[str]
+            ) -> Path | None:
     try:
-        return Path(snapshot_download(repo, allow_patterns=list(FILES), local_files_only=True,
-                                      cache_dir=cache))
+        folder = Path(snapshot_download(repo, allow_patterns=files, local_files_only=True,
+                                        cache_dir=cache))
+        return folder if all((folder / f).is_file() for f in files) else None
     except Exception:  # noqa: BLE001 - not cached (the hub library's errors vary by version)
         return None
 
 
-def _fetch_hint(ref: str, repo: str, why: str) -> str:
+def _fetch_hint(ref: str, repo: str, files: list[str], why: str) -> str:
     if ref not in NAMES:
         why += f" (and there is no local path '{ref}')"
-    return (f"codec '{ref}': {why}; fetch {', '.join(FILES)} of https://huggingface.co/{repo} "
+    return (f"codec '{ref}': {why}; fetch {', '.join(files)} of https://huggingface.co/{repo} "
             f"on a machine that is online (huggingface-cli download {repo} "
-            f"{' '.join(FILES)} --local-dir DIR), copy DIR here and pass --codec DIR")
+            f"{' '.join(files)} --local-dir DIR), copy DIR here and pass --codec DIR")
