@@ -305,6 +305,21 @@ def test_info_list_shows_published_codecs(capsys):
 
 
 # ---------------------------------------------------------------- EnCodec
+def fill_codebooks(books, latents: torch.Tensor) -> None:
+    """EnCodec-style EMA codebooks (EnCodec, transformers, SpeechTokenizer): each level's
+    codewords become jittered residuals of `latents` [B, D, T], as k-means would place them
+    (random codewords would all sit far from the data and every frame would take the same
+    one; the publishers' own 50-iteration k-means would take minutes here)."""
+    residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
+    for book in books:
+        picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],))]
+        book.embed.copy_(picks * (1 + 0.1 * torch.randn_like(picks)))
+        book.embed_avg.copy_(book.embed)
+        book.cluster_size.fill_(1.0)
+        book.inited.fill_(1.0)
+        residual = residual - book.decode(book.encode(residual))
+
+
 @pytest.fixture(scope="module")
 def encodec_release(tmp_path_factory):
     """EncodecModel.encodec_model_24khz with random weights, saved as its releases are (a
@@ -319,15 +334,7 @@ def encodec_release(tmp_path_factory):
             if name.endswith("bias"):
                 p.add_(0.01 * torch.randn_like(p))
         latents = model.encoder(0.1 * torch.randn(4, 1, 24000))
-        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
-        for layer in model.quantizer.vq.layers:
-            book = layer._codebook
-            picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],))]
-            book.embed.copy_(picks * (1 + 0.1 * torch.randn_like(picks)))
-            book.embed_avg.copy_(book.embed)
-            book.cluster_size.fill_(1.0)
-            book.inited.fill_(1.0)
-            residual = residual - book.decode(book.encode(residual))
+        fill_codebooks([layer._codebook for layer in model.quantizer.vq.layers], latents)
     path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-random.th"
     torch.save(model.state_dict(), path)
     return model, path
@@ -402,15 +409,7 @@ def hf_encodec(tmp_path_factory):
             if name.endswith("bias"):
                 p.add_(0.01 * torch.randn_like(p))
         latents = model.encoder(0.1 * torch.randn(4, 1, 24000))
-        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
-        for layer in model.quantizer.layers:
-            book = layer.codebook
-            picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],))]
-            book.embed.copy_(picks * (1 + 0.1 * torch.randn_like(picks)))
-            book.embed_avg.copy_(book.embed)
-            book.cluster_size.fill_(1.0)
-            book.inited.fill_(1.0)
-            residual = residual - book.decode(book.encode(residual))
+        fill_codebooks([layer.codebook for layer in model.quantizer.layers], latents)
     folder = tmp_path_factory.mktemp("hf") / "encodec_24khz"
     model.save_pretrained(folder)
     return model, folder
@@ -467,15 +466,7 @@ def speechtokenizer_release(tmp_path_factory):
             if name.endswith("bias"):
                 p.add_(0.01 * torch.randn_like(p))
         latents = model.encoder(0.1 * torch.randn(4, 1, 16000))
-        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
-        for layer in model.quantizer.vq.layers:
-            book = layer._codebook
-            picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],))]
-            book.embed.copy_(picks * (1 + 0.1 * torch.randn_like(picks)))
-            book.embed_avg.copy_(book.embed)
-            book.cluster_size.fill_(1.0)
-            book.inited.fill_(1.0)
-            residual = residual - book.decode(book.encode(residual))
+        fill_codebooks([layer._codebook for layer in model.quantizer.vq.layers], latents)
     folder = tmp_path_factory.mktemp("speechtokenizer")
     (folder / "config.json").write_text(json.dumps(ST_CONFIG))
     torch.save(model.state_dict(), folder / "SpeechTokenizer.pt")

@@ -41,7 +41,8 @@ def add_distill(sub) -> None:
     p.add_argument("--batch-frames", type=positive_int, default=20000,
                    help="frames per mini-batch (memory bound; default 20000)")
     p.add_argument("--epochs", type=positive_int, default=1, help="passes over the corpus")
-    p.add_argument("--max-files", type=positive_int, default=None, help="use only the first N files")
+    p.add_argument("--max-files", type=positive_int, default=None,
+                   help="use only the first N files")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="cpu", help="torch device for the SSL model")
     p.set_defaults(func=cmd_kmeans)

@@ -28,9 +28,7 @@ def nearest(
     from `encode` must agree.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, codebook = x.float(), codebook.float()
-        if normalize:
-            x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
+        x, codebook = _prepare(x, codebook, normalize)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
         c_sq = codebook.pow(2).sum(1)
@@ -39,15 +37,20 @@ def nearest(
                           .argmin(1) for part in x.split(rows)])
 
 
+def _prepare(x: Tensor, codebook: Tensor, normalize: bool) -> tuple[Tensor, Tensor]:
+    x, codebook = x.float(), codebook.float()
+    if normalize:
+        x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
+    return x, codebook
+
+
 def nearest_transformers_dac(x: Tensor, codebook: Tensor, normalize: bool = True) -> Tensor:
     """transformers' DacModel search, kept bit for bit for its checkpoints:
     argmax(-(|x|^2 - 2 x.c) + |c|^2). (Its last term has the opposite sign of a distance;
     with l2-normalised codewords |c|^2 is 1 to rounding, so it picks the nearest codeword
     but for near-ties.)"""
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, codebook = x.float(), codebook.float()
-        if normalize:
-            x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
+        x, codebook = _prepare(x, codebook, normalize)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
         score = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t()) \

@@ -142,3 +142,34 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
     except (SafetensorError, OSError, ValueError) as e:
         raise AudiotokError(f"{path}: unreadable safetensors file (truncated or corrupt: "
                             f"{' '.join(str(e).split())})") from None
+
+
+def read_transformers_folder(path: Path, model_type: str) -> tuple[dict, dict[str, Tensor], Path]:
+    """A transformers model folder of `model_type` -> (its config, its weights, weights file)."""
+    hf = read_json(path / "config.json")
+    if hf.get("model_type") != model_type:
+        raise AudiotokError(f"{path}: not a transformers {model_type} model (model_type is "
+                            f"{hf.get('model_type')!r})")
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise AudiotokError(f"{path}: no model.safetensors beside config.json")
+    return hf, read_safetensors(weights), weights
+
+
+def transformers_recogniser(model_type: str) -> Callable[[Path], bool]:
+    """recognise() for transformers folders whose config.json names `model_type`."""
+    def recognise(path: Path) -> bool:
+        config = path / "config.json"
+        if not (path.is_dir() and config.is_file()):
+            return False
+        try:
+            return read_json(config).get("model_type") == model_type
+        except AudiotokError:
+            return False
+    return recognise
+
+
+def provenance(fmt: str, source: Path, weights: Path, licence: str, matches: str) -> dict:
+    """Where converted weights came from; `weights` is the file hashed."""
+    return {"format": fmt, "source": str(source.resolve()), "sha256": sha256(weights),
+            "licence": licence, "matches": matches, "trainable": True}

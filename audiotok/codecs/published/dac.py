@@ -14,7 +14,8 @@ from pathlib import Path
 from torch import Tensor
 
 from ...errors import AudiotokError
-from .common import PublishedFormat, build, package_version, place, sha256, split_leaf, torch_load
+from .common import PublishedFormat, build, package_version, place, split_leaf, torch_load
+from .common import provenance as make_provenance
 
 # DAC.__init__ defaults (dac/model/dac.py), for kwargs a file leaves out
 DEFAULTS = {"encoder_dim": 64, "encoder_rates": [2, 4, 8, 8], "latent_dim": None,
@@ -78,10 +79,9 @@ def convert(path: Path):
                             f"{{'state_dict', 'metadata': {{'kwargs': DAC arguments}}}})")
     config = dac_config(kwargs)
     n_enc, n_dec = len(config["encoder"]["strides"]), len(config["decoder"]["strides"])
-    provenance = {"format": "descript-audio-codec .pth", "source": str(path.resolve()),
-                  "sha256": sha256(path), "licence": "MIT (descript-audio-codec)",
-                  "matches": f"descript-audio-codec {package_version('descript-audio-codec')}",
-                  "trainable": True}
+    provenance = make_provenance(
+        "descript-audio-codec .pth", path, path, "MIT (descript-audio-codec)",
+        f"descript-audio-codec {package_version('descript-audio-codec')}")
     return build(path, config, lambda ours: map_state(blob["state_dict"], n_enc, n_dec, ours),
                  provenance)
 

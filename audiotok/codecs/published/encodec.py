@@ -16,7 +16,8 @@ from pathlib import Path
 from torch import Tensor
 
 from ...errors import AudiotokError
-from .common import PublishedFormat, build, package_version, sha256, torch_load
+from .common import PublishedFormat, build, package_version, torch_load
+from .common import provenance as make_provenance
 
 RULES = [  # EnCodec's names -> audiotok's (weight norm, EMA codebook buffers)
     (re.compile(r"\.(conv|convtr)\.\1\.weight_g$"), r".\1.parametrizations.weight.original0"),
@@ -81,9 +82,9 @@ def convert(path: Path):
                             f"EncodecModel.encodec_model_24khz)")
     n_q = sum(1 for k in state if re.fullmatch(r"quantizer\.vq\.layers\.\d+\._codebook\.embed",
                                               k))
-    provenance = {"format": "EnCodec .th", "source": str(path.resolve()),
-                  "sha256": sha256(path), "licence": "CC-BY-NC 4.0 (EnCodec weights)",
-                  "matches": f"encodec {package_version('encodec')}", "trainable": True}
+    provenance = make_provenance(
+        "EnCodec .th", path, path, "CC-BY-NC 4.0 (EnCodec weights)",
+        f"encodec {package_version('encodec')}")
     return build(path, encodec_24k_config(n_q), lambda ours: map_state(state), provenance)
 
 

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 from ...errors import AudiotokError
-from .common import PublishedFormat, build, package_version, read_json, sha256, torch_load
+from .common import PublishedFormat, build, package_version, read_json, torch_load
+from .common import provenance as make_provenance
 from .encodec import map_state as map_encodec_state
 
 
@@ -57,10 +58,9 @@ def convert(path: Path):
     if not isinstance(state, dict) or "encoder.model.0.conv.conv.weight_v" not in state:
         raise AudiotokError(f"{ckpt}: not a SpeechTokenizer checkpoint")
     state = {k: v for k, v in state.items() if not k.startswith("transform.")}
-    provenance = {"format": "SpeechTokenizer config.json + .pt", "source": str(ckpt.resolve()),
-                  "sha256": sha256(ckpt), "licence": "Apache-2.0 (SpeechTokenizer)",
-                  "matches": f"speechtokenizer {package_version('speechtokenizer')}",
-                  "trainable": True}
+    provenance = make_provenance(
+        "SpeechTokenizer config.json + .pt", ckpt, ckpt, "Apache-2.0 (SpeechTokenizer)",
+        f"speechtokenizer {package_version('speechtokenizer')}")
     return build(ckpt, _config(cfg), lambda ours: map_encodec_state(state), provenance)
 
 

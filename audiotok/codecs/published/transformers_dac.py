@@ -13,17 +13,16 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ...errors import AudiotokError
 from .common import (
     PublishedFormat,
     build,
     package_version,
     place,
-    read_json,
-    read_safetensors,
-    sha256,
+    read_transformers_folder,
     split_leaf,
+    transformers_recogniser,
 )
+from .common import provenance as make_provenance
 from .dac import dac_config
 
 RES = {"snake1": 0, "conv1": 1, "snake2": 2, "conv2": 3}  # inside a residual unit
@@ -69,14 +68,7 @@ def _config(hf: dict, plain: bool) -> dict:
 
 
 def convert(path: Path):
-    hf = read_json(path / "config.json")
-    if hf.get("model_type") != "dac":
-        raise AudiotokError(f"{path}: not a transformers DacModel (model_type is "
-                            f"{hf.get('model_type')!r})")
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise AudiotokError(f"{path}: no model.safetensors beside config.json")
-    state = read_safetensors(weights)
+    hf, state, weights = read_transformers_folder(path, "dac")
     plain = not any(k.endswith(("weight_g", "original0")) for k in state)
     config = _config(hf, plain)
     n_enc, n_dec = len(config["encoder"]["strides"]), len(config["decoder"]["strides"])
@@ -88,21 +80,10 @@ def convert(path: Path):
             out[place(_module(module, n_enc, n_dec), leaf, ours)] = value
         return out
 
-    provenance = {"format": "transformers DacModel", "source": str(path.resolve()),
-                  "sha256": sha256(weights), "licence": "MIT (descript-audio-codec)",
-                  "matches": f"transformers {package_version('transformers')} DacModel",
-                  "trainable": True}
+    provenance = make_provenance(
+        "transformers DacModel", path, weights, "MIT (descript-audio-codec)",
+        f"transformers {package_version('transformers')} DacModel")
     return build(path, config, mapped, provenance)
 
 
-def recognise(path: Path) -> bool:
-    config = path / "config.json"
-    if not (path.is_dir() and config.is_file()):
-        return False
-    try:
-        return read_json(config).get("model_type") == "dac"
-    except AudiotokError:
-        return False
-
-
-DAC_TRANSFORMERS = PublishedFormat("transformers DacModel", recognise, convert)
+DAC_TRANSFORMERS = PublishedFormat("transformers DacModel", transformers_recogniser("dac"), convert)

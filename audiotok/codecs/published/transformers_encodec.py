@@ -20,11 +20,11 @@ from .common import (
     build,
     package_version,
     place,
-    read_json,
-    read_safetensors,
-    sha256,
+    read_transformers_folder,
     split_leaf,
+    transformers_recogniser,
 )
+from .common import provenance as make_provenance
 from .encodec import encodec_24k_config
 
 CODEBOOK = {"embed": "codebook.weight", "embed_avg": "codebook.ema_sum",
@@ -65,14 +65,7 @@ def _name(key: str, ours: set[str]) -> str:
 
 
 def convert(path: Path):
-    hf = read_json(path / "config.json")
-    if hf.get("model_type") != "encodec":
-        raise AudiotokError(f"{path}: not a transformers EncodecModel (model_type is "
-                            f"{hf.get('model_type')!r})")
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise AudiotokError(f"{path}: no model.safetensors beside config.json")
-    state = read_safetensors(weights)
+    hf, state, weights = read_transformers_folder(path, "encodec")
     config = _config(hf, path)
 
     def mapped(ours: set[str]) -> dict[str, Tensor]:
@@ -86,21 +79,11 @@ def convert(path: Path):
                 out[name.replace(".codebook.ema_count", ".usage")] = value.clone()
         return out
 
-    provenance = {"format": "transformers EncodecModel", "source": str(path.resolve()),
-                  "sha256": sha256(weights), "licence": "CC-BY-NC 4.0 (EnCodec weights)",
-                  "matches": f"transformers {package_version('transformers')} EncodecModel",
-                  "trainable": True}
+    provenance = make_provenance(
+        "transformers EncodecModel", path, weights, "CC-BY-NC 4.0 (EnCodec weights)",
+        f"transformers {package_version('transformers')} EncodecModel")
     return build(path, config, mapped, provenance)
 
 
-def recognise(path: Path) -> bool:
-    config = path / "config.json"
-    if not (path.is_dir() and config.is_file()):
-        return False
-    try:
-        return read_json(config).get("model_type") == "encodec"
-    except AudiotokError:
-        return False
-
-
-ENCODEC_TRANSFORMERS = PublishedFormat("transformers EncodecModel", recognise, convert)
+ENCODEC_TRANSFORMERS = PublishedFormat("transformers EncodecModel",
+                                       transformers_recogniser("encodec"), convert)
