@@ -263,6 +263,11 @@ def _print_codec_info(codec) -> None:
     print(f"codebooks       {len(s.codebook_sizes)} x {sorted(set(s.codebook_sizes))} entries")
     print(f"parameters      {n_params / 1e6:.2f} M")
     print(f"fingerprint     {s.fingerprint}")
+    if codec.provenance:
+        p = codec.provenance
+        print(f"published as    {p['format']}: {p['source']} (sha256 {p['sha256'][:12]})")
+        print(f"licence         {p['licence']}")
+        print(f"matches         {p['matches']}")
     print("n_codebooks  tokens/s  kbps")
     for k in range(1, len(s.codebook_sizes) + 1):
         print(f"{k:>11}  {s.frame_rate * k:>8g}  {s.bitrate(k) / 1000:>6.3f}")

@@ -104,9 +104,16 @@ def test_dac_provenance_survives_save_and_reload(dac_release, tmp_path):
     assert codec.provenance["format"] == "descript-audio-codec .pth"
     assert codec.provenance["matches"].startswith("descript-audio-codec 1.")
     assert len(codec.provenance["sha256"]) == 64
+    # the fingerprint (which token files check) hashes the converter's config as written,
+    # not every default of today's config classes, so it survives new config fields
+    from audiotok.codecs.published.dac import dac_config
+
+    assert codec.config_record == dac_config(torch.load(path, weights_only=True)["metadata"]
+                                             ["kwargs"])
     codec.save_pretrained(tmp_path / "converted")
     again = audiotok.load_codec(tmp_path / "converted")
     assert again.provenance == codec.provenance
+    assert again.fingerprint() == codec.fingerprint()
     wav = 0.1 * torch.randn(1, 1, model.sample_rate // 2)
     assert torch.equal(again.encode(wav).codes, codec.encode(wav).codes)
 
@@ -541,6 +548,9 @@ def test_a_published_codec_goes_through_every_command(encodec_release, tmp_path,
     assert main(["info", str(tmp_path / "a.atok")]) == 0
     out = capsys.readouterr()
     assert "6.000 kbps" in out.out and "untrained" not in out.err
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "published as    EnCodec .th" in out and "licence         CC-BY-NC 4.0" in out
     assert main(["decode", str(tmp_path / "a.atok"), "-o", str(tmp_path / "a.wav")]) == 0
     assert sf.info(str(tmp_path / "a.wav")).samplerate == 24000
     assert main(["tokenize", str(clips), "-o", str(tmp_path / "tok"), "--codec", str(path),

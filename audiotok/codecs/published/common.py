@@ -35,6 +35,9 @@ def build(path: Path, config: dict, map_state: Callable[[set[str]], dict[str, Te
     from ..base import Codec
 
     codec = Codec.from_config(config)
+    # the converter's own dict, not one with every default filled in: the fingerprint (and so
+    # token files made with these weights) stays valid when audiotok adds config fields
+    codec.config_record = config
     mine = codec.state_dict()
     state = map_state(set(mine))
     extra = {k: v for k, v in mine.items() if k.endswith((".usage", ".initialized"))}
