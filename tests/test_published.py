@@ -152,6 +152,11 @@ def test_bad_published_files(tmp_path, dac_release):
     assert zipfile.is_zipfile(path)  # the releases are torch's zip format
 
 
+def same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
 def fine_tune(path: Path, sample_rate: int, tmp_path: Path) -> None:
     """train.init_from takes the release file: 5 steps on a tiny corpus, export, reload, same
     codes as the export."""
@@ -178,10 +183,10 @@ def fine_tune(path: Path, sample_rate: int, tmp_path: Path) -> None:
         "data.segment_seconds=0.2", "data.num_workers=0", "train.disc_start_step=2",
         "discriminators=[{type: mpd, periods: [2, 3], channels: [4, 8, 8, 8, 8]}]"])
     trainer = Trainer(recipe)
-    assert trainer.codec.fingerprint() == codec.fingerprint()  # starts from the release
+    assert same_parameters(trainer.codec, codec)  # starts from the release
     assert trainer.fit() == 0
     export = audiotok.load_codec(tmp_path / "run" / "model")
-    assert export.fingerprint() != codec.fingerprint()  # 5 steps moved the weights
+    assert not same_parameters(export, codec)  # 5 steps moved the weights
     wav = 0.1 * torch.randn(1, 1, sample_rate // 2)
     assert torch.equal(audiotok.load_codec(tmp_path / "run" / "model").encode(wav).codes,
                        export.encode(wav).codes)
