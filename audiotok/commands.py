@@ -67,13 +67,12 @@ def _add_common(p) -> None:
 
 def _open_codec(ref, device):
     from .codecs import load_codec
-    from .codecs.loading import bundled_models, default_codec
+    from .codecs.loading import default_codec, is_untrained
 
     _check_device(device)
     ref = default_codec() if ref is None else ref
     codec = load_codec(ref, device=device)
-    trained = Path(str(ref)).is_dir() or str(ref) in bundled_models() or codec.provenance
-    if not trained:
+    if is_untrained(codec):
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)
     return codec

@@ -19,13 +19,13 @@ from pathlib import Path
 import gradio as gr
 
 from .codecs import Codec
+from .codecs.loading import is_untrained
 from .demo_core import (
     ClipResult,
     bitrate_hint,
     bundled_examples,
     decode_token_file,
     default_codec_refs,
-    is_untrained,
     metrics_markdown,
     new_request_dir,
     run_clip,

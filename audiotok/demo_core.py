@@ -93,13 +93,6 @@ def bundled_examples() -> list[Path]:
     return [ASSETS / "sample_speech.flac", *sorted((ASSETS / "examples").glob("*.flac"))]
 
 
-def is_untrained(codec: Codec) -> bool:
-    """True for codecs built from a recipe or family name: `load_codec` records such a ref,
-    which is neither a checkpoint directory nor a bundled model."""
-    ref = codec.ref
-    return ref is not None and ref not in bundled_models() and not Path(ref).is_dir()
-
-
 def bitrate_hint(codec: Codec, n_codebooks: int) -> str:
     """'4 of 8 codebooks: 2.00 kbps, 200 tokens/s' (Markdown)."""
     n = codec.quantizer.check_n_codebooks(n_codebooks)

@@ -556,6 +556,9 @@ def test_a_published_codec_goes_through_every_command(encodec_release, tmp_path,
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "published as    EnCodec .th" in out and "licence         CC-BY-NC 4.0" in out
+    from audiotok.codecs.loading import is_untrained
+
+    assert not is_untrained(audiotok.load_codec(path))  # no "untrained" note in CLI or demo
     assert main(["decode", str(tmp_path / "a.atok"), "-o", str(tmp_path / "a.wav")]) == 0
     assert sf.info(str(tmp_path / "a.wav")).samplerate == 24000
     assert main(["tokenize", str(clips), "-o", str(tmp_path / "tok"), "--codec", str(path),

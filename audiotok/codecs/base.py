@@ -218,19 +218,19 @@ class Codec(nn.Module):
         self._check_wav(wav)
         n = self.quantizer.check_n_codebooks(n_codebooks)
         num_samples = _lengths(lengths, wav)
-        x = self._pad_to_frames(wav)
 
         def run(chunk: Tensor) -> Tensor:
             return self.quantizer.encode(self.encoder(chunk), n)
 
-        chunk_frames = self._chunk_frames(chunk_seconds, x.shape[-1] // self.hop_length)
-        if getattr(self.encoder, "pads_itself", False) and chunk_frames >= x.shape[-1] // \
-                self.hop_length:
+        n_frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
+        chunk_frames = self._chunk_frames(chunk_seconds, n_frames)
+        if getattr(self.encoder, "pads_itself", False) and chunk_frames >= n_frames:
             # an encoder with its publisher's per-layer padding takes the waveform as it is
             # (in one piece: chunks would need whole frames)
             with torch.inference_mode():
                 return self._tokens(run(wav).clone(), num_samples)
-        if chunk_frames < x.shape[-1] // self.hop_length and self._streams_by_stage():
+        x = self._pad_to_frames(wav)
+        if chunk_frames < n_frames and self._streams_by_stage():
             return self._encode_streaming(x, n, chunk_frames, num_samples)
         reach = self.encoder.receptive_field()
         if reach is None:

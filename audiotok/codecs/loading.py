@@ -44,6 +44,15 @@ def default_codec() -> str:
     return next(iter(bundled))
 
 
+def is_untrained(codec: Codec) -> bool:
+    """True for codecs built from a recipe or family name (seeded random weights): their ref
+    is neither a bundled model nor a checkpoint directory, and no publisher's weights were
+    loaded into them."""
+    ref = codec.ref
+    return (ref is not None and codec.provenance is None and ref not in bundled_models()
+            and not Path(ref).is_dir())
+
+
 def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
     """Open a codec from a checkpoint directory, a published codec's own release file (see
     codecs/published/), a recipe YAML, or a name in `list_codecs()`; with no `ref`, the
