@@ -38,5 +38,9 @@ fi
 echo "[setup] installing audiotok and its dependencies (first run downloads torch, ~3 GB)"
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
 .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,published]'
+# moshi, Kyutai's reference for Mimi, which tests/test_mimi.py compares against: its declared
+# caps (numpy, safetensors, torch) conflict with ours, though its Mimi code runs on ours, so it
+# goes in without dependencies, beside the one it imports that we lack
+.venv/bin/python -m pip install --quiet --no-deps -c constraints.txt moshi sentencepiece
 echo "$want" > "$stamp"
 echo "[setup] done: $(.venv/bin/audiotok --version)"

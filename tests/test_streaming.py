@@ -83,7 +83,8 @@ def test_transformer_step_equals_forward():
         y, state = model.step(x[..., a:b], state)
         pieces.append(y)
     torch.testing.assert_close(torch.cat(pieces, -1), model(x), rtol=1e-5, atol=1e-6)
-    assert all(k.shape[-2] == 7 for k, _ in state)  # the cache holds context - 1 frames
+    assert all(k.shape[-2] == 7 for k, _ in state.caches)  # context - 1 frames
+    assert state.position == 70
 
 
 @pytest.mark.parametrize("n,m,context", [(37, 0, 8), (30, 5, 8), (16, 7, 8), (9, 0, 1)])
@@ -161,7 +162,7 @@ def test_save_load_identical(tmp_path):
 
 
 def test_mimi_family_preset():
-    codec = audiotok.load_codec("mimi")
+    codec = audiotok.load_codec("mimi-like")
     assert (codec.sample_rate, codec.hop_length, codec.frame_rate) == (24000, 1920, 12.5)
     assert codec.encoder.receptive_field()[1] == 1919
     assert codec.decoder.receptive_field()[1] == 0

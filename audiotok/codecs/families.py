@@ -34,8 +34,9 @@ FAMILIES: dict[str, dict] = {
     },
     # Mimi-like (Moshi, Defossez et al. 2024): causal SEANet + windowed causal transformer,
     # 25 Hz -> 12.5 Hz, split semantic/acoustic RVQ; streams exactly (codec.stream()).
-    # Mimi proper: 64 filters, transformer 512 x 8 layers, 2048-entry 256-dim codebooks.
-    "mimi": {
+    # Mimi proper: 64 filters, transformer 512 x 8 layers, 2048-entry 256-dim codebooks
+    # (Kyutai's trained Mimi is the published name "mimi").
+    "mimi-like": {
         "family": "mimi", "sample_rate": 24000, "latent_dim": 256,
         "encoder": {"type": "mimi", "n_filters": 32, "strides": [4, 5, 6, 8], "downsample": 2,
                     "transformer": {"dim": 256, "layers": 4, "heads": 4,

@@ -12,9 +12,12 @@ soon as its own samples have arrived and the codec streams with 80 ms latency at
                   -> CausalTransformer -> downsample conv -> z [B, latent_dim, T / hop]
     hop = prod(strides) * downsample
 
-Departures: Mimi's upsampling conv is depthwise (a compatibility flag in its code); ours is a
-full transposed conv. Mimi pads its downsampling conv by replicating the first sample; ours pads
-with zeros like every other layer here.
+By default the upsampling conv is a full transposed conv and the downsampling conv pads with
+zeros like every other layer here. Mimi's released weights need three options: its upsampling
+conv is depthwise and bias-free (`upsample_groups` = width, `upsample_bias` false; a
+"channel-wise bug" its code keeps for compatibility), its downsampling conv pads by replicating
+the first sample (`resample_pad_mode: replicate`), and its transformer's RoPE angles are
+rounded as its publisher's code rounds them (transformer `rope_style`).
 """
 
 from __future__ import annotations
@@ -50,11 +53,17 @@ class MimiEncoderConfig(SEANetConfig):
     norm: str = "none"
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     downsample: int = 2
+    # Mimi's released weights (see the module docstring); pad mode None = pad_mode
+    resample_pad_mode: str | None = None
+    upsample_groups: int = 1
+    upsample_bias: bool = True
 
     def __post_init__(self):
         super().__post_init__()
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+        if self.upsample_groups < 1:
+            raise ValueError(f"upsample_groups must be >= 1, got {self.upsample_groups}")
 
 
 @dataclass
@@ -68,9 +77,14 @@ def _resample(cfg: MimiEncoderConfig, dim_in: int, dim_out: int, up: bool) -> nn
     if s == 1:
         return nn.Identity() if dim_in == dim_out else Conv1d(dim_in, dim_out, 1, norm=cfg.norm)
     if up:
-        return ConvTranspose1d(dim_in, dim_out, 2 * s, s, causal=cfg.causal, norm=cfg.norm)
-    return Conv1d(dim_in, dim_out, 2 * s, stride=s, causal=cfg.causal, pad_mode=cfg.pad_mode,
-                  norm=cfg.norm, bias=False)
+        if dim_in % cfg.upsample_groups or dim_out % cfg.upsample_groups:
+            raise ValueError(f"upsample_groups {cfg.upsample_groups} does not divide the "
+                             f"widths {dim_in} -> {dim_out}")
+        return ConvTranspose1d(dim_in, dim_out, 2 * s, s, causal=cfg.causal, norm=cfg.norm,
+                               groups=cfg.upsample_groups, bias=cfg.upsample_bias)
+    return Conv1d(dim_in, dim_out, 2 * s, stride=s, causal=cfg.causal,
+                  pad_mode=cfg.resample_pad_mode or cfg.pad_mode, norm=cfg.norm, bias=False,
+                  extra_padding=cfg.publisher_padding)
 
 
 class MimiEncoder(nn.Module):
@@ -82,6 +96,7 @@ class MimiEncoder(nn.Module):
         self.seanet = SEANetEncoder(cfg, channels, width)
         self.transformer = CausalTransformer(cfg.transformer)
         self.downsample = _resample(cfg, width, latent_dim, up=False)
+        self.pads_itself = cfg.publisher_padding  # read by Codec.encode
         self.frame_hop = self.seanet.hop_length  # samples per transformer frame
         self.hop_length = self.frame_hop * cfg.downsample
 

@@ -126,9 +126,10 @@ class ConvTranspose1d(nn.Module):
     """Transposed conv that trims its overlap: x [B, C_in, L] -> [B, C_out, L * stride]."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int,
-                 causal: bool = False, norm: str = "weight_norm", trim: int | None = None):
+                 causal: bool = False, norm: str = "weight_norm", trim: int | None = None,
+                 groups: int = 1, bias: bool = True):
         super().__init__()
-        convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride)
+        convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride, groups=groups, bias=bias)
         _zero_bias(convtr)
         self.convtr = _normed(convtr, norm)
         total = kernel_size - stride

@@ -16,10 +16,15 @@ Design choices here (own code, not a port):
     frames of every layer), used for stateful streaming; `forward` is `step` with no cache.
   * Sequences longer than the window attend block-wise (each block of `context` queries sees
     2 * context keys), so memory and time grow linearly with length instead of quadratically.
+  * `rope_style` "moshi" / "transformers" reproduce, for published Mimi checkpoints, the
+    float32 angles of absolute positions that Kyutai's moshi package and transformers'
+    MimiModel compute (their formulas differ in the last bit): codes then equal theirs bit for
+    bit. The streaming state counts absolute positions for them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +33,16 @@ from torch import Tensor, nn
 
 KV = tuple[Tensor, Tensor]
 """One layer's cache: keys (before RoPE) and values, each [B, H, m, head_dim], m < context."""
+ROPE_STYLES = ("audiotok", "moshi", "transformers")
+
+
+@dataclass
+class TransformerState:
+    """What `CausalTransformer.step` carries between calls: each layer's key/value cache and
+    the absolute position of the next frame (the publisher RoPE styles need it)."""
+
+    caches: list
+    position: int = 0
 
 
 @dataclass
@@ -43,6 +58,11 @@ class TransformerConfig:
                      causal mask (absolute embeddings are not offered: they break streaming).
     max_period:      RoPE's longest wavelength.
     layer_scale:     initial per-channel scale of each residual branch; None = no layer scale.
+    rope_style:      how rotation angles are computed: "audiotok" (float64 angles of positions
+                     relative to the window, exact window invariance), or the float32 angles
+                     of absolute positions of Kyutai's moshi package ("moshi") or of
+                     transformers' MimiModel ("transformers"), for their checkpoints' codes
+                     bit for bit.
     """
 
     dim: int = 512
@@ -53,6 +73,7 @@ class TransformerConfig:
     rope: bool = True
     max_period: float = 10000.0
     layer_scale: float | None = 0.01
+    rope_style: str = "audiotok"
 
     def __post_init__(self):
         for name in ("dim", "heads", "dim_feedforward", "context"):
@@ -66,6 +87,9 @@ class TransformerConfig:
             raise ValueError(f"RoPE needs an even head dim, got {self.dim // self.heads}")
         if self.max_period <= 0:
             raise ValueError(f"max_period must be > 0, got {self.max_period}")
+        if self.rope_style not in ROPE_STYLES:
+            raise ValueError(f"rope_style must be one of {', '.join(ROPE_STYLES)}, got "
+                             f"'{self.rope_style}'")
 
 
 def rope_tables(length: int, head_dim: int, max_period: float, device, dtype) -> tuple:
@@ -74,6 +98,24 @@ def rope_tables(length: int, head_dim: int, max_period: float, device, dtype) ->
     freqs = max_period ** (-torch.arange(half, dtype=torch.float64) * 2 / head_dim)
     angles = torch.arange(length, dtype=torch.float64)[:, None] * freqs
     return angles.cos().to(device, dtype), angles.sin().to(device, dtype)
+
+
+def publisher_rope_tables(style: str, start: int, length: int, head_dim: int,
+                          max_period: float, device) -> tuple[Tensor, Tensor]:
+    """cos, sin float32 [length, head_dim / 2] for absolute positions start..start+length-1,
+    rounded as the publisher rounds them: moshi's `apply_rope` (modules/rope.py) takes
+    exp(i * -2 ln(max_period) / d) as frequencies, transformers' MimiRotaryEmbedding
+    1 / max_period^(2i / d); both multiply by the float32 position."""
+    half = head_dim // 2
+    if style == "moshi":
+        ds = torch.arange(half, device=device, dtype=torch.float32)
+        freqs = torch.exp(ds * (-math.log(max_period) * 2 / head_dim))
+    else:
+        freqs = 1.0 / (max_period ** (torch.arange(0, head_dim, 2, device=device,
+                                                   dtype=torch.float32) / head_dim))
+    positions = float(start) + torch.arange(length, device=device, dtype=torch.float32)
+    angles = positions[:, None] * freqs
+    return angles.cos(), angles.sin()
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -144,8 +186,10 @@ class WindowedSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)  # Mimi: no biases
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x: Tensor, cache: KV | None = None) -> tuple[Tensor, KV]:
-        """x [B, n, D], cache of the previous frames -> y [B, n, D], cache for the next call."""
+    def forward(self, x: Tensor, cache: KV | None = None, position: int = 0
+                ) -> tuple[Tensor, KV]:
+        """x [B, n, D], cache of the previous frames -> y [B, n, D], cache for the next call.
+        `position`: absolute index of x's first frame (read by the publisher RoPE styles)."""
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
@@ -153,9 +197,16 @@ class WindowedSelfAttention(nn.Module):
         start = max(0, k.shape[-2] - (self.cfg.context - 1))
         new_cache = (k[..., start:, :], v[..., start:, :])
         if self.cfg.rope:
-            # positions count from the first cached frame: only differences matter
-            cos, sin = rope_tables(k.shape[-2], self.head_dim, self.cfg.max_period,
-                                   x.device, q.dtype)
+            total = k.shape[-2]
+            if self.cfg.rope_style == "audiotok":
+                # positions count from the first cached frame: only differences matter
+                cos, sin = rope_tables(total, self.head_dim, self.cfg.max_period,
+                                       x.device, q.dtype)
+            else:
+                cos, sin = publisher_rope_tables(self.cfg.rope_style, position + n - total,
+                                                 total, self.head_dim, self.cfg.max_period,
+                                                 x.device)
+                cos, sin = cos.to(q.dtype), sin.to(q.dtype)
             q, k = apply_rope(q, cos[-n:], sin[-n:]), apply_rope(k, cos, sin)
         y = local_causal_attention(q, k, v, self.cfg.context)
         return self.out(y.transpose(1, 2).reshape(b, n, -1)), new_cache
@@ -175,8 +226,9 @@ class TransformerLayer(nn.Module):
             else nn.Identity
         self.scale1, self.scale2 = scale(), scale()
 
-    def forward(self, x: Tensor, cache: KV | None = None) -> tuple[Tensor, KV]:
-        h, cache = self.attn(self.norm1(x), cache)
+    def forward(self, x: Tensor, cache: KV | None = None, position: int = 0
+                ) -> tuple[Tensor, KV]:
+        h, cache = self.attn(self.norm1(x), cache, position)
         x = x + self.scale1(h)
         return x + self.scale2(self.mlp(self.norm2(x))), cache
 
@@ -196,13 +248,15 @@ class CausalTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.step(x)[0]
 
-    def step(self, x: Tensor, state: list[KV] | None = None) -> tuple[Tensor, list[KV]]:
+    def step(self, x: Tensor, state: TransformerState | None = None
+             ) -> tuple[Tensor, TransformerState]:
         """Streaming form: x [B, D, n] new frames, state from the previous call (None at the
         start) -> (y [B, D, n], state). Concatenated outputs equal `forward` on the whole."""
         h = x.transpose(1, 2)
-        caches = state if state is not None else [None] * len(self.layers)
-        new_state = []
-        for layer, cache in zip(self.layers, caches):
-            h, cache = layer(h, cache)
-            new_state.append(cache)
-        return h.transpose(1, 2), new_state
+        if state is None:
+            state = TransformerState([None] * len(self.layers))
+        caches = []
+        for layer, cache in zip(self.layers, state.caches):
+            h, cache = layer(h, cache, state.position)
+            caches.append(cache)
+        return h.transpose(1, 2), TransformerState(caches, state.position + x.shape[-1])

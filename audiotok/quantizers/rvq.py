@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .metrics import level_metrics
-from .vq import VectorQuantizer, VQConfig, check_code_rows
+from .vq import VectorQuantizer, VQConfig, check_code_rows, projection
 
 
 @dataclass
@@ -26,11 +26,16 @@ class RVQConfig(VQConfig):
     dropout_choices:   if set, the dropped items draw their level count from this list
                        instead (EnCodec trains at fixed bandwidths: 2/4/8/16/32 levels of a
                        75 Hz, 10-bit RVQ = 1.5/3/6/12/24 kbps, Défossez et al. 2022 sec. 3.2).
+    shared_projection: one bias-free 1x1 projection into codebook_dim before the first level
+                       and one back after the levels' sum, instead of a projection per level;
+                       the residuals live in codebook_dim (Mimi's ResidualVectorQuantizer,
+                       moshi/quantization/vq.py).
     """
 
     n_codebooks: int = 8
     quantizer_dropout: float = 0.0
     dropout_choices: list[int] = dataclasses.field(default_factory=list)
+    shared_projection: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,8 +93,15 @@ class ResidualVQ(Quantizer):
         super().__init__()
         self.cfg = cfg
         self.dim = dim
-        level_cfg = subconfig(VQConfig, cfg)
-        self.levels = nn.ModuleList(VectorQuantizer(level_cfg, dim) for _ in range(cfg.n_codebooks))
+        level_cfg, level_dim = subconfig(VQConfig, cfg), dim
+        self.in_proj, self.out_proj = nn.Identity(), nn.Identity()
+        if cfg.shared_projection:
+            level_dim = cfg.codebook_dim or dim
+            level_cfg = subconfig(VQConfig, cfg, codebook_dim=None)
+            self.in_proj = projection(dim, level_dim, cfg.projection_norm, bias=False)
+            self.out_proj = projection(level_dim, dim, cfg.projection_norm, bias=False)
+        self.levels = nn.ModuleList(VectorQuantizer(level_cfg, level_dim)
+                                    for _ in range(cfg.n_codebooks))
         self.codebook_sizes = [cfg.codebook_size] * cfg.n_codebooks
 
     def quantize(
@@ -101,7 +113,8 @@ class ResidualVQ(Quantizer):
         z_q and its losses at deeper levels are zeroed. The residual chain itself is the same
         for every item, so deeper codebooks still learn from all of them (as in DAC).
         """
-        residual, z_q = z, torch.zeros_like(z)
+        residual = self.in_proj(z)
+        z_q = torch.zeros_like(residual)
         codes, commit, codebook = [], z.new_zeros(()), z.new_zeros(())
         for i, vq in enumerate(self.levels[:n_levels]):
             level = vq.quantize(residual, update)
@@ -116,8 +129,8 @@ class ResidualVQ(Quantizer):
             if level.codebook is not None:
                 codebook = codebook + (level.codebook * keep).mean()
         learned = self.levels[0].codebook.learned
-        return ResidualResult(z_q, torch.stack(codes, 1), commit, codebook if learned else None,
-                              first)
+        return ResidualResult(self.out_proj(z_q), torch.stack(codes, 1), commit,
+                              codebook if learned else None, self.out_proj(first))
 
     def forward(self, z: Tensor, n_codebooks: int | None = None) -> QuantizerOutput:
         """z [B, D, T] -> z_q [B, D, T], codes long [B, n, T].
@@ -145,7 +158,7 @@ class ResidualVQ(Quantizer):
     def decode(self, codes: Tensor) -> Tensor:
         """codes long [B, k, T], k <= n_codebooks -> z_q [B, D, T], summing the first k levels."""
         k = check_code_rows(codes, self.n_codebooks)
-        return sum(self.levels[i].lookup(codes[:, i]) for i in range(k))
+        return self.out_proj(sum(self.levels[i].lookup(codes[:, i]) for i in range(k)))
 
 
 @QUANTIZERS.register("rvq", RVQConfig)

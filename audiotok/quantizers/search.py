@@ -58,4 +58,20 @@ def nearest_transformers_dac(x: Tensor, codebook: Tensor, normalize: bool = True
         return score.max(1)[1]
 
 
-SEARCHES = {"euclidean": nearest, "transformers_dac": nearest_transformers_dac}
+def nearest_cdist(x: Tensor, codebook: Tensor, normalize: bool = False,
+                  chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
+    """torch.cdist's nearest codeword, the search of Mimi's codebooks (moshi's and
+    transformers' EuclideanCodebook), for their checkpoints' codes bit for bit. (cdist forms
+    the distance as one matmul of [-2x, |x|^2, 1] by [c, 1, |c|^2]: rounded differently
+    from `nearest`.)"""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, codebook = _prepare(x, codebook, normalize)
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.long, device=x.device)
+        rows = max(1, chunk_elements // codebook.shape[0])
+        return torch.cat([torch.cdist(part[None], codebook[None], p=2)[0].argmin(-1)
+                          for part in x.split(rows)])
+
+
+SEARCHES = {"euclidean": nearest, "transformers_dac": nearest_transformers_dac,
+            "cdist": nearest_cdist}

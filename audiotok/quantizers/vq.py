@@ -39,9 +39,10 @@ class VQConfig:
     projection_norm:     weight-norm the in/out projections (DAC); false for checkpoints
                          stored with plain weights (transformers' DacModel), which weight
                          norm would reproduce only to rounding.
-    search:              "euclidean" (quantizers/search.py), or "transformers_dac": the
-                         expression transformers' DacModel evaluates (-(|x|^2 - 2 x.c) + |c|^2,
-                         largest first), for its checkpoints' codes bit for bit.
+    search:              "euclidean" (quantizers/search.py), or for published checkpoints'
+                         codes bit for bit: "transformers_dac", the expression transformers'
+                         DacModel evaluates (-(|x|^2 - 2 x.c) + |c|^2, largest first), or
+                         "cdist", torch.cdist as Mimi's codebooks search.
     eval_codeword:       outside training, hand on the codeword itself (EnCodec subtracts it
                          from the residual) rather than the straight-through z_e + (q - z_e),
                          equal in value but rounded differently (DAC computes that one).
@@ -97,15 +98,17 @@ class VQLevel:
     codebook: Tensor | None
 
 
-def projection(dim_in: int, dim_out: int, normed: bool = True) -> nn.Module:
+def projection(dim_in: int, dim_out: int, normed: bool = True, bias: bool = True
+               ) -> nn.Module:
     """1x1 weight-normed conv [B, dim_in, T] -> [B, dim_out, T] (DAC's WNConv1d; a plain
     conv with `normed=False`), or identity."""
     if dim_in == dim_out:
         return nn.Identity()
-    conv = nn.Conv1d(dim_in, dim_out, kernel_size=1)
+    conv = nn.Conv1d(dim_in, dim_out, kernel_size=1, bias=bias)
     # zero bias: a random offset would outweigh the small latents of an untrained encoder
     # and send every frame to the same codeword (see modules/conv.py)
-    nn.init.zeros_(conv.bias)
+    if bias:
+        nn.init.zeros_(conv.bias)
     return weight_norm(conv) if normed else conv
 
 

@@ -18,12 +18,14 @@ from pathlib import Path
 from .common import PublishedFormat
 from .dac import DAC_PTH
 from .encodec import ENCODEC_TH
+from .mimi import MIMI_MOSHI
 from .speechtokenizer import SPEECHTOKENIZER
 from .transformers_dac import DAC_TRANSFORMERS
 from .transformers_encodec import ENCODEC_TRANSFORMERS
+from .transformers_mimi import MIMI_TRANSFORMERS
 
 FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH, ENCODEC_TRANSFORMERS,
-                                  SPEECHTOKENIZER]
+                                  SPEECHTOKENIZER, MIMI_MOSHI, MIMI_TRANSFORMERS]
 
 
 def find_format(path) -> PublishedFormat | None:
