@@ -21,9 +21,11 @@ from .encodec import ENCODEC_TH
 from .speechtokenizer import SPEECHTOKENIZER
 from .transformers_dac import DAC_TRANSFORMERS
 from .transformers_encodec import ENCODEC_TRANSFORMERS
+from .transformers_wavtokenizer import WAVTOKENIZER_TRANSFORMERS
+from .wavtokenizer import WAVTOKENIZER_CKPT
 
 FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH, ENCODEC_TRANSFORMERS,
-                                  SPEECHTOKENIZER]
+                                  SPEECHTOKENIZER, WAVTOKENIZER_CKPT, WAVTOKENIZER_TRANSFORMERS]
 
 
 def find_format(path) -> PublishedFormat | None:
