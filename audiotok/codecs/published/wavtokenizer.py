@@ -180,7 +180,8 @@ def is_wavtokenizer_yaml(cfg: dict) -> bool:
     return "dowmsamples" in fe and bool(_init_args(cfg, "backbone"))
 
 
-def config_from_yaml(cfg: dict, path: Path) -> dict:
+def config_from_yaml(cfg: dict, path: Path, n_filters: int = 32) -> dict:
+    """The YAML's architecture; `n_filters` is not in it (EncodecFeatures fixes it at 32)."""
     fe, bb, head = (_init_args(cfg, p) for p in ("feature_extractor", "backbone", "head"))
     if fe.get("num_quantizers", 1) != 1:
         raise AudiotokError(f"{path}: WavTokenizer with num_quantizers="
@@ -195,7 +196,7 @@ def config_from_yaml(cfg: dict, path: Path) -> dict:
                             f"{head.get('n_fft')} do not fit dowmsamples (hop {hop}, n_fft "
                             f"{4 * hop})")
     return wavtokenizer_config(
-        strides, latent_dim=bb.get("input_channels", 512),
+        strides, n_filters=n_filters, latent_dim=bb.get("input_channels", 512),
         codebook_size=fe.get("vq_bins", 16384), kmeans_iters=fe.get("vq_kmeans", 800),
         dim=bb.get("dim", 768), intermediate_dim=bb.get("intermediate_dim", 2304),
         num_layers=bb.get("num_layers", 12),
@@ -229,12 +230,16 @@ def files(path: Path) -> tuple[Path, Path]:
 
 def convert(path: Path):
     yaml_file, ckpt = files(path)
-    config = config_from_yaml(read_yaml(yaml_file), yaml_file)
+    cfg = read_yaml(yaml_file)
     blob = torch_load(ckpt)
     state = blob.get("state_dict") if isinstance(blob, dict) else None
-    if not isinstance(state, dict) or not any(k.startswith(ENCODER_PREFIX) for k in state):
+    first = f"{ENCODER_PREFIX}model.0.conv.conv.weight_v"
+    if not isinstance(state, dict) or first not in state:
         raise AudiotokError(f"{ckpt}: not a WavTokenizer checkpoint (expected a Lightning "
                             f"state_dict with feature_extractor.encodec.encoder weights)")
+    # the encoder's width is a constant of WavTokenizer's code, not a YAML field: 32 in
+    # every release; read from the first conv so that narrower variants load too
+    config = config_from_yaml(cfg, yaml_file, n_filters=state[first].shape[0])
     state = {k: v for k, v in state.items() if k.startswith(GENERATOR)}
     provenance = make_provenance(
         "WavTokenizer .ckpt + YAML", ckpt, ckpt, LICENCE,
