@@ -87,7 +87,7 @@ def original_names(state: dict) -> dict:
     return out
 
 
-def release_yaml(strides: list[int], tokens: str) -> dict:
+def release_yaml(strides: list[int]) -> dict:
     """configs/wavtokenizer_smalldata_frame{40,75}_3s_nq1_code4096_dim512_kmeans200_attn.yaml
     of jishengpeng/WavTokenizer, model part, with TINY's sizes."""
     hop = 1
@@ -134,7 +134,7 @@ def write_release(model, folder: Path, tokens: str) -> Path:
     size = {"75": "320", "40": "600"}[tokens]
     torch.save(ckpt, folder / f"wavtokenizer_small_{size}_24k_4096.ckpt")
     (folder / f"wavtokenizer_smalldata_frame{tokens}_3s_nq1_code4096_dim512_kmeans200_attn"
-              f".yaml").write_text(yaml.safe_dump(release_yaml(RELEASES[tokens], tokens)))
+              f".yaml").write_text(yaml.safe_dump(release_yaml(RELEASES[tokens])))
     return folder
 
 
@@ -228,7 +228,7 @@ def test_long_files_in_chunks(release):
 
 
 def test_bad_files(release, tmp_path):
-    model, hf, ckpt = release
+    _, hf, ckpt = release
     cases = {}
     # a .ckpt without its YAML
     (tmp_path / "alone").mkdir()
@@ -255,13 +255,10 @@ def test_bad_files(release, tmp_path):
     torch.save(blob, ckpt_file(tmp_path / "missing"))
     cases[tmp_path / "missing"] = "lacks weight 'decoder.blocks.1.scale'"
 
-    # pickled code is never run
-    class Evil:
-        def __reduce__(self):
-            return (print, ("ran code",))
+    # a .ckpt whose state_dict is an object, not weights
     shutil.copytree(ckpt, tmp_path / "evil")
-    torch.save({"state_dict": {}, "x": Evil()}, ckpt_file(tmp_path / "evil"))
-    cases[tmp_path / "evil"] = "never runs a pickle's code"
+    torch.save({"state_dict": Evil(tmp_path / "ran")}, ckpt_file(tmp_path / "evil"))
+    cases[tmp_path / "evil"] = "not a WavTokenizer checkpoint"
     # another Lightning checkpoint
     shutil.copytree(ckpt, tmp_path / "other")
     torch.save({"state_dict": {"layer.weight": torch.zeros(2)}}, ckpt_file(tmp_path / "other"))
@@ -286,6 +283,7 @@ def test_bad_files(release, tmp_path):
         text = str(err.value)
         assert message in text and "\n" not in text, (path, text)
         assert str(path).split("/")[-1] in text, (path, text)  # names the file
+    assert not (tmp_path / "ran").exists()
     # a transformers layout audiotok does not reproduce
     shutil.copytree(hf, tmp_path / "causal")
     config = json.loads((hf / "config.json").read_text())
@@ -293,6 +291,33 @@ def test_bad_files(release, tmp_path):
                                                                  "use_causal_conv": True}))
     with pytest.raises(AudiotokError, match="use_causal_conv=True.*not supported"):
         audiotok.load_codec(tmp_path / "causal")
+
+
+class Evil:
+    """Unpickling it would create `marker` (os.system could as well do anything else)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_objects_beside_the_weights_are_never_built(release, tmp_path):
+    """Lightning checkpoints may pickle objects in their bookkeeping (a CLI namespace in
+    `hyper_parameters`): weights_only refuses them, so audiotok reads the file with every
+    object but tensors and containers left unbuilt; the weights load, no pickled code runs."""
+    model, _, ckpt = release
+    shutil.copytree(ckpt, tmp_path / "objects")
+    blob = torch.load(ckpt_file(ckpt), weights_only=True)
+    blob["hyper_parameters"] = {"config": Evil(tmp_path / "ran"), "sample_rate": 24000}
+    torch.save(blob, ckpt_file(tmp_path / "objects"))
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(ckpt_file(tmp_path / "objects"), weights_only=True)
+    codec = audiotok.load_codec(tmp_path / "objects")
+    assert not (tmp_path / "ran").exists()
+    wav = 0.1 * torch.randn(1, 1, 9000)
+    assert torch.equal(codec.encode(wav).codes, theirs(model, wav)[0])
 
 
 def test_two_releases_in_one_folder(tmp_path):

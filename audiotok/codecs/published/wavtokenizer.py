@@ -14,7 +14,9 @@ The `.ckpt` holds `state_dict` with the generator under `feature_extractor.encod
 uses (EnCodec's unused SEANet decoder, the discriminators, the mel loss's buffers) and
 Lightning's bookkeeping; only the generator is read. The released files pickle nothing but
 tensors and ordered dicts (the hub's pickle scan lists `_rebuild_tensor_v2`, `FloatStorage`,
-`OrderedDict`), so they load with torch.load(weights_only=True); anything else is refused.
+`OrderedDict`), so they load with torch.load(weights_only=True); a checkpoint whose
+bookkeeping pickles objects (a Lightning CLI namespace in `hyper_parameters`) loads with
+those objects left unbuilt (common.torch_load_tensors): no pickled code ever runs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from pathlib import Path
 from torch import Tensor
 
 from ...errors import AudiotokError
-from .common import PublishedFormat, build, package_version, place, split_leaf, torch_load
+from .common import (
+    PublishedFormat,
+    build,
+    package_version,
+    place,
+    split_leaf,
+    torch_load_tensors,
+)
 from .common import provenance as make_provenance
 
 LICENCE = "MIT (WavTokenizer)"
@@ -231,7 +240,7 @@ def files(path: Path) -> tuple[Path, Path]:
 def convert(path: Path):
     yaml_file, ckpt = files(path)
     cfg = read_yaml(yaml_file)
-    blob = torch_load(ckpt)
+    blob = torch_load_tensors(ckpt)
     state = blob.get("state_dict") if isinstance(blob, dict) else None
     first = f"{ENCODER_PREFIX}model.0.conv.conv.weight_v"
     if not isinstance(state, dict) or first not in state:
