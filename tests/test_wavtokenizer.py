@@ -87,12 +87,10 @@ def original_names(state: dict) -> dict:
     return out
 
 
-def release_yaml(strides: list[int]) -> dict:
+def release_yaml(config) -> dict:
     """configs/wavtokenizer_smalldata_frame{40,75}_3s_nq1_code4096_dim512_kmeans200_attn.yaml
-    of jishengpeng/WavTokenizer, model part, with TINY's sizes."""
-    hop = 1
-    for s in strides:
-        hop *= s
+    of jishengpeng/WavTokenizer (the training YAML), with the sizes of transformers' `config`."""
+    hop = config.hop_length
     return {"seed_everything": 3407, "model": {
         "class_path": "decoder.experiment.WavTokenizer",
         "init_args": {
@@ -101,17 +99,17 @@ def release_yaml(strides: list[int]) -> dict:
                                   "init_args": {"encodec_model": "encodec_24khz",
                                                 "bandwidths": [6.6] * 4,
                                                 "train_codebooks": True, "num_quantizers": 1,
-                                                "dowmsamples": strides,
-                                                "vq_bins": TINY["codebook_size"],
+                                                "dowmsamples": list(config.upsampling_ratios),
+                                                "vq_bins": config.codebook_size,
                                                 "vq_kmeans": 200}},
             "backbone": {"class_path": "decoder.models.VocosBackbone",
-                         "init_args": {"input_channels": TINY["hidden_size"],
-                                       "dim": TINY["decoder_hidden_size"],
-                                       "intermediate_dim": TINY["decoder_intermediate_size"],
-                                       "num_layers": TINY["decoder_num_layers"],
+                         "init_args": {"input_channels": config.hidden_size,
+                                       "dim": config.decoder_hidden_size,
+                                       "intermediate_dim": config.decoder_intermediate_size,
+                                       "num_layers": config.decoder_num_layers,
                                        "adanorm_num_embeddings": 4}},
             "head": {"class_path": "decoder.heads.ISTFTHead",
-                     "init_args": {"dim": TINY["decoder_hidden_size"], "n_fft": 4 * hop,
+                     "init_args": {"dim": config.decoder_hidden_size, "n_fft": 4 * hop,
                                    "hop_length": hop, "padding": "same"}}}},
         "trainer": {"max_steps": 2000000, "devices": [0]}}
 
@@ -134,7 +132,7 @@ def write_release(model, folder: Path, tokens: str) -> Path:
     size = {"75": "320", "40": "600"}[tokens]
     torch.save(ckpt, folder / f"wavtokenizer_small_{size}_24k_4096.ckpt")
     (folder / f"wavtokenizer_smalldata_frame{tokens}_3s_nq1_code4096_dim512_kmeans200_attn"
-              f".yaml").write_text(yaml.safe_dump(release_yaml(RELEASES[tokens])))
+              f".yaml").write_text(yaml.safe_dump(release_yaml(model.config)))
     return folder
 
 
