@@ -353,27 +353,33 @@ def test_cli_encode_decode(release, tmp_path, capsys):
     assert info.samplerate == 24000 and abs(info.duration - 0.7) < 1e-3
 
 
-def test_short_name_resolves_through_the_hub_cache(release, tmp_path, monkeypatch):
+def test_short_names_resolve_through_the_hub_cache(release, tmp_path, monkeypatch):
     """wavtokenizer_40 is the hub's swiss-ai/wavtokenizer-large-unify-40token (transformers
-    format), found in a Hugging Face cache laid out as the hub library lays it out."""
-    model, hf, _ = release
-    if model.hop_length != 600:
-        pytest.skip("wavtokenizer_40 is the hop-600 layout")
-    root = tmp_path / "hub" / "models--swiss-ai--wavtokenizer-large-unify-40token"
+    format), wavtokenizer_75 novateur/WavTokenizer-medium-speech-75token (.ckpt + YAML), each
+    found in a Hugging Face cache laid out as the hub library lays it out; a missing one is a
+    one-line error naming the repository."""
+    from audiotok.codecs.published.names import NAMES
+
+    model, hf, ckpt = release
+    name = {600: "wavtokenizer_40", 320: "wavtokenizer_75"}[model.hop_length]
+    entry = NAMES[name]
+    sources = [hf / "config.json", hf / "model.safetensors"] if name.endswith("40") else \
+        [ckpt_file(ckpt), next(ckpt.glob("*.yaml"))]
+    root = tmp_path / "hub" / f"models--{entry.repo.replace('/', '--')}"
     snapshot = root / "snapshots" / ("ab" * 20)
     snapshot.mkdir(parents=True)
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(hf / f, snapshot / f)
+    for target, source in zip(entry.files, sources):
+        shutil.copy(source, snapshot / target)
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text("ab" * 20)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     wav = 0.1 * torch.randn(1, 1, 12000)
-    assert torch.equal(audiotok.load_codec("wavtokenizer_40").encode(wav).codes,
-                       theirs(model, wav)[0])
+    assert torch.equal(audiotok.load_codec(name).encode(wav).codes, theirs(model, wav)[0])
+    other = NAMES["wavtokenizer_75" if name.endswith("40") else "wavtokenizer_40"]
     with pytest.raises(AudiotokError) as err:
-        audiotok.load_codec("wavtokenizer_75")
-    assert "novateur/WavTokenizer-medium-speech-75token" in str(err.value)
+        audiotok.load_codec(other.name)
+    assert other.repo in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.slow
