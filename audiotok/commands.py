@@ -221,10 +221,11 @@ def _print_codec_list() -> None:
     for name in bundled_models():
         print(f"  {name}")
     print("published (from the Hugging Face cache; `audiotok convert` for a local copy)")
-    print(f"  {'name':<12} {'rate':>6} {'frames/s':>8} {'codebooks':>9} {'kbps':>6}  "
+    width = max(len(n) for n in NAMES)
+    print(f"  {'name':<{width}} {'rate':>6} {'frames/s':>8} {'codebooks':>9} {'kbps':>6}  "
           f"{'licence':<8} source")
     for n in NAMES.values():
-        print(f"  {n.name:<12} {n.sample_rate:>6} {n.frame_rate:>8.2f} "
+        print(f"  {n.name:<{width}} {n.sample_rate:>6} {n.frame_rate:>8.2f} "
               f"{f'{n.n_codebooks}x{n.codebook_size}':>9} {n.kbps:>6.2f}  {n.licence:<8} "
               f"{n.source} ({n.repo})")
     print("families (untrained weights, for training)")

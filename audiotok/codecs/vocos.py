@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..modules.attention import PosNet, Reach, add_reach
-from ..modules.convnext import ConvNeXtBlock
+from ..modules.convnext import ConvNeXtBlock, layer_norm
 from ..modules.istft import ISTFTHead, check_stft_sizes
 from .components import DECODERS
 
@@ -25,7 +25,17 @@ from .components import DECODERS
 @dataclass(frozen=True)
 class VocosDecoderConfig:
     """Defaults are Vocos' 24 kHz model (dim 512, 1536, 8 layers); WavTokenizer uses 768,
-    2304, 12 layers. n_fft None means 4 * hop_length, as in both."""
+    2304, 12 layers. n_fft None means 4 * hop_length, as in both.
+
+    WavTokenizer's published decoder (decoder/models.py `VocosBackbone` of its code) needs:
+      adanorm_embeddings: the first norm and every ConvNeXt norm are Vocos' AdaLayerNorm
+          with this many condition rows (4 in its configs), row 0 used; 0 = nn.LayerNorm.
+      pos_net_norm "group" with norm_groups 32: its pos_net's GroupNorm, whose statistics
+          span the whole utterance (so the decoder's reach is unbounded); "layer" is
+          audiotok's per-frame norm.
+      attention_heads 1: its AttnBlock is single-head (scaled by channels ** -0.5).
+      pos_net_dropout 0.1: its ResnetBlocks' dropout (training only).
+    """
 
     dim: int = 512
     intermediate_dim: int = 1536
@@ -34,6 +44,10 @@ class VocosDecoderConfig:
     attention: bool = True
     attention_heads: int = 8
     attention_window: int | None = None  # frames each side; None = whole sequence
+    adanorm_embeddings: int = 0
+    pos_net_norm: str = "layer"
+    norm_groups: int = 32
+    pos_net_dropout: float = 0.0
 
     def __post_init__(self):
         for name in ("dim", "intermediate_dim", "num_layers", "attention_heads"):
@@ -45,6 +59,17 @@ class VocosDecoderConfig:
             )
         if self.attention_window is not None and self.attention_window < 0:
             raise ValueError(f"attention_window must be >= 0, got {self.attention_window}")
+        if self.adanorm_embeddings < 0:
+            raise ValueError(f"adanorm_embeddings must be >= 0, got {self.adanorm_embeddings}")
+        if self.pos_net_norm not in ("layer", "group"):
+            raise ValueError(f"pos_net_norm must be 'layer' or 'group', got "
+                             f"{self.pos_net_norm!r}")
+        if self.pos_net_norm == "group" and (self.norm_groups < 1
+                                             or self.dim % self.norm_groups):
+            raise ValueError(f"dim ({self.dim}) must be divisible by norm_groups "
+                             f"({self.norm_groups})")
+        if not 0.0 <= self.pos_net_dropout < 1.0:
+            raise ValueError(f"pos_net_dropout must be in [0, 1), got {self.pos_net_dropout}")
 
 
 def _init_backbone(module: nn.Module) -> None:
@@ -68,12 +93,14 @@ class VocosDecoder(nn.Module):
         self.hop_length, self.n_fft = hop_length, n_fft
         self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
         self.pos_net = (
-            PosNet(cfg.dim, cfg.attention_heads, window=cfg.attention_window)
+            PosNet(cfg.dim, cfg.attention_heads, window=cfg.attention_window,
+                   dropout=cfg.pos_net_dropout, norm=cfg.pos_net_norm, groups=cfg.norm_groups)
             if cfg.attention else None
         )
-        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.norm = layer_norm(cfg.dim, cfg.adanorm_embeddings)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, layer_scale=1 / cfg.num_layers)
+            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, layer_scale=1 / cfg.num_layers,
+                          adanorm_embeddings=cfg.adanorm_embeddings)
             for _ in range(cfg.num_layers)
         )
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)

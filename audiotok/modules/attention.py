@@ -41,12 +41,13 @@ class ChannelNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-def make_norm(kind: str, dim: int) -> nn.Module:
-    """'layer': per-frame ChannelNorm; 'group': WavTokenizer's GroupNorm(32) over (C, T)."""
+def make_norm(kind: str, dim: int, groups: int = 32) -> nn.Module:
+    """'layer': per-frame ChannelNorm; 'group': WavTokenizer's GroupNorm (`groups` groups,
+    32 in its releases) over (C, T)."""
     if kind == "layer":
         return ChannelNorm(dim)
     if kind == "group":
-        return nn.GroupNorm(32, dim, eps=1e-6)
+        return nn.GroupNorm(groups, dim, eps=1e-6)
     raise ValueError(f"norm must be 'layer' or 'group', got {kind!r}")
 
 
@@ -77,7 +78,7 @@ class SelfAttention(nn.Module):
 
     def __init__(
         self, dim: int, heads: int, causal: bool = False, window: int | None = None,
-        norm: str = "layer",
+        norm: str = "layer", groups: int = 32,
     ):
         super().__init__()
         if dim % heads:
@@ -85,7 +86,7 @@ class SelfAttention(nn.Module):
         if window is not None and window < 0:
             raise ValueError(f"window must be >= 0 or None, got {window}")
         self.heads, self.causal, self.window = heads, causal, window
-        self.norm = make_norm(norm, dim)
+        self.norm = make_norm(norm, dim, groups)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.unbounded_norm = norm == "group"
@@ -115,11 +116,11 @@ class ConvResBlock(nn.Module):
     convolutions of kernel 3 reach 2 frames on each side.
     """
 
-    def __init__(self, dim: int, dropout: float = 0.0, norm: str = "layer"):
+    def __init__(self, dim: int, dropout: float = 0.0, norm: str = "layer", groups: int = 32):
         super().__init__()
-        self.norm1 = make_norm(norm, dim)
+        self.norm1 = make_norm(norm, dim, groups)
         self.conv1 = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
-        self.norm2 = make_norm(norm, dim)
+        self.norm2 = make_norm(norm, dim, groups)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
         self.unbounded_norm = norm == "group"
@@ -142,13 +143,13 @@ class PosNet(nn.Module):
 
     def __init__(
         self, dim: int, heads: int, window: int | None = None, dropout: float = 0.0,
-        norm: str = "layer",
+        norm: str = "layer", groups: int = 32,
     ):
         super().__init__()
-        self.pre = nn.ModuleList(ConvResBlock(dim, dropout, norm) for _ in range(2))
-        self.attn = SelfAttention(dim, heads, window=window, norm=norm)
-        self.post = nn.ModuleList(ConvResBlock(dim, dropout, norm) for _ in range(2))
-        self.norm = make_norm(norm, dim)
+        self.pre = nn.ModuleList(ConvResBlock(dim, dropout, norm, groups) for _ in range(2))
+        self.attn = SelfAttention(dim, heads, window=window, norm=norm, groups=groups)
+        self.post = nn.ModuleList(ConvResBlock(dim, dropout, norm, groups) for _ in range(2))
+        self.norm = make_norm(norm, dim, groups)
         self.unbounded_norm = norm == "group"
 
     def reach(self) -> Reach:

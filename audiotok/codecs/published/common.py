@@ -67,6 +67,64 @@ def torch_load(path: Path) -> object:
                             f"corrupt: {first})") from None
 
 
+class Unread:
+    """What `torch_load_tensors` puts where a checkpoint pickled an object of some class
+    (Lightning's hyper-parameter namespaces, callbacks' state): the object is not built, its
+    class not imported, its arguments dropped."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __call__(self, *args, **kwargs):  # stands in for functions as well
+        return Unread()
+
+
+def _tensor_pickle_module():
+    """A pickle module whose unpickler resolves only the globals torch's weights_only loader
+    allows (tensor rebuilders, storages, containers, dtypes); every other global becomes
+    `Unread`, so no class or function that the file names is ever imported or called."""
+    import types
+
+    from torch import _weights_only_unpickler as safe
+
+    allowed = safe._get_allowed_globals()
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            return allowed.get(f"{module}.{name}", Unread)
+
+    def load(file, **kwargs):
+        return Unpickler(file, **kwargs).load()
+
+    module = types.ModuleType("audiotok_tensor_pickle")
+    module.Unpickler, module.load = Unpickler, load
+    return module
+
+
+def torch_load_tensors(path: Path) -> object:
+    """torch_load for files that pickle more than tensors and containers beside the weights
+    (Lightning checkpoints: hyper-parameter objects, callback state): loaded with
+    weights_only=True when it can be; otherwise with an unpickler that builds only what
+    weights_only would and leaves every other object `Unread` (never importing or running
+    anything the file names)."""
+    try:
+        return torch_load(path)
+    except AudiotokError as e:
+        if "refused" not in str(e):
+            raise
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False,
+                          pickle_module=_tensor_pickle_module())
+    except Exception as e:  # noqa: BLE001 - torch's private loader: report, never crash
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AudiotokError(f"{path}: refused: its objects other than tensors and containers "
+                            f"could not be skipped ({first}); audiotok never runs a "
+                            f"pickle's code") from None
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

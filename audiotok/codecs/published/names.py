@@ -58,6 +58,16 @@ NAMES = {n.name: n for n in (
     PublishedName("speechtokenizer", "fnlp/SpeechTokenizer", 16000, 320, 8, 1024,
                   "Apache-2.0", "SpeechTokenizer (hubert_avg release)",
                   ("config.json", "SpeechTokenizer.pt"), "speechtokenizer_hubert_avg"),
+    # WavTokenizer: the large unified (speech, music, audio) 40 tokens/s model, converted to
+    # the transformers format by its transformers port; the 75 tokens/s model in its
+    # original release (the medium speech model is the one whose repository also holds
+    # its YAML; the large-speech repository has the .ckpt alone)
+    PublishedName("wavtokenizer_40", "swiss-ai/wavtokenizer-large-unify-40token", 24000,
+                  600, 1, 4096, "MIT", "WavTokenizer large-unify, transformers format"),
+    PublishedName("wavtokenizer_75", "novateur/WavTokenizer-medium-speech-75token", 24000,
+                  320, 1, 4096, "MIT", "WavTokenizer medium-speech, .ckpt + YAML release",
+                  ("wavtokenizer_medium_speech_320_24k_v2.ckpt",
+                   "wavtokenizer_mediumdata_frame75_3s_nq1_code4096_dim512_kmeans200_attn.yaml")),
 )}
 FILES = ("config.json", "model.safetensors")  # a hub id outside NAMES: the transformers layout
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
