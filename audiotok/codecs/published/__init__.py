@@ -18,12 +18,13 @@ from pathlib import Path
 from .common import PublishedFormat
 from .dac import DAC_PTH
 from .encodec import ENCODEC_TH
+from .snac import SNAC_RELEASE
 from .speechtokenizer import SPEECHTOKENIZER
 from .transformers_dac import DAC_TRANSFORMERS
 from .transformers_encodec import ENCODEC_TRANSFORMERS
 
 FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH, ENCODEC_TRANSFORMERS,
-                                  SPEECHTOKENIZER]
+                                  SNAC_RELEASE, SPEECHTOKENIZER]
 
 
 def find_format(path) -> PublishedFormat | None:
