@@ -125,7 +125,7 @@ def test_snac_padded_batch_and_fewer_levels(release):
 
 @pytest.mark.parametrize("release", ["24khz"], indirect=True)
 def test_snac_bitrate_tokens_and_token_files(release, tmp_path):
-    model, folder = release
+    _, folder = release
     codec = audiotok.load_codec(folder)
     # 46.875 Hz frames; levels at 1/4, 1/2, 1 of it; 12 bits a code: the release's 0.98 kbps
     assert codec.spec.level_strides == (4, 2, 1)
@@ -178,13 +178,13 @@ def test_snac_chunked_decoding_without_noise_is_exact(tmp_path):
     whole = codec.decode(tokens, chunk_seconds=None)
     torch.testing.assert_close(codec.decode(tokens, chunk_seconds=0.5), whole, rtol=0,
                                atol=1e-5)
-    codes, audio = theirs(quiet, wav)
+    _, audio = theirs(quiet, wav)
     torch.testing.assert_close(whole, audio[..., :wav.shape[-1]], rtol=0, atol=AUDIO_ATOL)
 
 
 @pytest.mark.parametrize("release", ["24khz"], indirect=True)
 def test_snac_provenance_and_save_reload(release, tmp_path):
-    model, folder = release
+    _, folder = release
     codec = audiotok.load_codec(folder)
     p = codec.provenance
     assert p["format"] == "SNAC config.json + pytorch_model.bin"
@@ -284,6 +284,11 @@ def test_snac_through_the_cli_and_by_short_name(release, tmp_path, capsys, monke
     assert main(["decode", str(tmp_path / "a.atok"), "-o", str(tmp_path / "b.wav")]) == 0
     info = sf.info(str(tmp_path / "b.wav"))
     assert (info.samplerate, info.frames) == (24000, round(0.9 * 24000))
+    assert main(["tokenize", str(tmp_path), "-o", str(tmp_path / "tok"), "--codec", str(folder),
+                 "--format", "npy", "--no-progress"]) == 0
+    assert main(["detokenize", str(tmp_path / "tok"), "-o", str(tmp_path / "wavs")]) == 0
+    again = sf.read(str(next((tmp_path / "wavs").glob("*.wav"))))[0]
+    assert again.shape == (round(0.9 * 24000),)
     assert main(["info", "--list"]) == 0
     assert "snac_24khz" in capsys.readouterr().out
     # snac_24khz = hubertsiuzdak/snac_24khz, from a Hugging Face cache laid out as the hub
@@ -299,6 +304,21 @@ def test_snac_through_the_cli_and_by_short_name(release, tmp_path, capsys, monke
         audiotok.load_codec(folder).fingerprint()
     with pytest.raises(AudiotokError, match="hubertsiuzdak/snac_32khz.*pytorch_model.bin"):
         audiotok.load_codec("snac_32khz")
+
+
+@pytest.mark.parametrize("release", ["24khz"], indirect=True)
+def test_snac_corpus_tokenizer_batches_exactly(release):
+    """The corpus tokenizer's batched encode gives each item the codes it has alone (items
+    batch only with items of as many padded groups of frames)."""
+    from audiotok.tokenize.batching import encode_exact
+
+    _, folder = release
+    codec = audiotok.load_codec(folder)
+    g = torch.Generator().manual_seed(8)
+    # 2048-sample groups: the first two share a padded length, the third does not
+    wavs = [0.1 * torch.randn(1, n, generator=g) for n in (4500, 5000, 9000)]
+    for wav, codes in zip(wavs, encode_exact(codec, wavs, None, None)):
+        assert torch.equal(codes, codec.encode(wav[None]).codes[0])
 
 
 @pytest.mark.slow

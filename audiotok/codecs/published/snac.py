@@ -16,9 +16,16 @@ from pathlib import Path
 from torch import Tensor
 
 from ...errors import AudiotokError
-from .common import PublishedFormat, build, package_version, place, read_json, split_leaf
+from .common import (
+    PublishedFormat,
+    build,
+    package_version,
+    place,
+    read_json,
+    split_leaf,
+    torch_load,
+)
 from .common import provenance as make_provenance
-from .common import torch_load
 
 # SNAC.__init__ defaults (snac/snac.py), for keys a config.json leaves out
 DEFAULTS = {"sampling_rate": 44100, "encoder_dim": 64, "encoder_rates": [3, 3, 7, 7],
