@@ -108,7 +108,9 @@ class CodecSpec:
 class Tokens:
     """Codes from `Codec.encode`.
 
-    codes:       long [B, K, T']   K <= number of levels of the codec
+    codes:       long [B, K, T']   K <= number of levels of the codec; for a multi-rate codec
+                                   (spec.level_strides, SNAC) level k repeats each of its codes
+                                   strides[k] times, see `level_codes()`
     spec:        the codec that made them
     lengths:     long [B]          valid frames per item (padded batches)
     num_samples: long [B]          input samples per item, so decode can trim the padding

@@ -19,14 +19,15 @@ snac = pytest.importorskip("snac", reason="snac is not installed "
                            "(pip install -c constraints.txt -e '.[published]')")
 
 # the released configs (the hub's config.json) with narrower layers to keep the test fast:
-# encoder_dim 4 (48 / 64 released) still gives 64-channel latents, one attention head
+# encoder_dim 4 (48 / 64 released) still gives 64-channel latents, one attention head of
+# SNAC's 64 channels; 32 kHz has two heads in both attention layers
 RELEASES = {
     "24khz": {"sampling_rate": 24000, "encoder_dim": 4, "encoder_rates": [2, 4, 8, 8],
               "decoder_dim": 64, "decoder_rates": [8, 8, 4, 2], "attn_window_size": None,
               "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1],
               "noise": True, "depthwise": True},
-    "32khz": {"sampling_rate": 32000, "encoder_dim": 4, "encoder_rates": [2, 3, 8, 8],
-              "decoder_dim": 64, "decoder_rates": [8, 8, 3, 2], "attn_window_size": 32,
+    "32khz": {"sampling_rate": 32000, "encoder_dim": 8, "encoder_rates": [2, 3, 8, 8],
+              "decoder_dim": 128, "decoder_rates": [8, 8, 3, 2], "attn_window_size": 32,
               "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [8, 4, 2, 1],
               "noise": True, "depthwise": True},
     "44khz": {"sampling_rate": 44100, "encoder_dim": 4, "encoder_rates": [2, 3, 8, 8],
@@ -258,7 +259,7 @@ def test_snac_trains_like_any_codec():
     assert codec.encoder.model[0].conv.parametrizations.weight.original1.grad.abs().sum() > 0
     assert codec.quantizer.levels[0].codebook.weight.grad.abs().sum() > 0
     q = codec.quantizer.eval()
-    z = torch.randn(2, 64, 32)
+    z = torch.randn(2, codec.config.latent_dim, 32)
     with torch.no_grad():
         torch.testing.assert_close(q.decode(q.encode(z)), q(z).z_q, rtol=0, atol=1e-5)
         codes = q.encode(z)
