@@ -127,9 +127,9 @@ class ConvTranspose1d(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int,
                  causal: bool = False, norm: str = "weight_norm", trim: int | None = None,
-                 output_padding: int = 0, groups: int = 1, bias: bool = True):
+                 output_padding: int = 0):
         super().__init__()
-        convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride, groups=groups, bias=bias)
+        convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride)
         _zero_bias(convtr)
         self.convtr = _normed(convtr, norm)
         total = kernel_size - stride
