@@ -208,7 +208,7 @@ def _print_tokens_info(path: Path) -> None:
     print(f"frames          {h['lengths']}  at {s.frame_rate:g} Hz")
     print(f"codebooks used  {k} of {len(s.codebook_sizes)} "
           f"(sizes {list(s.codebook_sizes[:k])})")
-    print(f"tokens/second   {s.frame_rate * k:g}")
+    print(f"tokens/second   {s.tokens_per_second(k):g}")
     print(f"bitrate         {s.bitrate(k) / 1000:.3f} kbps")
 
 
@@ -261,6 +261,8 @@ def _print_codec_info(codec) -> None:
     print(f"sample rate     {s.sample_rate} Hz, {s.channels} channel(s)")
     print(f"frame rate      {s.frame_rate:g} Hz (hop {s.hop_length} samples)")
     print(f"codebooks       {len(s.codebook_sizes)} x {sorted(set(s.codebook_sizes))} entries")
+    if s.level_strides:
+        print(f"level strides   {list(s.level_strides)} frames per code (coarsest first)")
     print(f"parameters      {n_params / 1e6:.2f} M")
     print(f"fingerprint     {s.fingerprint}")
     if codec.provenance:
@@ -270,7 +272,7 @@ def _print_codec_info(codec) -> None:
         print(f"matches         {p['matches']}")
     print("n_codebooks  tokens/s  kbps")
     for k in range(1, len(s.codebook_sizes) + 1):
-        print(f"{k:>11}  {s.frame_rate * k:>8g}  {s.bitrate(k) / 1000:>6.3f}")
+        print(f"{k:>11}  {s.tokens_per_second(k):>8g}  {s.bitrate(k) / 1000:>6.3f}")
 
 
 def add_train(sub) -> None:

@@ -97,7 +97,7 @@ def bitrate_hint(codec: Codec, n_codebooks: int) -> str:
     """'4 of 8 codebooks: 2.00 kbps, 200 tokens/s' (Markdown)."""
     n = codec.quantizer.check_n_codebooks(n_codebooks)
     return (f"**{n} of {codec.n_codebooks}** codebooks: {codec.bitrate(n) / 1000:.2f} kbps, "
-            f"{codec.frame_rate * n:g} tokens/s")
+            f"{codec.spec.tokens_per_second(n):g} tokens/s")
 
 
 def user_message(e: Exception, path: Path | None = None) -> str:

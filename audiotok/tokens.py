@@ -53,32 +53,51 @@ class CodecSpec:
     hop_length: int
     codebook_sizes: tuple[int, ...]
     fingerprint: str = ""
+    # multi-rate codecs (SNAC): level k holds each code strides[k] times in a row, so it
+    # carries frame_rate / strides[k] codes a second; () = every level at the frame rate
+    level_strides: tuple[int, ...] = ()
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
+    def strides(self) -> tuple[int, ...]:
+        """Frames per code of each level (1 for single-rate codecs)."""
+        return self.level_strides or (1,) * len(self.codebook_sizes)
+
     def bitrate(self, n_codebooks: int | None = None) -> float:
         """Nominal bits per second when the first `n_codebooks` levels are kept."""
-        sizes = self.codebook_sizes[: n_codebooks or len(self.codebook_sizes)]
-        return self.frame_rate * sum(math.log2(s) for s in sizes)
+        n = n_codebooks or len(self.codebook_sizes)
+        return sum(self.frame_rate / s * math.log2(size)
+                   for size, s in zip(self.codebook_sizes[:n], self.strides()[:n]))
+
+    def tokens_per_second(self, n_codebooks: int | None = None) -> float:
+        """Distinct codes per second in the first `n_codebooks` levels."""
+        return sum(self.frame_rate / s
+                   for s in self.strides()[: n_codebooks or len(self.codebook_sizes)])
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["codebook_sizes"] = list(self.codebook_sizes)
+        if self.level_strides:
+            d["level_strides"] = list(self.level_strides)
+        else:  # single-rate specs are written as before multi-rate codecs existed
+            del d["level_strides"]
         d["frame_rate"] = self.frame_rate
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CodecSpec:
-        keys = ("family", "sample_rate", "channels", "hop_length", "codebook_sizes", "fingerprint")
+        keys = ("family", "sample_rate", "channels", "hop_length", "codebook_sizes", "fingerprint",
+                "level_strides")
         try:
             return cls(**{k: d[k] for k in keys if k in d}).normalised()
         except (TypeError, KeyError) as e:
             raise TokenFileError(f"invalid codec spec in token header: {e}") from None
 
     def normalised(self) -> CodecSpec:
-        return replace(self, codebook_sizes=tuple(int(s) for s in self.codebook_sizes))
+        return replace(self, codebook_sizes=tuple(int(s) for s in self.codebook_sizes),
+                       level_strides=tuple(int(s) for s in self.level_strides))
 
     def describe(self) -> str:
         fp = self.fingerprint[:12] or "unknown"
@@ -89,7 +108,9 @@ class CodecSpec:
 class Tokens:
     """Codes from `Codec.encode`.
 
-    codes:       long [B, K, T']   K <= number of levels of the codec
+    codes:       long [B, K, T']   K <= number of levels of the codec; for a multi-rate codec
+                                   (spec.level_strides, SNAC) level k repeats each of its codes
+                                   strides[k] times, see `level_codes()`
     spec:        the codec that made them
     lengths:     long [B]          valid frames per item (padded batches)
     num_samples: long [B]          input samples per item, so decode can trim the padding
@@ -118,7 +139,14 @@ class Tokens:
 
     @property
     def tokens_per_second(self) -> float:
-        return self.spec.frame_rate * self.n_codebooks
+        return self.spec.tokens_per_second(self.n_codebooks)
+
+    def level_codes(self) -> list[Tensor]:
+        """Each level at its own rate: long [B, ceil(T / strides[k])] per level k (a
+        multi-rate codec's levels repeat each code strides[k] times in `codes`; this is the
+        list SNAC's own `encode` returns). Single-rate codecs: the rows of `codes`."""
+        strides = self.spec.strides()
+        return [self.codes[:, k, ::strides[k]] for k in range(self.n_codebooks)]
 
     @property
     def bitrate(self) -> float:
@@ -271,6 +299,10 @@ def check_header(h, path) -> None:
     sizes = spec.get("codebook_sizes")
     if not isinstance(sizes, list) or not sizes or not all(whole(s) and s >= 2 for s in sizes):
         fail(f"spec 'codebook_sizes' must be a list of integers >= 2, got {sizes!r}")
+    strides = spec.get("level_strides", [1] * len(sizes))
+    if not (isinstance(strides, list) and len(strides) == len(sizes)
+            and all(whole(s) and s >= 1 for s in strides)):
+        fail(f"spec 'level_strides' must be {len(sizes)} positive integers, got {strides!r}")
     shape = h["shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(whole(d) and d >= 1
                                                                 for d in shape)):

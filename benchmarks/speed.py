@@ -1,7 +1,7 @@
 """Encode/decode speed and peak memory of our codec families next to the reference
 implementations of the same architectures, in the same run, same threads, same clip.
 
-    pip install encodec descript-audio-codec      # the references (random weights, no download)
+    pip install encodec descript-audio-codec snac # the references (random weights, no download)
     python benchmarks/speed.py [--threads 2] [--seconds 10] [--repeats 3] [--only dac_16k ...]
 
 Pairs:
@@ -14,6 +14,10 @@ Pairs:
   encodec_24k   ONE model the same way: EncodecModel.encodec_model_24khz(pretrained=False)
                 saved as its `.th` release is, run at 6 kbps (8 codebooks) by encodec and by
                 audiotok.
+  snac_24k      ONE model the same way: snac.SNAC(...) with hubertsiuzdak/snac_24khz's
+                config.json, saved as its release folder is (config.json + pytorch_model.bin);
+                the reference's per-level codes are compared in audiotok's one-rate layout
+                (coarse levels repeated, quantizers/multiscale_rvq.py).
 
 and our other families alone (no reference package on PyPI builds them without a download).
 
@@ -45,12 +49,18 @@ PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
     "dac_16k": ("recipes/dac_16k.yaml", {}, "dac_16k"),
     "dac_24k": ("recipes/dac_24k.yaml", {}, "dac_24k"),
     "dac_44k": ("recipes/dac_44k.yaml", {}, "dac_44k"),
+    "snac_24k": ("", {}, "snac_24k"),  # no recipe: always the release folder
 }
 OURS_ONLY = {
     "speech_16k": "recipes/speech_16k.yaml",  # the bundled model's architecture
     "wavtokenizer_24k_75hz": "recipes/wavtokenizer_24k_75hz.yaml",
     "mimi_24k": "recipes/mimi_24k.yaml",
 }
+# hubertsiuzdak/snac_24khz's config.json
+SNAC_24K = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],
+            "decoder_dim": 1024, "decoder_rates": [8, 8, 4, 2], "attn_window_size": None,
+            "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1], "noise": True,
+            "depthwise": True}
 # released DAC models' settings (descript-audio-codec model cards / weight metadata)
 DAC_SETTINGS = {
     "dac_16k": {"encoder_rates": [2, 4, 5, 8], "decoder_rates": [8, 5, 4, 2],
@@ -74,6 +84,14 @@ def release_file(name: str, folder: Path) -> Path:
 
         path = folder / f"{name}.th"
         torch.save(EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), path)
+        return path
+    if name == "snac_24k":
+        import snac
+
+        path = folder / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(SNAC_24K))
+        torch.save(snac.SNAC(**SNAC_24K).state_dict(), path / "pytorch_model.bin")
         return path
     import dac
 
@@ -112,6 +130,8 @@ def reference(name: str, weights: Path | None):
                 return model.decode([(codes, None)])
 
         return model, 24000, encode, decode
+    if name == "snac_24k":
+        return reference_snac(weights)
     import dac
 
     model = dac.DAC.load(str(weights)).eval()
@@ -125,6 +145,24 @@ def reference(name: str, weights: Path | None):
             return model.decode(model.quantizer.from_codes(codes)[0])
 
     return model, model.sample_rate, encode, decode
+
+
+def reference_snac(folder: Path):
+    import snac
+
+    model = snac.SNAC.from_pretrained(str(folder)).eval()
+    strides = model.vq_strides
+
+    def encode(wav):  # SNAC's list of per-level codes, in audiotok's one-rate layout
+        with torch.inference_mode():
+            codes = model.encode(model.preprocess(wav))
+        return torch.stack([c.repeat_interleave(s, -1) for c, s in zip(codes, strides)], 1)
+
+    def decode(codes):
+        with torch.inference_mode():
+            return model.decode([codes[:, k, ::s] for k, s in enumerate(strides)])
+
+    return model, model.sampling_rate, encode, decode
 
 
 def child(impl: str, name: str, seconds: float, repeats: int, weights: Path | None) -> dict:

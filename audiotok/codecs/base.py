@@ -149,9 +149,17 @@ class Codec(nn.Module):
         return max(self.codebook_sizes)
 
     @property
+    def frame_multiple(self) -> int:
+        """Frames that parts of the codec process as one group (SNAC: attention windows,
+        pooled quantizer levels): inputs are padded to, and chunks cut at, multiples of it."""
+        return math.lcm(*(int(getattr(m, "frame_multiple", 1))
+                          for m in (self.encoder, self.quantizer, self.decoder)))
+
+    @property
     def spec(self) -> CodecSpec:
+        strides = tuple(getattr(self.quantizer, "level_strides", ()))
         return CodecSpec(self.config.family, self.sample_rate, self.channels, self.hop_length,
-                         tuple(self.codebook_sizes), self.fingerprint())
+                         tuple(self.codebook_sizes), self.fingerprint(), strides)
 
     def bitrate(self, n_codebooks: int | None = None) -> float:
         return self.spec.bitrate(n_codebooks)
@@ -203,13 +211,17 @@ class Codec(nn.Module):
                            sem_audio)
 
     def _pad_to_frames(self, wav: Tensor) -> Tensor:
-        frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
+        """wav [B, C, T] padded with zeros at the end to whole groups of frames (SNAC's
+        `preprocess`: hop * lcm(window, strides) samples; whole frames for most codecs)."""
+        group = self.frame_multiple
+        frames = max(1, math.ceil(wav.shape[-1] / (self.hop_length * group))) * group
         return nn.functional.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
 
     # ------------------------------------------------------------------ inference
     def encode(self, wav: Tensor, n_codebooks: int | None = None, lengths: Tensor | None = None,
                chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> Tokens:
-        """wav [B, C, T] at `sample_rate` -> Tokens with codes long [B, K, ceil(T / hop)].
+        """wav [B, C, T] at `sample_rate` -> Tokens with codes long [B, K, ceil(T / hop)]
+        (codecs with a `frame_multiple` > 1: rounded up to a multiple of it).
 
         `lengths` [B] gives the valid samples of each item of a padded batch. Long inputs are
         encoded `chunk_seconds` at a time (None: all at once); for convolutional encoders the
@@ -235,8 +247,11 @@ class Codec(nn.Module):
         reach = self.encoder.receptive_field()
         if reach is None:
             reach = (int(UNBOUNDED_CONTEXT_SECONDS * self.sample_rate),) * 2
+        if chunk_seconds is None:
+            chunk_frames = x.shape[-1] // self.hop_length
         with torch.inference_mode():
-            codes = encode_chunked(run, x, self.hop_length, reach, chunk_frames)
+            codes = encode_chunked(run, x, self.hop_length, reach, chunk_frames,
+                                   self.frame_multiple)
         codes = codes.clone()  # a normal tensor: users may edit codes in place
         return self._tokens(codes, num_samples)
 
@@ -250,6 +265,12 @@ class Codec(nn.Module):
         """Tokens -> wav [B, C, max(num_samples)]; refuses tokens of another codec."""
         self.check_tokens(tokens)
         codes = tokens.codes.to(self._device())
+        group = self.frame_multiple
+        if codes.shape[-1] % group:
+            # codes cut short of the whole groups that encode gives (SNAC): the last frame
+            # stands in for the missing ones, which only the padding after the signal used
+            tail = codes[..., -1:].expand(*codes.shape[:-1], -codes.shape[-1] % group)
+            codes = torch.cat([codes, tail], -1)
 
         # decoders whose output depends on absolute position (the spectral decoder's
         # harmonic phase) take the chunk's first token index
@@ -269,7 +290,7 @@ class Codec(nn.Module):
         if reach is None:
             reach = (math.ceil(UNBOUNDED_CONTEXT_SECONDS * self.frame_rate),) * 2
         with torch.inference_mode():
-            wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames)
+            wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames, group)
         return fit_length(wav, int(tokens.num_samples.max())).clone()
 
     def _streams_by_stage(self) -> bool:
@@ -301,8 +322,9 @@ class Codec(nn.Module):
     def check_tokens(self, tokens: Tokens) -> None:
         """Raise TokenFileError unless `tokens` were made by this codec and are in range."""
         mine, theirs = self.spec, tokens.spec
-        same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes)) == (
-            mine.sample_rate, mine.hop_length, tuple(mine.codebook_sizes))
+        same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes),
+                      theirs.strides()) == (mine.sample_rate, mine.hop_length,
+                                            tuple(mine.codebook_sizes), mine.strides())
         if not same_shape or (theirs.fingerprint and theirs.fingerprint != mine.fingerprint):
             raise TokenFileError(
                 f"tokens were made by codec {theirs.describe()}, not by this codec "

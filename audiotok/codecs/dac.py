@@ -50,10 +50,13 @@ class DACDecoderConfig:
 class DACResidualUnit(nn.Module):
     """Snake -> conv(7, dilation) -> Snake -> conv(1), identity skip. [B, C, T] -> same."""
 
-    def __init__(self, dim: int, dilation: int, causal: bool, norm: str = "weight_norm"):
+    def __init__(self, dim: int, dilation: int, causal: bool, norm: str = "weight_norm",
+                 groups: int = 1):
         super().__init__()
+        # groups=dim: SNAC's depthwise variant of the dilated conv (its 1x1 conv stays dense)
         self.block = nn.Sequential(
-            Snake1d(dim), Conv1d(dim, dim, 7, dilation=dilation, causal=causal, norm=norm),
+            Snake1d(dim), Conv1d(dim, dim, 7, dilation=dilation, groups=groups, causal=causal,
+                                 norm=norm),
             Snake1d(dim), Conv1d(dim, dim, 1, causal=causal, norm=norm),
         )
 

@@ -127,7 +127,7 @@ class ConvTranspose1d(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int,
                  causal: bool = False, norm: str = "weight_norm", trim: int | None = None,
-                 groups: int = 1, bias: bool = True):
+                 groups: int = 1, bias: bool = True, output_padding: int = 0):
         super().__init__()
         convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride, groups=groups, bias=bias)
         _zero_bias(convtr)
@@ -143,9 +143,16 @@ class ConvTranspose1d(nn.Module):
             # output is L * stride + total - 2 * trim long (descript-audio-codec's odd
             # strides come out one sample short); kept for bit-exact releases
             self.trim_left = self.trim_right = trim
+        if output_padding:
+            # nn.ConvTranspose1d(padding=trim, output_padding=p) keeps p of the right trim
+            # (SNAC pads odd strides so: L * stride outputs exactly); the layer computes them
+            if trim is None or not 0 < output_padding < stride:
+                raise ValueError("output_padding needs a trim and 0 < output_padding < stride")
+            convtr.padding, convtr.output_padding = (trim,), (output_padding,)
+            self.trim_right = trim - output_padding
         # equal trims are the layer's own padding: no full-size output to slice and copy
-        self.builtin_trim = self.trim_left == self.trim_right
-        if self.builtin_trim:
+        self.builtin_trim = self.trim_left == self.trim_right or bool(output_padding)
+        if self.builtin_trim and not output_padding:
             convtr.padding = (self.trim_left,)
         self.stride = stride
         self.kernel_size = kernel_size

@@ -1,7 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "fsq", "grvq", "split_rvq", "pitch_rvq".
+"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq".
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
+from .multiscale_rvq import MultiScaleRVQ, MultiScaleRVQConfig
 from .pitch import PitchRVQ, PitchRVQConfig
 from .rvq import ResidualVQ, RVQConfig
 from .split_rvq import SplitResidualVQ, SplitRVQConfig
@@ -26,6 +27,8 @@ __all__ = [
     "FiniteScalarQuantizer",
     "GRVQConfig",
     "GroupedResidualVQ",
+    "MultiScaleRVQ",
+    "MultiScaleRVQConfig",
     "PitchRVQ",
     "PitchRVQConfig",
     "Quantizer",

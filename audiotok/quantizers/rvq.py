@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .metrics import level_metrics
-from .vq import VectorQuantizer, VQConfig, check_code_rows, projection
+from .vq import VectorQuantizer, VQConfig, VQLevel, check_code_rows, projection
 
 
 @dataclass
@@ -116,8 +116,8 @@ class ResidualVQ(Quantizer):
         residual = self.in_proj(z)
         z_q = torch.zeros_like(residual)
         codes, commit, codebook = [], z.new_zeros(()), z.new_zeros(())
-        for i, vq in enumerate(self.levels[:n_levels]):
-            level = vq.quantize(residual, update)
+        for i in range(n_levels):
+            level = self.quantize_level(i, residual, update)
             if i == 0:
                 first = level.z_q  # every item keeps level 0, even under quantizer dropout
             keep = torch.ones_like(level.commit) if active is None else (active > i).float()
@@ -131,6 +131,10 @@ class ResidualVQ(Quantizer):
         learned = self.levels[0].codebook.learned
         return ResidualResult(self.out_proj(z_q), torch.stack(codes, 1), commit,
                               codebook if learned else None, self.out_proj(first))
+
+    def quantize_level(self, i: int, residual: Tensor, update: bool) -> VQLevel:
+        """Level i on the residual [B, D, T] -> its VQLevel (z_q [B, D, T], codes [B, T])."""
+        return self.levels[i].quantize(residual, update)
 
     def forward(self, z: Tensor, n_codebooks: int | None = None) -> QuantizerOutput:
         """z [B, D, T] -> z_q [B, D, T], codes long [B, n, T].

@@ -42,13 +42,16 @@ def group_by_length(lengths: list[int], budget: int, max_padding: float) -> list
 
 def encode_exact(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
                  chunk_seconds: float | None) -> list[Tensor]:
-    """wavs: [C, T_i] at the codec's rate -> codes long [K, ceil(T_i / hop)] each, equal to
+    """wavs: [C, T_i] at the codec's rate -> codes long [K, ceil(T_i / hop)] each (rounded up
+    to whole groups for codecs with a frame_multiple), equal to
     `codec.encode(wav[None], n_codebooks, chunk_seconds=chunk_seconds)` of each item alone."""
     reach = codec.encoder.receptive_field()
     if reach is None or len(wavs) == 1:
         return [codec.encode(w[None], n_codebooks, chunk_seconds=chunk_seconds).codes[0]
                 for w in wavs]
     hop = codec.hop_length
+    if codec.frame_multiple > 1:
+        return _encode_by_groups(codec, wavs, n_codebooks, chunk_seconds)
     frames = [max(1, math.ceil(w.shape[-1] / hop)) for w in wavs]
     lengths = torch.tensor([w.shape[-1] for w in wavs])
     batch = _stack([w for w in wavs], max(frames) * hop)
@@ -71,6 +74,24 @@ def encode_exact(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
         codes = codec.encode(_stack([wavs[i] for i in short], f * hop), n_codebooks,
                              lengths=lens, chunk_seconds=chunk_seconds).codes
         for j, i in enumerate(short):
+            out[i] = codes[j]
+    return out
+
+
+def _encode_by_groups(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
+                      chunk_seconds: float | None) -> list[Tensor]:
+    """Codecs that pad to whole groups of frames (SNAC): an item's codes cover all of its
+    padded groups, and a tail cut at an arbitrary frame would regroup them, so items are
+    batched only with items of as many groups (each then padded as it is alone)."""
+    step = codec.hop_length * codec.frame_multiple
+    padded = [max(1, math.ceil(w.shape[-1] / step)) * step for w in wavs]
+    out: list[Tensor] = [None] * len(wavs)  # type: ignore[list-item]
+    for length in sorted(set(padded)):
+        same = [i for i in range(len(wavs)) if padded[i] == length]
+        lens = torch.tensor([wavs[i].shape[-1] for i in same])
+        codes = codec.encode(_stack([wavs[i] for i in same], length), n_codebooks,
+                             lengths=lens, chunk_seconds=chunk_seconds).codes
+        for j, i in enumerate(same):
             out[i] = codes[j]
     return out
 

@@ -19,6 +19,7 @@ from .common import PublishedFormat
 from .dac import DAC_PTH
 from .encodec import ENCODEC_TH
 from .mimi import MIMI_MOSHI
+from .snac import SNAC_RELEASE
 from .speechtokenizer import SPEECHTOKENIZER
 from .transformers_dac import DAC_TRANSFORMERS
 from .transformers_encodec import ENCODEC_TRANSFORMERS
@@ -27,7 +28,7 @@ from .transformers_wavtokenizer import WAVTOKENIZER_TRANSFORMERS
 from .wavtokenizer import WAVTOKENIZER_CKPT
 
 FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH, ENCODEC_TRANSFORMERS,
-                                  SPEECHTOKENIZER, MIMI_MOSHI, MIMI_TRANSFORMERS,
+                                  SNAC_RELEASE, SPEECHTOKENIZER, MIMI_MOSHI, MIMI_TRANSFORMERS,
                                   WAVTOKENIZER_CKPT, WAVTOKENIZER_TRANSFORMERS]
 
 

@@ -30,6 +30,7 @@ class PublishedName:
     source: str
     files: tuple[str, ...] = ("config.json", "model.safetensors")
     subfolder: str = ""       # of the repository, where the files are
+    level_strides: tuple[int, ...] = ()  # multi-rate codecs (SNAC): frames per code, per level
 
     @property
     def frame_rate(self) -> float:
@@ -39,7 +40,8 @@ class PublishedName:
     def kbps(self) -> float:
         import math
 
-        return self.frame_rate * self.n_codebooks * math.log2(self.codebook_size) / 1000
+        strides = self.level_strides or (1,) * self.n_codebooks
+        return sum(self.frame_rate / s for s in strides) * math.log2(self.codebook_size) / 1000
 
 
 # the published releases' settings (their configs on the hub and descript-audio-codec's
@@ -68,6 +70,15 @@ NAMES = {n.name: n for n in (
                   320, 1, 4096, "MIT", "WavTokenizer medium-speech, .ckpt + YAML release",
                   ("wavtokenizer_medium_speech_320_24k_v2.ckpt",
                    "wavtokenizer_mediumdata_frame75_3s_nq1_code4096_dim512_kmeans200_attn.yaml")),
+    # SNAC (the hub's config.json files): hop 512 at 24 kHz (speech, 0.98 kbps), 384 at 32 and
+    # 44.1 kHz (music, 1.9 and 2.6 kbps); 4096-entry codebooks at 1/4, 1/2, 1 (speech) or
+    # 1/8 .. 1 (music) of the frame rate
+    *(PublishedName(f"snac_{khz}khz", f"hubertsiuzdak/snac_{khz}khz", rate, hop, len(strides),
+                    4096, "MIT", f"SNAC ({use})", ("config.json", "pytorch_model.bin"),
+                    level_strides=strides)
+      for khz, rate, hop, strides, use in ((24, 24000, 512, (4, 2, 1), "speech"),
+                                           (32, 32000, 384, (8, 4, 2, 1), "music"),
+                                           (44, 44100, 384, (8, 4, 2, 1), "music"))),
 )}
 FILES = ("config.json", "model.safetensors")  # a hub id outside NAMES: the transformers layout
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
