@@ -383,6 +383,37 @@ def test_encodec_padded_batch_and_provenance(encodec_release):
     assert codec.provenance["matches"] == "encodec 0.1.1"
 
 
+def test_encodec_streams_and_chunks_like_the_publisher(encodec_release):
+    """EnCodec 24 kHz is causal: codec.stream() (reflect padding holds back its first frames,
+    the LSTMs carry their state) gives the publisher's codes and audio, and long inputs,
+    encoded through the stream in chunks, the publisher's codes at every frame."""
+    model, path = encodec_release
+    codec = audiotok.load_codec(path)
+    model.set_target_bandwidth(6.0)
+    g = torch.Generator().manual_seed(11)
+    wav = 0.1 * torch.randn(2, 1, 320 * 61, generator=g)  # whole frames: see below
+    with torch.no_grad():
+        codes = model.encode(wav)[0][0]
+        audio = model.decode([(codes, None)])
+    stream = codec.stream(n_codebooks=8)
+    cuts = [0, 1, 700, 4000, 4001, wav.shape[-1]]
+    pieces = [stream.encode(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
+    assert torch.equal(torch.cat([*pieces, stream.flush()], -1), codes)
+    out = torch.cat([stream.decode(codes[..., i:i + 4]) for i in range(0, 61, 4)]
+                    + [stream.end_decode()], -1)
+    torch.testing.assert_close(out, audio, rtol=0, atol=AUDIO_ATOL)
+    # 0.1 s chunks go through the same stream
+    assert torch.equal(codec.encode(wav, n_codebooks=8, chunk_seconds=0.1).codes, codes)
+    torch.testing.assert_close(codec.decode(codec.encode(wav, 8), chunk_seconds=0.1), audio,
+                               rtol=0, atol=AUDIO_ATOL)
+    # not whole frames: EnCodec pads each conv, the stream pads the waveform, so only the
+    # last frame can differ
+    with torch.no_grad():
+        short = model.encode(wav[..., :-77])[0][0]
+    chunked = codec.encode(wav[..., :-77], n_codebooks=8, chunk_seconds=0.1).codes
+    assert torch.equal(chunked[..., :-1], short[..., :-1])
+
+
 def test_encodec_bad_files(tmp_path, encodec_release):
     _, path = encodec_release
     state = torch.load(path, weights_only=True)

@@ -31,6 +31,11 @@ MIMI = {
 SEANET_CAUSAL = {**TINY["seanet-causal"],
                  "encoder": {**TINY["seanet-causal"]["encoder"], "pad_mode": "constant"},
                  "decoder": {**TINY["seanet-causal"]["decoder"], "pad_mode": "constant"}}
+# EnCodec's layout: causal convs with reflect padding (the first frames wait for the samples
+# the padding mirrors) and an LSTM on both sides (its state is carried)
+SEANET_LSTM = {**TINY["seanet-causal"],
+               "encoder": {**TINY["seanet-causal"]["encoder"], "lstm_layers": 2},
+               "decoder": {**TINY["seanet-causal"]["decoder"], "lstm_layers": 2}}
 # causal DAC has no stream_stages(): streams as one stage recomputing its receptive field
 DAC_CAUSAL = {**TINY["dac"], "encoder": {**TINY["dac"]["encoder"], "causal": True},
               "decoder": {**TINY["dac"]["decoder"], "causal": True}}
@@ -171,8 +176,8 @@ def test_mimi_family_preset():
 
 # -- streaming ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", [MIMI, SEANET_CAUSAL, DAC_CAUSAL],
-                         ids=["mimi", "seanet-causal", "dac-causal"])
+@pytest.mark.parametrize("config", [MIMI, SEANET_CAUSAL, SEANET_LSTM, DAC_CAUSAL],
+                         ids=["mimi", "seanet-causal", "seanet-lstm-reflect", "dac-causal"])
 def test_stream_equals_offline(config):
     codec = build(config)
     hop = codec.hop_length
@@ -186,7 +191,7 @@ def test_stream_equals_offline(config):
         assert torch.equal(codes, tokens.codes), seed
         frames = [stream.decode(codes[..., a:b])
                   for a, b in random_sizes(codes.shape[-1], seed, sizes=(1, 2, 5, 9))]
-        out = torch.cat(frames, -1)
+        out = torch.cat([*frames, stream.end_decode()], -1)
         assert out.shape[-1] == codes.shape[-1] * hop
         torch.testing.assert_close(out[..., : wav.shape[-1]], audio, rtol=0, atol=1e-5)
         stream.reset()
@@ -210,11 +215,37 @@ def test_stream_details():
         stream.decode(torch.full((1, 2, 1), 32))
 
 
-@pytest.mark.parametrize("name,why", [("seanet-lstm", "unbounded"), ("seanet-conv", "past the end"),
-                                      ("seanet-causal", "past the end")])
-def test_non_causal_codec_refuses_to_stream(name, why):
+@pytest.mark.parametrize("frames", [1, 2, 6])
+def test_reflect_padded_stream_holds_back_only_the_start(frames):
+    """A signal shorter than what reflect padding mirrors at its start: nothing comes out
+    until the signal ends; flush() and end_decode() then give the whole-signal results."""
+    codec = build(SEANET_LSTM)
+    hop = codec.hop_length
+    wav = torch.randn(1, 1, frames * hop) * 0.3
+    tokens = codec.encode(wav)
+    stream = codec.stream()
+    early = [stream.encode(wav[..., i:i + 3]) for i in range(0, wav.shape[-1], 3)]
+    codes = torch.cat([*early, stream.flush()], -1)
+    assert torch.equal(codes, tokens.codes)
+    pieces = [stream.decode(codes[..., i:i + 1]) for i in range(frames)]
+    if frames == 1:
+        assert pieces[0].shape[-1] == 0  # its first samples mirror later ones
+    out = torch.cat([*pieces, stream.end_decode()], -1)
+    torch.testing.assert_close(out, codec.decode(tokens), rtol=0, atol=1e-5)
+    assert stream.end_decode().shape == (0, 1, 0)  # ended: a new signal starts
+
+
+BIDIRECTIONAL = {**TINY["seanet-causal"], "encoder": {
+    **TINY["seanet-causal"]["encoder"], "causal": False, "lstm_layers": 1,
+    "bidirectional_lstm": True}}
+
+
+@pytest.mark.parametrize("config,why", [(TINY["seanet-lstm"], "past the end"),
+                                        (TINY["seanet-conv"], "past the end"),
+                                        (BIDIRECTIONAL, "unbounded")])
+def test_non_causal_codec_refuses_to_stream(config, why):
     with pytest.raises(ValueError, match=f"cannot stream.*{why}"):
-        build(TINY[name]).stream()
+        build(config).stream()
 
 
 # -- split RVQ ---------------------------------------------------------------------------------

@@ -284,7 +284,8 @@ class Codec(nn.Module):
         if chunk_frames < codes.shape[-1] and self._streams_by_stage():
             stream = self.stream(codes.shape[1])
             wav = torch.cat([stream.decode(codes[..., i:i + chunk_frames])
-                             for i in range(0, codes.shape[-1], chunk_frames)], -1)
+                             for i in range(0, codes.shape[-1], chunk_frames)]
+                            + [stream.end_decode()], -1)
             return fit_length(wav, int(tokens.num_samples.max())).clone()
         reach = self.decoder.receptive_field()
         if reach is None:

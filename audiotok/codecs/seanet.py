@@ -19,6 +19,7 @@ from ..modules.conv import (
     decoder_frame_reach,
     fan_in_init,
     module_reach,
+    steady_decoder_frame_reach,
 )
 from ..modules.lstm import SLSTM
 from .components import DECODERS, ENCODERS, check_hop
@@ -76,8 +77,8 @@ class SEANetResBlock(nn.Module):
         )
         self.shortcut = nn.Identity() if cfg.true_skip else Conv1d(dim, dim, 1, **conv)
 
-    def reach(self):
-        return module_reach(self.block)
+    def reach(self, steady: bool = False):
+        return module_reach(self.block, steady)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shortcut(x) + self.block(x)
@@ -110,6 +111,7 @@ class SEANetEncoder(nn.Module):
             fan_in_init(self.model)
         self.hop_length = math.prod(cfg.strides)
         self.unbounded = cfg.lstm_layers > 0
+        self.bidirectional = cfg.lstm_layers > 0 and cfg.bidirectional_lstm
 
     def receptive_field(self):
         if self.unbounded:
@@ -117,8 +119,16 @@ class SEANetEncoder(nn.Module):
         left, right, _ = module_reach(self.model)
         return left, right
 
+    def lookahead(self) -> int | None:
+        """Samples past a frame's window start that can change it, away from the signal's
+        start (where reflect padding reads ahead; streaming holds the first frames back for
+        it), also with an LSTM (its unbounded reach is all in the past when unidirectional);
+        None if bidirectional."""
+        return None if self.bidirectional else module_reach(self.model, steady=True)[1]
+
     def stream_stages(self) -> list:
-        """Layer-by-layer streaming (codecs/streaming.py); only for causal configurations."""
+        """Layer-by-layer streaming (codecs/streaming.py); only for causal configurations.
+        An LSTM streams by carrying its state."""
         return sequential_stages(self.model)
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -147,6 +157,11 @@ class SEANetDecoder(nn.Module):
 
     def receptive_field(self):
         return None if self.unbounded else decoder_frame_reach(self.model)
+
+    def lookahead(self) -> int:
+        """Later frames that can change a frame's samples, also with an LSTM (which only
+        looks back), away from the signal's start."""
+        return steady_decoder_frame_reach(self.model)[1]
 
     def stream_stages(self) -> list:
         """Layer-by-layer streaming (codecs/streaming.py); only for causal configurations."""

@@ -13,6 +13,12 @@ of the past to cover its left reach, so every new frame is computed from the sam
 `codec.encode(whole)` / `codec.decode(tokens)`: the codes are equal, the audio equal up to float
 rounding (the same argument as codecs/chunking.py, with the right context being empty).
 
+Two refinements keep it exact for EnCodec's layout: an LSTM stage carries its hidden and cell
+state (its reach is unbounded but all in the past), and a conv with reflect padding, which at
+the start of a signal mirrors samples ahead, holds back its first frames until those samples
+have arrived (`first_needs`; later frames need only their own), so a stream's first outputs
+come a few frames late and `flush()` / `end_decode()` push out what a very short signal left.
+
 Cost: a convolutional stage recomputes its left reach (plus one frame) on every call, so a call
 costs O(reach + new frames) and memory stays bounded. A transformer stage keeps a key/value
 cache of `context - 1` frames per layer, so a call costs O(context * new frames) in attention.
@@ -34,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..modules.conv import ConvTranspose1d
+from ..modules.lstm import SLSTM
 from ..modules.snake import Snake1d
 
 Stage = Callable[[Tensor], Tensor]
@@ -44,11 +51,15 @@ class EncodeStage:
 
     Input is buffered until whole strides are available; each call runs `fn` on the last
     `history` output frames' worth of input plus the new whole frames and returns the new
-    frames (None when none is complete).
+    frames (None when none is complete). `first_needs`: input samples the first frame
+    depends on; more than a stride when reflect padding at the signal's start mirrors samples
+    ahead (EnCodec), and then nothing is returned until that many have arrived (later frames
+    need no more than their own samples; `finish` handles a signal that ends sooner).
     """
 
-    def __init__(self, fn: Stage, stride: int, history: int):
+    def __init__(self, fn: Stage, stride: int, history: int, first_needs: int | None = None):
         self.fn, self.stride, self.history = fn, stride, history
+        self.first_needs = max(first_needs or stride, stride)
         self.reset()
 
     def reset(self) -> None:
@@ -59,8 +70,20 @@ class EncodeStage:
     def __call__(self, x: Tensor) -> Tensor | None:
         self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], -1)
         complete = self.start + self.buffer.shape[-1] // self.stride
-        if complete == self.done:
+        if complete == self.done or (self.done == 0 and
+                                     self.buffer.shape[-1] < self.first_needs):
             return None
+        return self._emit(complete)
+
+    def finish(self) -> Tensor | None:
+        """The signal has ended: the complete frames still held back for `first_needs`,
+        computed on the short signal as a whole-signal run computes them (or None)."""
+        if self.buffer is None:
+            return None
+        complete = self.start + self.buffer.shape[-1] // self.stride
+        return self._emit(complete) if complete > self.done else None
+
+    def _emit(self, complete: int) -> Tensor:
         y = self.fn(self.buffer[..., : (complete - self.start) * self.stride])
         y = y[..., self.done - self.start:]
         self.done = complete
@@ -101,6 +124,21 @@ class PointwiseStage:
         return self.fn(x)
 
 
+class RecurrentStage:
+    """Streams a unidirectional SLSTM, carrying its hidden and cell states."""
+
+    def __init__(self, lstm: SLSTM):
+        self.lstm = lstm
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y, self.state = self.lstm.step(x, self.state)
+        return y
+
+
 class TransformerStage:
     """Streams a CausalTransformer with its key/value cache (see modules/transformer.py)."""
 
@@ -129,8 +167,10 @@ def sequential_stages(layers) -> list:
         if isinstance(layer, ConvTranspose1d):
             stages.append(DecodeStage(layer, layer.stride, layer.frame_reach()[0] + 1))
         elif hasattr(layer, "reach"):
-            left, _, stride = layer.reach()
-            stages.append(EncodeStage(layer, stride, math.ceil(left / stride) + 1))
+            left, right, stride = layer.reach()
+            stages.append(EncodeStage(layer, stride, math.ceil(left / stride) + 1, right + 1))
+        elif isinstance(layer, SLSTM) and not layer.bidirectional:
+            stages.append(RecurrentStage(layer))
         elif isinstance(layer, STATELESS):
             stages.append(PointwiseStage(layer))
         else:
@@ -152,22 +192,36 @@ def decoder_stages(decoder, hop: int) -> list:
     return [DecodeStage(decoder, hop, left + 1)]
 
 
+def _reach(part) -> tuple[int, int] | None:
+    """A part's (left, right) reach for streaming: right away from the signal's start
+    (`lookahead()` where a part has it: the first frames are held back for reflect padding),
+    left inf for recurrent causal stacks (an LSTM, carried as state); None when unbounded
+    both ways."""
+    reach = part.receptive_field()
+    if getattr(part, "lookahead", None) is not None:
+        right = part.lookahead()
+        if right is None:
+            return None
+        reach = (math.inf if reach is None else reach[0], right)
+    return reach
+
+
 def check_streamable(codec) -> None:
     """Raise ValueError, saying why, unless every frame of `codec` is final once complete."""
     name, hop = f"codec '{codec.config.family}'", codec.hop_length
-    enc, dec = codec.encoder.receptive_field(), codec.decoder.receptive_field()
+    enc, dec = _reach(codec.encoder), _reach(codec.decoder)
     fix = "build a causal configuration (causal: true, pad_mode: constant, lstm_layers: 0)"
     if enc is None:
         raise ValueError(f"cannot stream {name}: its encoder's receptive field is unbounded "
-                         f"(an LSTM or attention over the whole sequence), so no code is final "
-                         f"before the input ends; {fix}")
+                         f"(a bidirectional LSTM or attention over the whole sequence), so no "
+                         f"code is final before the input ends; {fix}")
     if enc[1] > hop - 1:
         raise ValueError(f"cannot stream {name}: its encoder looks {enc[1] - hop + 1} samples "
                          f"past the end of each frame (non-causal convolutions or reflect "
                          f"padding), so a code would change when later audio arrives; {fix}")
     if dec is None:
         raise ValueError(f"cannot stream {name}: its decoder's receptive field is unbounded "
-                         f"(an LSTM or attention over the whole sequence); {fix}")
+                         f"(a bidirectional LSTM or attention over the whole sequence); {fix}")
     if dec[1] > 0:
         raise ValueError(f"cannot stream {name}: its decoder uses {dec[1]} later frame(s) for "
                          f"each frame's samples (non-causal layers), so audio would change "
@@ -222,12 +276,33 @@ class StreamingCodec:
                             device=self.codec._device())
         if pad and batch is not None:
             codes = self.encode(torch.zeros(batch, self.codec.channels, pad))
+        with torch.inference_mode():
+            z = _finish(self.encoder)
+            if z is not None:
+                held = self.codec.quantizer.encode(z, self.n_codebooks).long()
+                codes = torch.cat([codes, held], -1)
         self._reset_encoder()
-        return codes
+        return codes.clone()
+
+    def end_decode(self) -> Tensor:
+        """End the decoded signal: the samples held back at its start (reflect-padded
+        decoders, when it was shorter than their first frame needs; usually none), as
+        wav [B, C, n]; the decoder side then starts a new signal."""
+        batch = self._decode_batch or 0
+        with torch.inference_mode():
+            wav = _finish(self.decoder)
+        for stage in self.decoder:
+            stage.reset()
+        self._decode_batch = None
+        if wav is None:
+            return torch.zeros(batch, self.codec.channels, 0, device=self.codec._device())
+        return wav.clone()
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes long [B, K, m] (K <= n_codebooks, may vary between calls) -> wav [B, C, m * hop]:
-        the samples of these frames, equal to the same span of `codec.decode` of the whole."""
+        the samples of these frames, equal to the same span of `codec.decode` of the whole.
+        Decoders with reflect padding (EnCodec) hold back their first few samples until the
+        frames after them arrive, then catch up; `end_decode()` returns any still held."""
         self._check_codes(codes)
         self._decode_batch = self._check_batch(self._decode_batch, codes.shape[0])
         if codes.shape[-1] == 0:
@@ -235,6 +310,9 @@ class StreamingCodec:
         with torch.inference_mode():
             z = self.codec.quantizer.decode(codes.to(self.codec._device()))
             wav = _run(self.decoder, z)
+        if wav is None:  # held back (see above)
+            return torch.zeros(codes.shape[0], self.codec.channels, 0,
+                               device=self.codec._device())
         return wav.clone()
 
     def _check_wav(self, wav: Tensor) -> None:
@@ -263,6 +341,17 @@ class StreamingCodec:
             raise ValueError(f"batch size changed mid-stream ({current} -> {batch}); "
                              f"call reset() to start a new stream")
         return batch
+
+
+def _finish(stages: list) -> Tensor | None:
+    """Push out what stages hold back at the end of a signal, stage by stage."""
+    x = None
+    for stage in stages:
+        y = stage(x) if x is not None else None
+        held = stage.finish() if hasattr(stage, "finish") else None
+        parts = [t for t in (y, held) if t is not None]
+        x = torch.cat(parts, -1) if parts else None
+    return x
 
 
 def _run(stages: list, x: Tensor) -> Tensor | None:

@@ -33,9 +33,18 @@ def chain_reach(reaches) -> Reach:
     return left, right, scale
 
 
-def module_reach(modules) -> Reach:
-    """Chain the reach of every child that has one (activations have none)."""
-    return chain_reach(m.reach() for m in modules if hasattr(m, "reach"))
+def module_reach(modules, steady: bool = False) -> Reach:
+    """Chain the reach of every child that has one (activations have none). `steady`: the
+    reach away from the signal's start, where reflect padding reads no samples ahead (for
+    streaming, which holds back only the first frames for it)."""
+    return chain_reach((m.reach(steady=True) if steady and _knows_steady(m) else m.reach())
+                       for m in modules if hasattr(m, "reach"))
+
+
+def _knows_steady(m: nn.Module) -> bool:
+    import inspect
+
+    return "steady" in inspect.signature(m.reach).parameters
 
 
 def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
@@ -103,9 +112,10 @@ class Conv1d(nn.Module):
         if self.builtin_pad:
             conv.padding = (self.pad_left,)
 
-    def reach(self) -> Reach:
+    def reach(self, steady: bool = False) -> Reach:
+        """(left, right, stride); `steady`: away from the start of the signal (see below)."""
         right = self.span - self.pad_left
-        if self.pad_mode == "reflect":
+        if self.pad_mode == "reflect" and not steady:
             # at the start of a signal the left pad mirrors samples up to pad_left ahead
             right = max(right, self.pad_left)
         return self.pad_left, right, self.stride
@@ -205,6 +215,16 @@ def decoder_frame_reach(layers) -> tuple[int, int]:
     layer). No safety margin: a causal stack reports right == 0 (streaming relies on it) and
     codecs/chunking.py adds its own margin.
     """
+    return _frame_reach(layers, False)
+
+
+def steady_decoder_frame_reach(layers) -> tuple[int, int]:
+    """decoder_frame_reach away from the signal's start (reflect padding reads no later
+    frames there; streaming holds back only the first samples for it)."""
+    return _frame_reach(layers, True)
+
+
+def _frame_reach(layers, steady: bool) -> tuple[int, int]:
     items = [m for m in layers
              if isinstance(m, (tuple, ConvTranspose1d)) or hasattr(m, "reach")]
     lo, hi = 0, 0  # frame 0's positions at the current depth, from the output backwards
@@ -215,6 +235,9 @@ def decoder_frame_reach(layers) -> tuple[int, int]:
             lo = -((m.kernel_size - 1 - m.trim_left - lo) // m.stride)
             hi = (hi + m.trim_left) // m.stride
         else:
-            a, b, s = m if isinstance(m, tuple) else m.reach()
+            if isinstance(m, tuple):
+                a, b, s = m
+            else:
+                a, b, s = m.reach(steady=True) if steady and _knows_steady(m) else m.reach()
             lo, hi = lo * s - a, hi * s + b
     return -lo, hi

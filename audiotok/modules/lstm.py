@@ -2,6 +2,9 @@
 
 from torch import Tensor, nn
 
+LSTMState = tuple[Tensor, Tensor]
+"""Hidden and cell states, each [layers, B, C]."""
+
 
 class SLSTM(nn.Module):
     """x [B, C, T] -> [B, C, T]; unidirectional, so causal; its receptive field is unbounded.
@@ -22,8 +25,16 @@ class SLSTM(nn.Module):
         self.skip = skip
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.step(x)[0]
+
+    def step(self, x: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        """Streaming form (unidirectional only): x [B, C, n] new frames and the state after
+        the previous ones (None at the start) -> (y [B, C, n], state). Concatenated outputs
+        equal `forward` on the whole, to float rounding."""
+        if state is not None and self.bidirectional:
+            raise ValueError("a bidirectional LSTM reads the future: it cannot stream")
         seq = x.permute(2, 0, 1)  # [T, B, C]
-        y, _ = self.lstm(seq)
+        y, state = self.lstm(seq, state)
         if self.skip:
             y = y + (seq.repeat(1, 1, 2) if self.bidirectional else seq)
-        return y.permute(1, 2, 0)
+        return y.permute(1, 2, 0), state
