@@ -34,17 +34,24 @@ def perturb(model: torch.nn.Module, g: torch.Generator) -> None:
                 p.mul_(1 + 0.2 * torch.rand(p.shape, generator=g))
 
 
-def fill_codebooks(latents: torch.Tensor, groups, g: torch.Generator) -> None:
+def fill_codebooks(latents: torch.Tensor, groups, names: tuple[str, str, str],
+                   g: torch.Generator) -> None:
     """Codewords drawn from the residuals each level sees (as a k-means init would place
     them), so that codes spread over the codebook at every level. `groups`: (input_proj,
-    [(set_codebook(embedding_sum, cluster_usage), lookup(codes))...]) per RVQ group."""
-    for in_proj, levels in groups:
+    [codebook, ...]) per RVQ group; `names`: the codebook's sum buffer, its cached quotient
+    (both publishers cache sum / usage) and the property that computes it."""
+    total, cache, quotient = names
+    for in_proj, books in groups:
         residual = in_proj(latents).transpose(1, 2).reshape(-1, in_proj.out_channels)
-        for set_codebook, size in levels:
+        for book in books:
+            size = book.cluster_usage.shape[0]
             pick = residual[torch.randint(residual.shape[0], (size,), generator=g)]
             words = pick + 0.01 * torch.randn(pick.shape, generator=g)
             usage = 0.5 + torch.rand(size, generator=g)
-            embed = set_codebook(words * usage[:, None], usage)
+            getattr(book, total).copy_(words * usage[:, None])
+            book.cluster_usage.copy_(usage)
+            setattr(book, cache, None)
+            embed = getattr(book, quotient)
             residual = residual - embed[torch.cdist(residual[None], embed[None])[0].argmin(-1)]
 
 
@@ -79,20 +86,9 @@ def moshi_mimi(tmp_path_factory):
         latents = model._encode_to_unquantized_latent(0.3 * torch.randn(4, 1, 2 * 24000,
                                                                         generator=g))
 
-        def groups():
-            for rvq in (model.quantizer.rvq_first, model.quantizer.rvq_rest):
-                yield rvq.input_proj, [(setter(layer._codebook), layer._codebook.codebook_size)
-                                       for layer in rvq.vq.layers]
-
-        def setter(book):
-            def set_codebook(embedding_sum, usage):
-                book.embedding_sum.copy_(embedding_sum)
-                book.cluster_usage.copy_(usage)
-                book._embedding = None  # moshi caches the quotient
-                return book.embedding
-            return set_codebook
-
-        fill_codebooks(latents, groups(), g)
+        groups = [(rvq.input_proj, [layer._codebook for layer in rvq.vq.layers])
+                  for rvq in (model.quantizer.rvq_first, model.quantizer.rvq_rest)]
+        fill_codebooks(latents, groups, ("embedding_sum", "_embedding", "embedding"), g)
         scale_output(model.decoder.model[-1].conv.conv, 0.3 * torch.randn(1, 1, FRAME * 4),
                      lambda w: model.decode(model.encode(w)))
     path = tmp_path_factory.mktemp("moshi") / "tokenizer-e351c8d8-checkpoint125.safetensors"
@@ -205,22 +201,11 @@ def hf_mimi(tmp_path_factory):
     with torch.no_grad():
         latents = model.encoder(0.3 * torch.randn(4, 1, 2 * 24000, generator=g)).latents
 
-        def groups():
-            q = model.quantizer
-            for rvq in (q.semantic_residual_vector_quantizer,
-                        q.acoustic_residual_vector_quantizer):
-                yield rvq.input_proj, [(setter(layer.codebook), layer.codebook.codebook_size)
-                                       for layer in rvq.layers]
-
-        def setter(book):
-            def set_codebook(embed_sum, usage):
-                book.embed_sum.copy_(embed_sum)
-                book.cluster_usage.copy_(usage)
-                book._embed = None  # transformers caches the quotient
-                return book.embed
-            return set_codebook
-
-        fill_codebooks(latents, groups(), g)
+        q = model.quantizer
+        groups = [(rvq.input_proj, [layer.codebook for layer in rvq.layers])
+                  for rvq in (q.semantic_residual_vector_quantizer,
+                              q.acoustic_residual_vector_quantizer)]
+        fill_codebooks(latents, groups, ("embed_sum", "_embed", "embed"), g)
         scale_output(model.decoder.decoder_seanet.layers[-1].conv,
                      0.3 * torch.randn(1, 1, FRAME * 4),
                      lambda w: model.decode(model.encode(w).audio_codes).audio_values)
