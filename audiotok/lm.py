@@ -12,6 +12,8 @@ error, not silently wrong audio.
     semantic, acoustic = group(codes, [1, 7], sizes)   # one stream per group of levels
     vocab = TextAudioVocab(len(text_tokenizer), sizes) # audio ids after the text ids
     ids = vocab.encode(codes); codes = vocab.decode(ids)
+    tokens = flatten_tree(codes, sizes, strides)   # multi-rate codecs (SNAC): each code once
+    codes = unflatten_tree(tokens, sizes, strides)
 """
 
 from __future__ import annotations
@@ -113,6 +115,71 @@ def ungroup(streams: Sequence, groups: Sequence[int], codebook_sizes: Sequence[i
     if len({p.shape[-1] for p in parts}) > 1:
         raise ValueError(f"streams hold different frame counts: {[p.shape[-1] for p in parts]}")
     return _back(torch.cat(parts, -2), to_numpy)
+
+
+def tree_order(strides: Sequence[int]) -> list[tuple[int, int]]:
+    """(level, offset in frames) of each code of one group of max(strides) frames, depth
+    first: a coarse code, then the finer codes under it (the order SNAC-based TTS models such
+    as Orpheus feed an LM: for strides 4, 2, 1 the 7 codes l0, l1, l2, l2, l1, l2, l2)."""
+    strides = [int(s) for s in strides]
+    if not strides or min(strides) < 1 or any(a % b for a, b in zip(strides, strides[1:])):
+        raise ValueError(f"level strides {strides} must be positive, each a multiple of the "
+                         f"next (coarsest first)")
+
+    def visit(level: int, start: int) -> list[tuple[int, int]]:
+        out = [(level, start)]
+        if level + 1 < len(strides):
+            for child in range(start, start + strides[level], strides[level + 1]):
+                out += visit(level + 1, child)
+        return out
+
+    top = max(strides)
+    return [pair for start in range(0, top, strides[0]) for pair in visit(0, start)]
+
+
+def flatten_tree(codes, codebook_sizes: Sequence[int], level_strides: Sequence[int],
+                 offset: int = 0):
+    """A multi-rate codec's codes (Tokens.codes: level k holds each code level_strides[k]
+    times) [..., K, T] -> tokens [..., T / max(strides) * codes per group], each code once, in
+    `tree_order`, with the level offsets of `flatten`. T must be whole groups (SNAC pads its
+    input to them); a level whose repeats disagree is a ValueError."""
+    x, to_numpy = _tensor(codes)
+    _check_levels(x, codebook_sizes)
+    _check_range(x, codebook_sizes, "codes")
+    order, top = tree_order(level_strides), max(int(s) for s in level_strides)
+    if x.shape[-1] % top:
+        raise ValueError(f"{x.shape[-1]} frames are not whole groups of {top}")
+    for k, s in enumerate(level_strides):
+        row = x[..., k, :]
+        if not torch.equal(row, row[..., ::int(s)].repeat_interleave(int(s), -1)):
+            raise ValueError(f"level {k} does not repeat each code {s} times")
+    starts = level_offsets(codebook_sizes, offset)
+    groups = x.reshape(*x.shape[:-1], x.shape[-1] // top, top)        # [..., K, G, top]
+    picked = torch.stack([groups[..., k, :, j] + starts[k] for k, j in order], -1)
+    return _back(picked.reshape(*picked.shape[:-2], -1), to_numpy)
+
+
+def unflatten_tree(tokens, codebook_sizes: Sequence[int], level_strides: Sequence[int],
+                   offset: int = 0):
+    """Inverse of `flatten_tree`: tokens -> codes [..., K, T] with each code repeated."""
+    x, to_numpy = _tensor(tokens)
+    order, top = tree_order(level_strides), max(int(s) for s in level_strides)
+    if len(codebook_sizes) != len(level_strides):
+        raise ValueError(f"{len(codebook_sizes)} codebook sizes for {len(level_strides)} "
+                         f"level strides")
+    if x.dim() < 1 or x.shape[-1] % len(order):
+        raise ValueError(f"token sequence length {tuple(x.shape)[-1:]} is not a multiple of "
+                         f"{len(order)} codes per group")
+    groups = x.reshape(*x.shape[:-1], x.shape[-1] // len(order), len(order))
+    starts = level_offsets(codebook_sizes, offset)
+    out = torch.zeros(*x.shape[:-1], len(codebook_sizes), groups.shape[-2], top,
+                      dtype=torch.long)
+    for p, (k, j) in enumerate(order):
+        s = int(level_strides[k])
+        out[..., k, :, j:j + s] = (groups[..., p] - starts[k])[..., None]
+    codes = out.reshape(*out.shape[:-2], -1)
+    _check_range(codes, codebook_sizes, "tokens (after removing level offsets)")
+    return _back(codes, to_numpy)
 
 
 @dataclass(frozen=True)

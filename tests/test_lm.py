@@ -113,3 +113,59 @@ def test_numpy_in_numpy_out():
     assert np.array_equal(lm.undelay(lm.delay(codes, 9), 9), codes)
     with pytest.raises(ValueError, match="integer"):
         lm.flatten(codes.astype(np.float32), [4, 4])
+
+
+# -- multi-rate codecs (SNAC) -------------------------------------------------------------------
+
+def repeated(levels, strides):
+    return torch.stack([lv.repeat_interleave(s, -1) for lv, s in zip(levels, strides)], -2)
+
+
+def test_tree_order_is_depth_first():
+    from audiotok.lm import tree_order
+
+    # SNAC 24 kHz: l0, then under it l1 and its two l2, then the second l1 and its two l2
+    assert tree_order([4, 2, 1]) == [(0, 0), (1, 0), (2, 0), (2, 1), (1, 2), (2, 2), (2, 3)]
+    assert len(tree_order([8, 4, 2, 1])) == 15
+    with pytest.raises(ValueError, match="multiple of the next"):
+        tree_order([4, 3, 1])
+
+
+@pytest.mark.parametrize("strides", [(4, 2, 1), (8, 4, 2, 1), (1, 1)])
+def test_flatten_tree_round_trip_each_code_once(strides):
+    from audiotok.lm import flatten_tree, unflatten_tree
+
+    g = torch.Generator().manual_seed(len(strides))
+    sizes = [4096] * len(strides)
+    groups = 5
+    levels = [torch.randint(0, 4096, (2, groups * max(strides) // s), generator=g)
+              for s in strides]
+    codes = repeated(levels, strides)
+    tokens = flatten_tree(codes, sizes, strides, offset=10)
+    assert tokens.shape == (2, sum(lv.shape[-1] for lv in levels))  # no repeats left
+    first = {k: [] for k in range(len(strides))}  # each level's codes, in the tokens' order
+    for t in tokens[0].tolist():
+        k = (t - 10) // 4096
+        first[k].append(t - 10 - 4096 * k)
+    assert all(first[k] == levels[k][0].tolist() for k in first)
+    assert torch.equal(unflatten_tree(tokens, sizes, strides, offset=10), codes)
+    back = unflatten_tree(tokens.numpy(), sizes, strides, offset=10)  # numpy in, numpy out
+    assert isinstance(back, np.ndarray) and (back == codes.numpy()).all()
+
+
+def test_flatten_tree_refuses_what_it_cannot_invert():
+    from audiotok.lm import flatten_tree, unflatten_tree
+
+    strides, sizes = (4, 2, 1), [16] * 3
+    codes = repeated([torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long),
+                      torch.arange(8)[None]], strides)
+    with pytest.raises(ValueError, match="whole groups of 4"):
+        flatten_tree(codes[..., :6], sizes, strides)
+    broken = codes.clone()
+    broken[0, 1, 1] = 5  # level 1 no longer repeats its code
+    with pytest.raises(ValueError, match="level 1 does not repeat"):
+        flatten_tree(broken, sizes, strides)
+    with pytest.raises(ValueError, match="multiple of 7 codes"):
+        unflatten_tree(torch.zeros(1, 13, dtype=torch.long), sizes, strides)
+    with pytest.raises(ValueError, match="outside"):
+        unflatten_tree(torch.full((1, 7), 47), sizes, strides)  # past the last level's ids
