@@ -222,11 +222,12 @@ def _print_codec_list() -> None:
         print(f"  {name}")
     print("published (from the Hugging Face cache; `audiotok convert` for a local copy)")
     width = max(len(n) for n in NAMES)
+    lic = max(len("licence"), *(len(n.licence) for n in NAMES.values()))
     print(f"  {'name':<{width}} {'rate':>6} {'frames/s':>8} {'codebooks':>9} {'kbps':>6}  "
-          f"{'licence':<8} source")
+          f"{'licence':<{lic}} source")
     for n in NAMES.values():
         print(f"  {n.name:<{width}} {n.sample_rate:>6} {n.frame_rate:>8.2f} "
-              f"{f'{n.n_codebooks}x{n.codebook_size}':>9} {n.kbps:>6.2f}  {n.licence:<8} "
+              f"{f'{n.n_codebooks}x{n.codebook_size}':>9} {n.kbps:>6.2f}  {n.licence:<{lic}} "
               f"{n.source} ({n.repo})")
     print("families (untrained weights, for training)")
     print("  " + " ".join(sorted(FAMILIES)))
