@@ -174,12 +174,13 @@ def test_bad_moshi_files(moshi_mimi, tmp_path):
     state["decoder_transformer.transformer.layers.0.linear1.weight"] = torch.zeros(100, 64)
     save_file(state, str(tmp_path / "shapes.safetensors"))
     cases = {
-        # a truncated header no longer shows Mimi's weights: no format claims it
-        "trunc.safetensors": "no codec",
+        "trunc.safetensors": "unreadable safetensors file",
         "missing.safetensors": "lacks weight 'decoder.transformer.layers.1.mlp.2.weight'",
         "shapes.safetensors": "weight 'decoder.transformer.layers.0.mlp.0.weight' has shape "
                               "(100, 64), the config gives (128, 64)",
     }
+    save_file({"weight": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    cases["other.safetensors"] = "not a codec file audiotok reads"
     for name, message in cases.items():
         with pytest.raises(AudiotokError) as err:
             audiotok.load_codec(tmp_path / name)

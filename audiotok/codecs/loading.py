@@ -87,6 +87,11 @@ def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
         if fmt is None:
             raise AudiotokError(f"{name}: {folder} holds no codec format audiotok reads")
         codec = fmt.convert(folder).to(device)
+    elif path.is_file():
+        raise AudiotokError(f"{path}: not a codec file audiotok reads (a publisher's release: "
+                            f"DAC .pth, EnCodec .th, moshi Mimi .safetensors, SpeechTokenizer "
+                            f"or SNAC weights beside their config.json, WavTokenizer .ckpt "
+                            f"beside its YAML; or a recipe .yaml)")
     else:
         raise AudiotokError(
             f"no codec '{name}': not a checkpoint directory, recipe file, or known name "
