@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ def tree_order(strides: Sequence[int]) -> list[tuple[int, int]]:
     first: a coarse code, then the finer codes under it (the order SNAC-based TTS models such
     as Orpheus feed an LM: for strides 4, 2, 1 the 7 codes l0, l1, l2, l2, l1, l2, l2)."""
     strides = [int(s) for s in strides]
-    if not strides or min(strides) < 1 or any(a % b for a, b in zip(strides, strides[1:])):
+    if not strides or min(strides) < 1 or any(a % b for a, b in pairwise(strides)):
         raise ValueError(f"level strides {strides} must be positive, each a multiple of the "
                          f"next (coarsest first)")
 

@@ -182,6 +182,17 @@ def split_leaf(key: str) -> tuple[str, str]:
     return module, leaf
 
 
+def one_checkpoint(path: Path, pattern: str, what: str) -> tuple[Path, Path]:
+    """(folder, checkpoint) for formats whose weights sit beside their config: `path` is the
+    checkpoint itself, or a folder holding exactly one file matching `pattern`."""
+    folder = path if path.is_dir() else path.parent
+    ckpts = [path] if path.is_file() else sorted(folder.glob(pattern))
+    if len(ckpts) != 1:
+        raise AudiotokError(f"{path}: expected one {what} checkpoint ({pattern}), found "
+                            f"{len(ckpts)}")
+    return folder, ckpts[0]
+
+
 def read_json(path: Path) -> dict:
     import json
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ...errors import AudiotokError
-from .common import PublishedFormat, build, package_version, read_json, torch_load
+from .common import PublishedFormat, build, one_checkpoint, package_version, read_json, torch_load
 from .common import provenance as make_provenance
 from .encodec import map_state as map_encodec_state
 
@@ -43,12 +43,8 @@ def _config(cfg: dict) -> dict:
 
 def files(path: Path) -> tuple[Path, Path]:
     """(config.json, checkpoint) of a folder, or of a checkpoint with config.json beside."""
-    folder = path if path.is_dir() else path.parent
-    ckpts = [path] if path.is_file() else sorted(folder.glob("*.pt"))
-    if len(ckpts) != 1:
-        raise AudiotokError(f"{path}: expected one SpeechTokenizer checkpoint (.pt), found "
-                            f"{len(ckpts)}")
-    return folder / "config.json", ckpts[0]
+    folder, ckpt = one_checkpoint(path, "*.pt", "SpeechTokenizer")
+    return folder / "config.json", ckpt
 
 
 def convert(path: Path):

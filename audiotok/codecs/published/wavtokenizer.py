@@ -31,6 +31,7 @@ from ...errors import AudiotokError
 from .common import (
     PublishedFormat,
     build,
+    one_checkpoint,
     package_version,
     place,
     split_leaf,
@@ -214,11 +215,8 @@ def config_from_yaml(cfg: dict, path: Path, n_filters: int = 32) -> dict:
 
 def files(path: Path) -> tuple[Path, Path]:
     """(YAML, .ckpt) of a folder holding one of each, or of a .ckpt with its YAML beside."""
-    folder = path if path.is_dir() else path.parent
-    ckpts = [path] if path.is_file() else sorted(folder.glob("*.ckpt"))
-    if len(ckpts) != 1:
-        raise AudiotokError(f"{path}: expected one WavTokenizer checkpoint (.ckpt), found "
-                            f"{len(ckpts)}")
+    folder, ckpt = one_checkpoint(path, "*.ckpt", "WavTokenizer")
+    ckpts = [ckpt]
     yamls = [p for p in sorted(folder.glob("*.y*ml")) if is_wavtokenizer_yaml(read_yaml(p))]
     if not yamls:
         raise AudiotokError(f"{ckpts[0]}: no WavTokenizer YAML beside it (the release's "
