@@ -214,8 +214,16 @@ class Codec(nn.Module):
         """wav [B, C, T] padded with zeros at the end to whole groups of frames (SNAC's
         `preprocess`: hop * lcm(window, strides) samples; whole frames for most codecs)."""
         group = self.frame_multiple
-        frames = max(1, math.ceil(wav.shape[-1] / (self.hop_length * group))) * group
+        frames = max(1, math.ceil(self._frames(wav.shape[-1]) / group)) * group
         return nn.functional.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
+
+    def _frames(self, num_samples):
+        """Frames (codes) that `num_samples` samples give: ceil(T / hop), or for encoders that
+        append `pad_samples` before rounding up to whole frames, as X-Codec-2 appends one
+        zero (so a whole number of frames gains one more), ceil((T + pad) / hop). Works on
+        ints and on tensors of lengths."""
+        pad = int(getattr(self.encoder, "pad_samples", 0))
+        return (num_samples + pad + self.hop_length - 1) // self.hop_length
 
     # ------------------------------------------------------------------ inference
     def encode(self, wav: Tensor, n_codebooks: int | None = None, lengths: Tensor | None = None,
@@ -231,16 +239,19 @@ class Codec(nn.Module):
         n = self.quantizer.check_n_codebooks(n_codebooks)
         num_samples = _lengths(lengths, wav)
 
-        def run(chunk: Tensor) -> Tensor:
-            return self.quantizer.encode(self.encoder(chunk), n)
+        def run(chunk: Tensor, **kwargs) -> Tensor:
+            return self.quantizer.encode(self.encoder(chunk, **kwargs), n)
 
-        n_frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
+        n_frames = max(1, self._frames(wav.shape[-1]))
         chunk_frames = self._chunk_frames(chunk_seconds, n_frames)
         if getattr(self.encoder, "pads_itself", False) and chunk_frames >= n_frames:
             # an encoder with its publisher's per-layer padding takes the waveform as it is
-            # (in one piece: chunks would need whole frames)
+            # (in one piece: chunks would need whole frames); one whose publisher pads each
+            # item of a batch apart (X-Codec-2's feature extractor) also takes their lengths
+            takes = "lengths" in inspect.signature(self.encoder.forward).parameters
             with torch.inference_mode():
-                return self._tokens(run(wav).clone(), num_samples)
+                codes = run(wav, lengths=num_samples) if takes else run(wav)
+                return self._tokens(codes.clone(), num_samples)
         x = self._pad_to_frames(wav)
         if chunk_frames < n_frames and self._streams_by_stage():
             return self._encode_streaming(x, n, chunk_frames, num_samples)
@@ -256,7 +267,7 @@ class Codec(nn.Module):
         return self._tokens(codes, num_samples)
 
     def _tokens(self, codes: Tensor, num_samples: Tensor) -> Tokens:
-        frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
+        frames = torch.clamp(self._frames(num_samples), min=1)
         return Tokens(codes=codes.long(), spec=self.spec, lengths=frames,
                       num_samples=num_samples, codec_ref=self.ref)
 
