@@ -267,7 +267,9 @@ class Codec(nn.Module):
         return self._tokens(codes, num_samples)
 
     def _tokens(self, codes: Tensor, num_samples: Tensor) -> Tokens:
-        frames = torch.clamp(self._frames(num_samples), min=1)
+        # frames that hold the signal (token files check it); an encoder with `pad_samples`
+        # (X-Codec-2) may return one code more, which covers its padding only
+        frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
         return Tokens(codes=codes.long(), spec=self.spec, lengths=frames,
                       num_samples=num_samples, codec_ref=self.ref)
 

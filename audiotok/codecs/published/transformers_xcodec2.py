@@ -36,6 +36,13 @@ SUPPORTED = {"hidden_act": "silu", "attention_bias": False}
 
 
 def config_from_hf(path: Path, hf: dict) -> dict:
+    if "semantic_model_config" not in hf and "codec_encoder_hidden_size" in hf:
+        # HKUSTAudio/xcodec2: the original code's config.json (same model_type) and weights
+        raise AudiotokError(f"{path}: this is X-Codec-2's original release (its own module "
+                            f"names, HKUSTAudio/xcodec2); audiotok reads the transformers "
+                            f"Xcodec2Model format: load HKUSTAudio/xcodec2-hf (short name "
+                            f"xcodec2) instead")
+
     def get(key, default=None):
         value = hf.get(key)
         return default if value is None else value
