@@ -132,6 +132,35 @@ def test_padded_batch(release, codec):
     torch.testing.assert_close(ours, audio[..., :long], rtol=0, atol=AUDIO_ATOL)
 
 
+def test_shorter_than_a_frame(release, codec):
+    """Inputs under one hop (and a batch whose short item is) still give the publisher's
+    codes: the feature extractor pads them to one whole frame."""
+    model, _ = release
+    wav = 0.1 * torch.randn(2, 1, 700, generator=torch.Generator().manual_seed(3))
+    codes, audio = theirs(model, [wav[0, 0], wav[1, 0, :100]])
+    tokens = codec.encode(wav, lengths=torch.tensor([700, 100]))
+    assert torch.equal(tokens.codes, codes.long()) and codes.shape[-1] == 3
+    torch.testing.assert_close(codec.decode(tokens), audio[..., :700], rtol=0, atol=AUDIO_ATOL)
+    alone = codec.encode(wav[1:, :, :100])
+    assert torch.equal(alone.codes, theirs(model, [wav[1, 0, :100]])[0].long())
+
+
+def test_training_pass_leaves_the_semantic_model_frozen(release):
+    """Codec.forward (the trainer's call): audio of the input's length, gradients for the
+    acoustic encoder, adapter, fusion, FSQ projections and decoder, none for w2v-BERT, which
+    stays in eval mode (no dropout) when the codec trains."""
+    codec = audiotok.load_codec(release[1]).train()
+    assert not codec.encoder.semantic.training
+    wav = 0.1 * torch.randn(2, 1, 3000)
+    out = codec(wav)
+    assert out.audio.shape == wav.shape and out.codes.shape == (2, 1, 3000 // HOP + 1)
+    out.audio.square().mean().backward()
+    assert all(p.grad is None for p in codec.encoder.semantic.parameters())
+    for part in (codec.encoder.acoustic, codec.encoder.adapter, codec.encoder.fuse,
+                 codec.quantizer.in_proj, codec.decoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
 def test_fixed_filters_and_fsq_round_trip(release, codec):
     """The anti-aliasing filters audiotok derives equal the publisher's buffers bit for bit,
     and the FSQ with X-Codec-2's options decodes its own codes to the training path's z_q."""

@@ -183,12 +183,14 @@ class Codec(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, wav: Tensor, n_codebooks: int | None = None,
                 semantic_audio: bool = False) -> CodecOutput:
-        """wav [B, C, T] -> CodecOutput; T is padded to whole frames, output cropped back.
+        """wav [B, C, T] -> CodecOutput; T is padded to whole frames (by the encoder itself
+        for `pads_itself` encoders, as in `encode`), output cropped back.
 
         `semantic_audio` also decodes the semantic part alone, inside this call so that
         DistributedDataParallel sees every use of the decoder's weights."""
         length = wav.shape[-1]
-        x = self._pad_to_frames(wav)
+        # an encoder with its publisher's own padding frames the waveform as `encode` does
+        x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
         losses = dict(q.losses)

@@ -73,7 +73,7 @@ NAMES = {n.name: n for n in (
     # X-Codec-2.0 (Llasa's codec): the transformers conversion that transformers' docs name;
     # 16 kHz, 50 codes/s from one 4^8 FSQ grid. (HKUSTAudio/xcodec2 holds the original
     # code's format, which audiotok does not read.)
-    PublishedName("xcodec2", "HKUSTAudio/xcodec2-hf", 16000, 320, 1, 65536, "CC-BY-NC-4.0",
+    PublishedName("xcodec2", "HKUSTAudio/xcodec2-hf", 16000, 320, 1, 65536, "CC-BY-NC",
                   "X-Codec-2.0 (Llasa), transformers Xcodec2Model format"),
     # SNAC (the hub's config.json files): hop 512 at 24 kHz (speech, 0.98 kbps), 384 at 32 and
     # 44.1 kHz (music, 1.9 and 2.6 kbps); 4096-entry codebooks at 1/4, 1/2, 1 (speech) or
