@@ -231,7 +231,8 @@ class Codec(nn.Module):
     def encode(self, wav: Tensor, n_codebooks: int | None = None, lengths: Tensor | None = None,
                chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> Tokens:
         """wav [B, C, T] at `sample_rate` -> Tokens with codes long [B, K, ceil(T / hop)]
-        (codecs with a `frame_multiple` > 1: rounded up to a multiple of it).
+        (codecs with a `frame_multiple` > 1: rounded up to a multiple of it; encoders with
+        `pad_samples`: ceil((T + pad_samples) / hop), X-Codec-2's floor(T / hop) + 1).
 
         `lengths` [B] gives the valid samples of each item of a padded batch. Long inputs are
         encoded `chunk_seconds` at a time (None: all at once); for convolutional encoders the

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
 from ..modules.antialias import AntiAliased
+from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
 from ..modules.snake import Snake1d, SnakeBeta
 from .components import DECODERS, ENCODERS, check_hop
 
