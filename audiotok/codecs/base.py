@@ -137,6 +137,21 @@ class Codec(nn.Module):
         return self.sample_rate / self.hop_length
 
     @property
+    def output_sample_rate(self) -> int:
+        """Rate of decoded audio: the decoder's own where it declares one (NeuCodec decodes
+        to 24 kHz what it encodes at 16 kHz), else `sample_rate`."""
+        return int(getattr(self.decoder, "sample_rate", None) or self.sample_rate)
+
+    @property
+    def output_hop_length(self) -> int:
+        """Decoded samples per frame (at `output_sample_rate`)."""
+        return self.hop_length * self.output_sample_rate // self.sample_rate
+
+    def output_samples(self, num_samples):
+        """Decoded samples (at `output_sample_rate`) for `num_samples` input samples."""
+        return num_samples * self.output_sample_rate // self.sample_rate
+
+    @property
     def codebook_sizes(self) -> list[int]:
         return list(self.quantizer.codebook_sizes)
 
@@ -188,6 +203,10 @@ class Codec(nn.Module):
 
         `semantic_audio` also decodes the semantic part alone, inside this call so that
         DistributedDataParallel sees every use of the decoder's weights."""
+        if self.output_sample_rate != self.sample_rate:
+            raise ValueError(f"this codec decodes at {self.output_sample_rate} Hz what it "
+                             f"encodes at {self.sample_rate} Hz: inference only (training "
+                             f"compares output with input)")
         length = wav.shape[-1]
         # an encoder with its publisher's own padding frames the waveform as `encode` does
         x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
@@ -270,6 +289,9 @@ class Codec(nn.Module):
         return self._tokens(codes, num_samples)
 
     def _tokens(self, codes: Tensor, num_samples: Tensor) -> Tokens:
+        # an encoder that codes whole frames only (NeuCodec: floor(T / hop)) leaves the tail
+        # of a partial frame uncoded: the tokens describe the samples they hold
+        num_samples = torch.minimum(num_samples, self._frames(num_samples) * self.hop_length)
         # frames that hold the signal (token files check it); an encoder with `pad_samples`
         # (X-Codec-2) may return one code more, which covers its padding only
         frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
@@ -278,7 +300,8 @@ class Codec(nn.Module):
 
     def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
                ) -> Tensor:
-        """Tokens -> wav [B, C, max(num_samples)]; refuses tokens of another codec."""
+        """Tokens -> wav [B, C, max(num_samples)] (at `output_sample_rate`: scaled to it);
+        refuses tokens of another codec."""
         self.check_tokens(tokens)
         codes = tokens.codes.to(self._device())
         group = self.frame_multiple
@@ -307,8 +330,9 @@ class Codec(nn.Module):
         if reach is None:
             reach = (math.ceil(UNBOUNDED_CONTEXT_SECONDS * self.frame_rate),) * 2
         with torch.inference_mode():
-            wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames, group)
-        return fit_length(wav, int(tokens.num_samples.max())).clone()
+            wav = decode_chunked(run, codes, self.output_hop_length, reach, chunk_frames,
+                                 group)
+        return fit_length(wav, self.output_samples(int(tokens.num_samples.max()))).clone()
 
     def _streams_by_stage(self) -> bool:
         """True for causal codecs that stream layer by layer (SEANet/Mimi `stream_stages`):

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict
+from ..errors import AudiotokError
 from ..modules.attention import ConvResBlock
 from ..modules.istft import ISTFTHead, check_stft_sizes
 from ..modules.transformer import CausalTransformer, TransformerConfig
@@ -55,8 +56,15 @@ class XCodec2EncoderConfig:
     acoustic_dim: int = 1024
     semantic: dict = field(default_factory=lambda: {"model_type": "wav2vec2-bert",
                                                     "num_hidden_layers": 16})
+    # "neucodec": NeuCodec's inputs (transformers' NeuCodecFeatureExtractor: the fbanks of
+    # the padded waveform without X-Codec-2's extra half hop on each side, so one frame
+    # fewer) and the two branches trimmed to the shorter: floor(T / hop) codes
+    features: str = "xcodec2"
 
     def __post_init__(self):
+        if self.features not in ("xcodec2", "neucodec"):
+            raise ValueError(f"features must be 'xcodec2' or 'neucodec', got "
+                             f"{self.features!r}")
         if self.acoustic_dim < 1:
             raise ValueError(f"acoustic_dim must be >= 1, got {self.acoustic_dim}")
         if self.semantic.get("model_type") != "wav2vec2-bert":
@@ -92,11 +100,11 @@ def semantic_model(config: dict) -> nn.Module:
 
 
 class XCodec2Encoder(nn.Module):
-    """wav [B, 1, T] -> z [B, latent_dim, floor(T / hop) + 1] (any T: the publisher's own
-    padding, so `Codec.encode` passes the waveform as it is, with the items' lengths)."""
+    """wav [B, 1, T] -> z [B, latent_dim, floor(T / hop) + 1] (NeuCodec: floor(T / hop)) for
+    any T: the publisher's own padding, so `Codec.encode` passes the waveform as it is, with
+    the items' lengths."""
 
     pads_itself = True  # read by Codec.encode
-    pad_samples = 1     # the feature extractor appends one zero before padding to whole frames
 
     def __init__(self, cfg: XCodec2EncoderConfig, channels: int, latent_dim: int,
                  sample_rate: int):
@@ -113,6 +121,10 @@ class XCodec2Encoder(nn.Module):
         self.fuse = nn.Linear(width + cfg.acoustic_dim, latent_dim)
         self.hop_length = self.acoustic.hop_length
         self.sample_rate = sample_rate
+        self.kind = cfg.features
+        # read by Codec: the feature extractor appends one zero before padding to whole
+        # frames (floor(T / hop) + 1 codes); NeuCodec then drops the last (floor(T / hop))
+        self.pad_samples = 1 if cfg.features == "xcodec2" else 1 - self.hop_length
         self._features = None
 
     def train(self, mode: bool = True):
@@ -129,11 +141,15 @@ class XCodec2Encoder(nn.Module):
         appended, the batch is zero-padded to whole frames of its longest item, and the
         fbank features of each item are normalised over that item alone."""
         if self._features is None:
-            from transformers import Xcodec2FeatureExtractor
+            from transformers import NeuCodecFeatureExtractor, Xcodec2FeatureExtractor
 
-            self._features = Xcodec2FeatureExtractor(sampling_rate=self.sample_rate,
-                                                     hop_length=self.hop_length)
+            kind = Xcodec2FeatureExtractor if self.kind == "xcodec2" else \
+                NeuCodecFeatureExtractor
+            self._features = kind(sampling_rate=self.sample_rate, hop_length=self.hop_length)
         sizes = [wav.shape[-1]] * wav.shape[0] if lengths is None else lengths.tolist()
+        if self.kind == "neucodec" and min(sizes) < self.hop_length:
+            raise AudiotokError(f"NeuCodec needs at least {self.hop_length} samples per item "
+                                f"(one frame), got {min(sizes)}")
         items = [wav[i, 0, :n].detach().float().cpu() for i, n in enumerate(sizes)]
         out = self._features(items, sampling_rate=self.sample_rate, return_tensors="pt")
         return {k: v.to(wav.device) for k, v in out.items()}
@@ -145,6 +161,9 @@ class XCodec2Encoder(nn.Module):
                                    attention_mask=inputs["input_features_mask"])
         semantic = self.adapter(hidden.last_hidden_state.transpose(1, 2))
         acoustic = self.acoustic(inputs["input_values"].to(wav.dtype))
+        if self.kind == "neucodec":  # its semantic branch is one frame short
+            frames = min(semantic.shape[-1], acoustic.shape[-1])
+            semantic, acoustic = semantic[..., :frames], acoustic[..., :frames]
         # channels-last through the fusing Linear, as the publisher (the quantizer's linear
         # projection reads this layout back without a copy)
         z = self.fuse(torch.cat([semantic, acoustic], 1).transpose(1, 2))
@@ -164,6 +183,9 @@ class XCodec2DecoderConfig:
     norm_groups: int = 32
     dropout: float = 0.1
     n_fft: int | None = None
+    # the rate of the audio it makes, when not the codec's input rate (NeuCodec: 24 kHz from
+    # 16 kHz input; the iSTFT hop scales with it); None = the codec's sample rate
+    sample_rate: int | None = None
 
     def __post_init__(self):
         if self.norm_groups < 1 or self.dim % self.norm_groups:
@@ -174,11 +196,17 @@ class XCodec2DecoderConfig:
 
 
 class XCodec2Decoder(nn.Module):
-    """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
+    """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract; at
+    `sample_rate`, whose hop is hop_length scaled by the ratio of the rates)."""
 
     def __init__(self, cfg: XCodec2DecoderConfig, channels: int, latent_dim: int,
-                 hop_length: int):
+                 hop_length: int, sample_rate: int):
         super().__init__()
+        self.sample_rate = cfg.sample_rate or sample_rate  # read by Codec.output_sample_rate
+        if (hop_length * self.sample_rate) % sample_rate:
+            raise ValueError(f"a hop of {hop_length} samples at {sample_rate} Hz is no whole "
+                             f"number of samples at {self.sample_rate} Hz")
+        hop_length = hop_length * self.sample_rate // sample_rate
         n_fft = 4 * hop_length if cfg.n_fft is None else cfg.n_fft
         check_stft_sizes(n_fft, hop_length)
         self.fc = nn.Linear(latent_dim, cfg.dim)
@@ -218,5 +246,5 @@ def build_xcodec2_encoder(cfg: XCodec2EncoderConfig, channels: int, latent_dim: 
 
 @DECODERS.register("xcodec2", XCodec2DecoderConfig)
 def build_xcodec2_decoder(cfg: XCodec2DecoderConfig, channels: int, latent_dim: int,
-                          hop_length: int) -> XCodec2Decoder:
-    return XCodec2Decoder(cfg, channels, latent_dim, hop_length)
+                          hop_length: int, sample_rate: int) -> XCodec2Decoder:
+    return XCodec2Decoder(cfg, channels, latent_dim, hop_length, sample_rate)

@@ -1,5 +1,7 @@
 """X-Codec-2.0 in the transformers format (`Xcodec2Model`: config.json + model.safetensors),
-as on the hub's HKUSTAudio/xcodec2-hf (transformers 5.24, models/xcodec2).
+as on the hub's HKUSTAudio/xcodec2-hf (transformers 5.24, models/xcodec2), and its relative
+NeuCodec (`NeuCodecModel`, Neuphonic): the same modules and weight names, NeuCodec's feature
+extractor (one frame fewer) and a decoder at 24 kHz.
 
 The whole model is in the folder, the w2v-BERT 2.0 semantic model included (its config under
 `semantic_model_config`, its weights under `semantic_encoder.`). The mapping onto audiotok's
@@ -35,7 +37,9 @@ LICENCE = "CC-BY-NC-4.0 (X-Codec-2.0 weights)"
 SUPPORTED = {"hidden_act": "silu", "attention_bias": False}
 
 
-def config_from_hf(path: Path, hf: dict) -> dict:
+def config_from_hf(path: Path, hf: dict, kind: str = "xcodec2") -> dict:
+    """`kind` "neucodec": NeuCodecModel, X-Codec-2's design with NeuCodec's features and a
+    decoder at `output_sampling_rate` (24 kHz from 16 kHz input)."""
     if "semantic_model_config" not in hf and "codec_encoder_hidden_size" in hf:
         # HKUSTAudio/xcodec2: the original code's config.json (same model_type) and weights
         raise AudiotokError(f"{path}: this is X-Codec-2's original release (its own module "
@@ -62,7 +66,8 @@ def config_from_hf(path: Path, hf: dict) -> dict:
     if semantic["model_type"] != "wav2vec2-bert":
         unsupported.append(f"semantic model_type={semantic['model_type']!r}")
     if unsupported:
-        raise AudiotokError(f"{path}: this Xcodec2Model ({', '.join(unsupported)}) is not "
+        model = "Xcodec2Model" if kind == "xcodec2" else "NeuCodecModel"
+        raise AudiotokError(f"{path}: this {model} ({', '.join(unsupported)}) is not "
                             f"supported; the released layout is")
     if "num_hidden_layers" not in semantic:
         semantic["num_hidden_layers"] = 16  # Xcodec2Config's default for its sub-config
@@ -72,20 +77,26 @@ def config_from_hf(path: Path, hf: dict) -> dict:
         raise AudiotokError(f"{path}: quantization_dim {hf['quantization_dim']} is not "
                             f"hidden_size + the semantic model's hidden_size ({latent_dim})")
     ratios = list(get("downsampling_ratios", [2, 2, 4, 4, 5]))
+    rate = get("sampling_rate" if kind == "xcodec2" else "input_sampling_rate", 16000)
+    out_rate = rate if kind == "xcodec2" else get("output_sampling_rate", 24000)
+    if (math.prod(ratios) * out_rate) % rate:
+        raise AudiotokError(f"{path}: output_sampling_rate {out_rate} gives no whole hop")
     return {
-        "family": "xcodec2", "sample_rate": get("sampling_rate", 16000), "channels": 1,
+        "family": kind, "sample_rate": rate, "channels": 1,
         "latent_dim": latent_dim,
         "encoder": {"type": "xcodec2", "acoustic_dim": dim, "semantic": semantic,
                     "acoustic": {"d_model": get("encoder_hidden_size", 48),
                                  "strides": ratios, "activation": "snake_beta_aa",
-                                 "norm": "none"}},
+                                 "norm": "none"},
+                    **({} if kind == "xcodec2" else {"features": "neucodec"})},
         "quantizer": {"type": "fsq", "levels": list(get("quantization_levels", [4] * 8)),
                       "projection": "linear", "bound": "atanh", "bound_passes": 2},
         "decoder": {"type": "xcodec2", "dim": dim, "layers": get("num_hidden_layers", 12),
                     "heads": heads, "dim_feedforward": get("intermediate_size", 4096),
                     "norm_eps": get("rms_norm_eps", 1e-6),
                     "dropout": get("activation_dropout", 0.1),
-                    "n_fft": 4 * math.prod(ratios)},
+                    "n_fft": 4 * math.prod(ratios) * out_rate // rate,
+                    **({} if out_rate == rate else {"sample_rate": out_rate})},
     }
 
 
@@ -165,3 +176,22 @@ def convert(path: Path):
 
 XCODEC2_TRANSFORMERS = PublishedFormat("transformers Xcodec2Model",
                                        transformers_recogniser("xcodec2"), convert)
+
+# NeuCodec (neuphonic/neucodec; Apache-2.0): model card of the release
+NEUCODEC_LICENCE = "Apache-2.0 (NeuCodec weights)"
+
+
+def convert_neucodec(path: Path):
+    hf, state, weights = read_transformers_folder(path, "neucodec")
+    config = config_from_hf(path, hf, "neucodec")
+    n_blocks = len(config["encoder"]["acoustic"]["strides"])
+    provenance = make_provenance(
+        "transformers NeuCodecModel", path, weights, NEUCODEC_LICENCE,
+        f"transformers {package_version('transformers')} NeuCodecModel")
+    # decodes to another rate than it encodes: the trainer's losses compare the two
+    provenance["trainable"] = False
+    return build(path, config, lambda ours: map_state(state, ours, n_blocks), provenance)
+
+
+NEUCODEC_TRANSFORMERS = PublishedFormat("transformers NeuCodecModel",
+                                        transformers_recogniser("neucodec"), convert_neucodec)
