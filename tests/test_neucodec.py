@@ -16,7 +16,7 @@ from audiotok.errors import AudiotokError
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("torchaudio")
 
-from test_xcodec2 import SEMANTIC, TINY, one_thread, randomise  # noqa: E402, F401
+from test_xcodec2 import SEMANTIC, TINY, one_thread, randomise  # noqa: F401
 
 AUDIO_ATOL = 1e-4
 HOP, OUT_HOP = 320, 480  # samples per code at 16 kHz in, 24 kHz out
