@@ -56,10 +56,21 @@ class CodecSpec:
     # multi-rate codecs (SNAC): level k holds each code strides[k] times in a row, so it
     # carries frame_rate / strides[k] codes a second; () = every level at the frame rate
     level_strides: tuple[int, ...] = ()
+    # segmented codecs (EnCodec 48 kHz, codecs/segments.py): (samples per segment, samples
+    # between segment starts); every segment has its own frames; () = one uniform frame grid
+    segment: tuple[int, ...] = ()
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
+
+    def frames_for(self, samples: int) -> int:
+        """Frames that `samples` input samples take (at least one)."""
+        if self.segment:
+            from .codecs.segments import frames_for
+
+            return frames_for(samples, self.hop_length, *self.segment)
+        return max(1, -(-samples // self.hop_length))
 
     def strides(self) -> tuple[int, ...]:
         """Frames per code of each level (1 for single-rate codecs)."""
@@ -79,17 +90,18 @@ class CodecSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["codebook_sizes"] = list(self.codebook_sizes)
-        if self.level_strides:
-            d["level_strides"] = list(self.level_strides)
-        else:  # single-rate specs are written as before multi-rate codecs existed
-            del d["level_strides"]
+        for key in ("level_strides", "segment"):
+            if getattr(self, key):
+                d[key] = list(getattr(self, key))
+            else:  # written as before multi-rate and segmented codecs existed
+                del d[key]
         d["frame_rate"] = self.frame_rate
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CodecSpec:
         keys = ("family", "sample_rate", "channels", "hop_length", "codebook_sizes", "fingerprint",
-                "level_strides")
+                "level_strides", "segment")
         try:
             return cls(**{k: d[k] for k in keys if k in d}).normalised()
         except (TypeError, KeyError) as e:
@@ -97,7 +109,8 @@ class CodecSpec:
 
     def normalised(self) -> CodecSpec:
         return replace(self, codebook_sizes=tuple(int(s) for s in self.codebook_sizes),
-                       level_strides=tuple(int(s) for s in self.level_strides))
+                       level_strides=tuple(int(s) for s in self.level_strides),
+                       segment=tuple(int(s) for s in self.segment))
 
     def describe(self) -> str:
         fp = self.fingerprint[:12] or "unknown"
@@ -115,6 +128,8 @@ class Tokens:
     lengths:     long [B]          valid frames per item (padded batches)
     num_samples: long [B]          input samples per item, so decode can trim the padding
     codec_ref:   where the codec came from (directory or name), so `decode` can find it
+    scales:      float [B, S] or None: segmented codecs' per-segment loudness (EnCodec 48
+                 kHz, spec.segment); codes without them decode at unit loudness
     """
 
     codes: Tensor
@@ -123,6 +138,7 @@ class Tokens:
     num_samples: Tensor | None = None
     codec_ref: str | None = None
     meta: dict = field(default_factory=dict)
+    scales: Tensor | None = None
 
     def __post_init__(self):
         if self.codes.dim() != 3:
@@ -188,6 +204,8 @@ class Tokens:
             "codec_ref": self.codec_ref,
             "meta": self.meta,
         }
+        if self.scales is not None:  # float32 values: JSON's doubles hold them exactly
+            header["scales"] = self.scales.detach().cpu().float().tolist()
         check_header(header, Path(path))
         head = json.dumps(header).encode()
         start = _PREFIX_V1.pack(MAGIC, FORMAT_VERSION, len(head))
@@ -210,6 +228,8 @@ class Tokens:
             lengths=torch.tensor(header["lengths"], dtype=torch.long),
             num_samples=torch.tensor(header["num_samples"], dtype=torch.long),
             codec_ref=header.get("codec_ref"), meta=header.get("meta") or {},
+            scales=None if header.get("scales") is None
+            else torch.tensor(header["scales"], dtype=torch.float32),
         )
         tokens.check_range()
         return tokens
@@ -319,13 +339,31 @@ def check_header(h, path) -> None:
         v = h[key]
         if not (isinstance(v, list) and len(v) == b and all(whole(x) and x >= 1 for x in v)):
             fail(f"'{key}' must be {b} positive integer(s), got {v!r}")
-    hop = spec["hop_length"]
+    segment = spec.get("segment", [])
+    if not (isinstance(segment, list) and len(segment) in (0, 2)
+            and all(whole(s) and s >= 1 for s in segment)):
+        fail(f"spec 'segment' must be [samples, stride] of positive integers, got {segment!r}")
+    grid = CodecSpec(spec["family"], spec["sample_rate"], spec["channels"],
+                     spec["hop_length"], tuple(sizes), segment=tuple(segment))
     for i, (frames, samples) in enumerate(zip(h["lengths"], h["num_samples"])):
         if frames > t:
             fail(f"item {i} has {frames} frames but the codes hold {t}")
-        if frames != -(-samples // hop):
-            fail(f"item {i}: {samples} samples take {-(-samples // hop)} frames of {hop}, "
-                 f"the header says {frames}")
+        if frames != grid.frames_for(samples):
+            fail(f"item {i}: {samples} samples take {grid.frames_for(samples)} frames of "
+                 f"{spec['hop_length']}, the header says {frames}")
+    scales = h.get("scales")
+    if scales is not None:
+        if not segment:
+            fail("'scales' given for a codec without segments")
+        need = len(range(0, max(h["num_samples"]), segment[1]))
+        n = len(scales[0]) if isinstance(scales, list) and scales and isinstance(
+            scales[0], list) else -1
+        if not (n >= need and isinstance(scales, list) and len(scales) == b and all(
+                isinstance(row, list) and len(row) == n and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) and v > 0 for v in row) for row in scales)):
+            fail(f"'scales' must be {b} list(s) of at least {need} positive finite numbers, "
+                 f"one per segment")
     if h.get("codec_ref") is not None and not isinstance(h["codec_ref"], str):
         fail(f"'codec_ref' must be a string, got {h['codec_ref']!r}")
     if h.get("meta") is not None and not isinstance(h["meta"], dict):

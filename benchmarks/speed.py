@@ -2,6 +2,7 @@
 implementations of the same architectures, in the same run, same threads, same clip.
 
     pip install encodec descript-audio-codec snac # the references (random weights, no download)
+    pip install --no-deps moshi sentencepiece       # Mimi's (scripts/setup.sh does both)
     python benchmarks/speed.py [--threads 2] [--seconds 10] [--repeats 3] [--only dac_16k ...]
 
 Pairs:
@@ -18,6 +19,9 @@ Pairs:
                 config.json, saved as its release folder is (config.json + pytorch_model.bin);
                 the reference's per-level codes are compared in audiotok's one-rate layout
                 (coarse levels repeated, quantizers/multiscale_rvq.py).
+  mimi          ONE model the same way: moshi's loaders.get_mimi(None) (the release's
+                architecture, random weights) saved as its safetensors release is; both run
+                8 codebooks, as Moshi does.
 
 and our other families alone (no reference package on PyPI builds them without a download).
 
@@ -50,6 +54,7 @@ PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
     "dac_24k": ("recipes/dac_24k.yaml", {}, "dac_24k"),
     "dac_44k": ("recipes/dac_44k.yaml", {}, "dac_44k"),
     "snac_24k": ("", {}, "snac_24k"),  # no recipe: always the release folder
+    "mimi": ("", {"n_codebooks": 8}, "mimi"),  # no recipe: always the moshi file
 }
 OURS_ONLY = {
     "speech_16k": "recipes/speech_16k.yaml",  # the bundled model's architecture
@@ -84,6 +89,14 @@ def release_file(name: str, folder: Path) -> Path:
 
         path = folder / f"{name}.th"
         torch.save(EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), path)
+        return path
+    if name == "mimi":
+        from moshi.models import loaders
+        from safetensors.torch import save_file
+
+        path = folder / "tokenizer-random.safetensors"
+        state = loaders.get_mimi(None).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
         return path
     if name == "snac_24k":
         import snac
@@ -132,6 +145,20 @@ def reference(name: str, weights: Path | None):
         return model, 24000, encode, decode
     if name == "snac_24k":
         return reference_snac(weights)
+    if name == "mimi":
+        from moshi.models import loaders
+
+        model = loaders.get_mimi(str(weights), num_codebooks=8)
+
+        def encode(wav):
+            with torch.inference_mode():
+                return model.encode(wav)
+
+        def decode(codes):
+            with torch.inference_mode():
+                return model.decode(codes)
+
+        return model, 24000, encode, decode
     import dac
 
     model = dac.DAC.load(str(weights)).eval()

@@ -9,6 +9,7 @@ transformer's window."""
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,17 +35,24 @@ def perturb(model: torch.nn.Module, g: torch.Generator) -> None:
                 p.mul_(1 + 0.2 * torch.rand(p.shape, generator=g))
 
 
-def fill_codebooks(latents: torch.Tensor, groups, g: torch.Generator) -> None:
+def fill_codebooks(latents: torch.Tensor, groups, names: tuple[str, str, str],
+                   g: torch.Generator) -> None:
     """Codewords drawn from the residuals each level sees (as a k-means init would place
     them), so that codes spread over the codebook at every level. `groups`: (input_proj,
-    [(set_codebook(embedding_sum, cluster_usage), lookup(codes))...]) per RVQ group."""
-    for in_proj, levels in groups:
+    [codebook, ...]) per RVQ group; `names`: the codebook's sum buffer, its cached quotient
+    (both publishers cache sum / usage) and the property that computes it."""
+    total, cache, quotient = names
+    for in_proj, books in groups:
         residual = in_proj(latents).transpose(1, 2).reshape(-1, in_proj.out_channels)
-        for set_codebook, size in levels:
+        for book in books:
+            size = book.cluster_usage.shape[0]
             pick = residual[torch.randint(residual.shape[0], (size,), generator=g)]
             words = pick + 0.01 * torch.randn(pick.shape, generator=g)
             usage = 0.5 + torch.rand(size, generator=g)
-            embed = set_codebook(words * usage[:, None], usage)
+            getattr(book, total).copy_(words * usage[:, None])
+            book.cluster_usage.copy_(usage)
+            setattr(book, cache, None)
+            embed = getattr(book, quotient)
             residual = residual - embed[torch.cdist(residual[None], embed[None])[0].argmin(-1)]
 
 
@@ -79,20 +87,9 @@ def moshi_mimi(tmp_path_factory):
         latents = model._encode_to_unquantized_latent(0.3 * torch.randn(4, 1, 2 * 24000,
                                                                         generator=g))
 
-        def groups():
-            for rvq in (model.quantizer.rvq_first, model.quantizer.rvq_rest):
-                yield rvq.input_proj, [(setter(layer._codebook), layer._codebook.codebook_size)
-                                       for layer in rvq.vq.layers]
-
-        def setter(book):
-            def set_codebook(embedding_sum, usage):
-                book.embedding_sum.copy_(embedding_sum)
-                book.cluster_usage.copy_(usage)
-                book._embedding = None  # moshi caches the quotient
-                return book.embedding
-            return set_codebook
-
-        fill_codebooks(latents, groups(), g)
+        groups = [(rvq.input_proj, [layer._codebook for layer in rvq.vq.layers])
+                  for rvq in (model.quantizer.rvq_first, model.quantizer.rvq_rest)]
+        fill_codebooks(latents, groups, ("embedding_sum", "_embedding", "embedding"), g)
         scale_output(model.decoder.model[-1].conv.conv, 0.3 * torch.randn(1, 1, FRAME * 4),
                      lambda w: model.decode(model.encode(w)))
     path = tmp_path_factory.mktemp("moshi") / "tokenizer-e351c8d8-checkpoint125.safetensors"
@@ -205,22 +202,11 @@ def hf_mimi(tmp_path_factory):
     with torch.no_grad():
         latents = model.encoder(0.3 * torch.randn(4, 1, 2 * 24000, generator=g)).latents
 
-        def groups():
-            q = model.quantizer
-            for rvq in (q.semantic_residual_vector_quantizer,
-                        q.acoustic_residual_vector_quantizer):
-                yield rvq.input_proj, [(setter(layer.codebook), layer.codebook.codebook_size)
-                                       for layer in rvq.layers]
-
-        def setter(book):
-            def set_codebook(embed_sum, usage):
-                book.embed_sum.copy_(embed_sum)
-                book.cluster_usage.copy_(usage)
-                book._embed = None  # transformers caches the quotient
-                return book.embed
-            return set_codebook
-
-        fill_codebooks(latents, groups(), g)
+        q = model.quantizer
+        groups = [(rvq.input_proj, [layer.codebook for layer in rvq.layers])
+                  for rvq in (q.semantic_residual_vector_quantizer,
+                              q.acoustic_residual_vector_quantizer)]
+        fill_codebooks(latents, groups, ("embed_sum", "_embed", "embed"), g)
         scale_output(model.decoder.decoder_seanet.layers[-1].conv,
                      0.3 * torch.randn(1, 1, FRAME * 4),
                      lambda w: model.decode(model.encode(w).audio_codes).audio_values)
@@ -317,6 +303,78 @@ def test_mimi_cli_encode_decode(moshi_mimi, tmp_path):
     codes = audiotok.load_codec(path).encode(wav, n_codebooks=4).codes
     assert torch.equal(audiotok.Tokens.load(tmp_path / "in.atok").codes, codes)
     assert math.isfinite(float(out.std()))
+
+
+RECIPE = Path(__file__).parent.parent / "recipes" / "finetune_mimi.yaml"
+
+
+def speech_corpus(folder: Path, rate: int = 24000) -> Path:
+    import soundfile as sf
+    from conftest import speechlike
+
+    folder.mkdir()
+    for i in range(4):
+        sf.write(str(folder / f"u{i}.wav"), speechlike(2.5, rate, seed=i), rate)
+    return folder
+
+
+def test_finetune_recipe_takes_its_model_from_the_weights(moshi_mimi, tmp_path):
+    """recipes/finetune_mimi.yaml has no `model`: train.init_from supplies it, by file or by
+    short name; an untrained codec or a missing file is a one-line error."""
+    from audiotok.errors import ConfigError
+    from audiotok.train import read_recipe
+
+    _, path = moshi_mimi
+    corpus = speech_corpus(tmp_path / "corpus")
+    recipe = read_recipe(RECIPE, [f"data.train={corpus}", f"train.init_from={path}"])
+    codec = audiotok.load_codec(path)
+    assert recipe.model == codec.config
+    assert recipe.train.init_from == str(path)
+    for ref, message in (("mimi-like", "untrained codec"), (str(tmp_path / "none.safetensors"),
+                                                           "no codec")):
+        from audiotok.train.trainer import Trainer
+
+        bad = read_recipe(RECIPE, [f"data.train={corpus}", f"train.init_from={path}",
+                                   "distill=null", "losses.weights.distill/wavlm/cosine=0",
+                                   f"train.run_dir={tmp_path / 'run'}"])
+        bad.train.init_from = ref
+        with pytest.raises(ConfigError, match=message) as err:
+            Trainer(bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="has no 'model' and train.init_from cannot give one"):
+        read_recipe(RECIPE, [f"data.train={corpus}", "train.init_from=no/such-codec"])
+
+
+@pytest.mark.slow
+def test_finetune_recipe_runs(moshi_mimi, tmp_path):
+    """The recipe as shipped (adversarial + feature losses, MS-STFT discriminator, WavLM
+    distilled into level 0), on a tiny Mimi and a tiny random WavLM: 3 steps, then the
+    export reloads with the fine-tuned weights."""
+    from transformers import WavLMConfig, WavLMModel
+
+    from audiotok.train import read_recipe
+    from audiotok.train.trainer import Trainer
+
+    _, path = moshi_mimi
+    torch.manual_seed(0)
+    WavLMModel(WavLMConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 64),
+                           conv_kernel=(10, 64), num_conv_pos_embeddings=16,
+                           num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "wavlm")
+    recipe = read_recipe(RECIPE, [
+        f"data.train={speech_corpus(tmp_path / 'corpus')}", f"train.init_from={path}",
+        f"distill.heads.wavlm.teacher.path={tmp_path / 'wavlm'}",
+        "distill.heads.wavlm.teacher.normalize=false", f"train.run_dir={tmp_path / 'run'}",
+        "train.steps=3", "train.batch_size=2", "train.ckpt_every=3", "train.val_every=0",
+        "data.num_workers=0", "data.segment_seconds=0.64"])
+    trainer = Trainer(recipe)
+    assert trainer.fit() == 0
+    export = audiotok.load_codec(tmp_path / "run" / "model")
+    start = audiotok.load_codec(path)
+    moved = [k for k, v in export.state_dict().items()
+             if v.dtype.is_floating_point and not torch.equal(v, start.state_dict()[k])]
+    assert any(k.startswith("encoder.") for k in moved) and any(
+        k.startswith("decoder.") for k in moved)
 
 
 @pytest.mark.slow

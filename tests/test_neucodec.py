@@ -6,6 +6,7 @@ test_xcodec2.py (tiny random w2v-BERT, the released strides and FSQ levels)."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,3 +174,23 @@ def test_long_files_in_chunks(codec):
     assert chunked.codes.shape == whole.codes.shape == (1, 1, 200)
     assert (chunked.codes == whole.codes).float().mean() >= 0.5
     assert codec.decode(whole, chunk_seconds=1.0).shape == (1, 1, 200 * OUT_HOP)
+
+
+def test_init_from_is_refused(release, tmp_path):
+    """The trainer refuses it up front, naming why (not at its first step)."""
+    import yaml
+
+    from audiotok.config import to_dict
+    from audiotok.errors import ConfigError
+    from audiotok.train import read_recipe
+    from audiotok.train.trainer import Trainer
+
+    _, hf = release
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump({
+        "extends": str(Path(__file__).parent.parent / "recipes" / "base.yaml"),
+        "model": to_dict(audiotok.load_codec(hf).config)}))
+    recipe = read_recipe(recipe_path, [f"data.train={tmp_path}", f"train.init_from={hf}",
+                                       f"train.run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="inference only"):
+        Trainer(recipe)

@@ -418,9 +418,9 @@ def test_encodec_bad_files(tmp_path, encodec_release):
     _, path = encodec_release
     state = torch.load(path, weights_only=True)
     state["encoder.model.0.conv.norm.weight"] = state.pop("encoder.model.0.conv.conv.weight_v")
-    torch.save(state, tmp_path / "e48.th")
-    with pytest.raises(AudiotokError, match="EnCodec 48 kHz .* is not supported yet"):
-        audiotok.load_codec(tmp_path / "e48.th")
+    torch.save(state, tmp_path / "mixed.th")  # 48 kHz norms on 24 kHz weights
+    with pytest.raises(AudiotokError, match="no place in the codec|lacks weight"):
+        audiotok.load_codec(tmp_path / "mixed.th")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.th")
     with pytest.raises(AudiotokError, match="not an EnCodec checkpoint"):
         audiotok.load_codec(tmp_path / "other.th")
@@ -474,17 +474,127 @@ def test_transformers_encodec_matches_encodecmodel(hf_encodec, seconds):
         torch.testing.assert_close(ours, audio[..., : wav.shape[-1]], rtol=0, atol=AUDIO_ATOL)
 
 
-def test_transformers_encodec_48k_is_refused(hf_encodec, tmp_path):
+def test_transformers_encodec_unsupported_layout(hf_encodec, tmp_path):
     import json
     import shutil
 
     _, folder = hf_encodec
     shutil.copytree(folder, tmp_path / "e48")
     config = json.loads((tmp_path / "e48" / "config.json").read_text())
-    config.update(sampling_rate=48000, audio_channels=2, normalize=True, chunk_length_s=1.0)
+    config.update(sampling_rate=48000, audio_channels=1)  # neither released layout
     (tmp_path / "e48" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(AudiotokError, match="audio_channels=2.*is not supported yet"):
+    with pytest.raises(AudiotokError, match="audio_channels=1.*is not supported") as err:
         audiotok.load_codec(tmp_path / "e48")
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- EnCodec 48 kHz
+def perturb_norms(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.01 * torch.randn_like(p))
+            elif ".norm.weight" in name:  # GroupNorm gains away from 1
+                p.mul_(1 + 0.2 * torch.rand_like(p))
+
+
+@pytest.fixture(scope="module")
+def encodec48_release(tmp_path_factory):
+    """EncodecModel.encodec_model_48khz with random weights (stereo, time-group norm, 1 s
+    segments at unit loudness), saved as its `.th` release is."""
+    encodec = pytest.importorskip("encodec")
+    torch.manual_seed(0)
+    model = encodec.EncodecModel.encodec_model_48khz(pretrained=False).eval()
+    perturb_norms(model)
+    with torch.no_grad():
+        latents = model.encoder(torch.randn(2, 2, 48000))
+        fill_codebooks([layer._codebook for layer in model.quantizer.vq.layers], latents)
+    path = tmp_path_factory.mktemp("encodec48") / "encodec_48khz-random.th"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize("samples", [30000, 48000, 60001])
+def test_encodec_48k_matches_the_publisher(encodec48_release, samples):
+    """Under one segment, one segment plus its 1% overlap's worth (a second, 480-sample
+    segment), and two segments ending mid-frame: the publisher's codes and scales, and its
+    cross-faded audio."""
+    model, path = encodec48_release
+    codec = audiotok.load_codec(path)
+    assert (codec.channels, codec.n_codebooks, codec.spec.segment) == (2, 16, (48000, 47520))
+    model.set_target_bandwidth(12.0)  # 8 levels
+    g = torch.Generator().manual_seed(samples)
+    wav = 0.1 * torch.randn(2, 2, samples, generator=g)
+    wav[1] *= 3  # another loudness: another scale
+    with torch.no_grad():
+        frames = model.encode(wav)
+        audio = model.decode(frames)[..., :samples]
+    tokens = codec.encode(wav, n_codebooks=8)
+    assert torch.equal(tokens.codes, torch.cat([c for c, _ in frames], -1))
+    assert torch.equal(tokens.scales, torch.cat([s for _, s in frames], -1))
+    assert tokens.lengths.tolist() == [tokens.codes.shape[-1]] * 2
+    torch.testing.assert_close(codec.decode(tokens), audio, rtol=0, atol=AUDIO_ATOL)
+
+
+def test_encodec_48k_token_files_and_cli(encodec48_release, tmp_path, capsys):
+    import dataclasses
+
+    import soundfile as sf
+
+    from audiotok.cli import main
+    from audiotok.errors import TokenFileError
+
+    _, path = encodec48_release
+    codec = audiotok.load_codec(path)
+    wav = 0.2 * torch.randn(1, 2, 50000, generator=torch.Generator().manual_seed(2))
+    tokens = codec.encode(wav, n_codebooks=4)
+    tokens.save(tmp_path / "a.atok")
+    again = audiotok.Tokens.load(tmp_path / "a.atok")
+    assert torch.equal(again.scales, tokens.scales) and torch.equal(again.codes, tokens.codes)
+    assert torch.equal(codec.decode(again), codec.decode(tokens))
+    # codes without scales (an LM's output) decode at unit loudness
+    plain = codec.decode(dataclasses.replace(tokens, scales=None))
+    assert torch.isfinite(plain).all() and not torch.equal(plain, codec.decode(tokens))
+    with pytest.raises(TokenFileError, match="'scales' must be"):
+        dataclasses.replace(tokens, scales=-tokens.scales).save(tmp_path / "bad.atok")
+    # the command line, on a stereo 48 kHz file
+    sf.write(str(tmp_path / "s.wav"), wav[0].T.numpy(), 48000)
+    assert main(["encode", str(tmp_path / "s.wav"), "-o", str(tmp_path / "s.atok"),
+                 "--codec", str(path), "--n-codebooks", "4"]) == 0
+    assert torch.equal(audiotok.Tokens.load(tmp_path / "s.atok").codes,
+                       codec.encode(torch.from_numpy(sf.read(str(tmp_path / "s.wav"),
+                                                             dtype="float32")[0].T[None]),
+                                    n_codebooks=4).codes)
+    assert main(["decode", str(tmp_path / "s.atok"), "-o", str(tmp_path / "out.wav"),
+                 "--codec", str(path)]) == 0
+    out, rate = sf.read(str(tmp_path / "out.wav"))
+    assert rate == 48000 and out.shape == (50000, 2)
+
+
+def test_transformers_encodec_48k_matches_encodecmodel(tmp_path):
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig(
+        sampling_rate=48000, audio_channels=2, normalize=True, chunk_length_s=1.0,
+        overlap=0.01, norm_type="time_group_norm", use_causal_conv=False,
+        target_bandwidths=[3.0, 6.0, 12.0, 24.0])).eval()
+    perturb_norms(model)
+    with torch.no_grad():
+        latents = model.encoder(torch.randn(2, 2, 48000))
+        fill_codebooks([layer.codebook for layer in model.quantizer.layers], latents)
+    model.save_pretrained(tmp_path / "e48")
+    codec = audiotok.load_codec(tmp_path / "e48")
+    wav = 0.1 * torch.randn(1, 2, 60001, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = model.encode(wav, bandwidth=24.0)
+        audio = model.decode(out.audio_codes, out.audio_scales,
+                             last_frame_pad_length=out.last_frame_pad_length).audio_values
+    codes = torch.cat(out.audio_codes.unbind(0), -1)[..., :-out.last_frame_pad_length]
+    tokens = codec.encode(wav)
+    assert torch.equal(tokens.codes, codes)
+    torch.testing.assert_close(codec.decode(tokens), audio[..., :wav.shape[-1]], rtol=0,
+                               atol=AUDIO_ATOL)
 
 
 # ---------------------------------------------------------------- SpeechTokenizer

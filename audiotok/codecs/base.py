@@ -43,10 +43,16 @@ class CodecConfig:
     encoder: dict = field(default_factory=lambda: {"type": "seanet"})
     quantizer: dict = field(default_factory=lambda: {"type": "rvq"})
     decoder: dict = field(default_factory=lambda: {"type": "seanet"})
+    # code fixed-length segments each at its own loudness (EnCodec 48 kHz; codecs/segments.py)
+    segment: dict | None = None
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.channels <= 0 or self.latent_dim <= 0:
             raise ValueError("sample_rate, channels and latent_dim must be positive")
+        if self.segment is not None:
+            from .segments import SegmentConfig
+
+            self.segment = to_dict(from_dict(SegmentConfig, self.segment, "segment"))
         self.encoder = ENCODERS.normalise(self.encoder, "encoder")
         self.quantizer = QUANTIZERS.normalise(self.quantizer, "quantizer")
         self.decoder = DECODERS.normalise(self.decoder, "decoder")
@@ -174,13 +180,28 @@ class Codec(nn.Module):
     def spec(self) -> CodecSpec:
         strides = tuple(getattr(self.quantizer, "level_strides", ()))
         return CodecSpec(self.config.family, self.sample_rate, self.channels, self.hop_length,
-                         tuple(self.codebook_sizes), self.fingerprint(), strides)
+                         tuple(self.codebook_sizes), self.fingerprint(), strides,
+                         self.segment_layout or ())
+
+    @property
+    def segment_layout(self) -> tuple[int, int] | None:
+        """(samples per segment, samples between their starts) of a segmented codec, or None."""
+        if self.config.segment is None:
+            return None
+        from .segments import SegmentConfig, layout
+
+        return layout(SegmentConfig(**self.config.segment), self.sample_rate)
 
     def bitrate(self, n_codebooks: int | None = None) -> float:
         return self.spec.bitrate(n_codebooks)
 
     def _config_dict(self) -> dict:
-        return self.config_record if self.config_record is not None else to_dict(self.config)
+        if self.config_record is not None:
+            return self.config_record
+        config = to_dict(self.config)
+        if config.get("segment") is None:  # as written before segmented codecs existed
+            config.pop("segment", None)
+        return config
 
     def fingerprint(self) -> str:
         """SHA-256 (first 16 hex digits) of config + weights; cached until a weight changes."""
@@ -210,6 +231,11 @@ class Codec(nn.Module):
         length = wav.shape[-1]
         # an encoder with its publisher's own padding frames the waveform as `encode` does
         x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
+        scale = None
+        if self.config.segment is not None and self.config.segment["normalize"]:
+            # train on what inference codes: excerpts at unit loudness (codecs/segments.py)
+            scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
+            x = x / scale
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
         losses = dict(q.losses)
@@ -221,13 +247,14 @@ class Codec(nn.Module):
             losses.update(decoder_losses)
         else:
             audio = self.decoder(q.z_q)
-        audio = fit_length(audio, length)
+        audio = fit_length(audio if scale is None else audio * scale, length)
         sem_audio = None
         if semantic_audio:
             if q.semantic is None:
                 raise ValueError(f"{type(self.quantizer).__name__} has no semantic levels to "
                                  f"decode alone (use an rvq or split_rvq quantizer)")
-            sem_audio = fit_length(self.decoder(q.semantic), length)
+            sem = self.decoder(q.semantic)
+            sem_audio = fit_length(sem if scale is None else sem * scale, length)
         return CodecOutput(audio, q.codes, latents, q.z_q, losses, q.metrics, q.semantic,
                            sem_audio)
 
@@ -264,6 +291,15 @@ class Codec(nn.Module):
         def run(chunk: Tensor, **kwargs) -> Tensor:
             return self.quantizer.encode(self.encoder(chunk, **kwargs), n)
 
+        if self.config.segment is not None:  # segments bound memory: no chunking needed
+            from . import segments
+
+            self._chunk_frames(chunk_seconds, 1)  # still refuse a bad value
+            with torch.inference_mode():
+                codes, scales = segments.encode(self, wav, n, *self.segment_layout,
+                                                self.config.segment["normalize"])
+            return self._tokens(codes.clone(), num_samples,
+                                None if scales is None else scales.clone())
         n_frames = max(1, self._frames(wav.shape[-1]))
         chunk_frames = self._chunk_frames(chunk_seconds, n_frames)
         if getattr(self.encoder, "pads_itself", False) and chunk_frames >= n_frames:
@@ -288,15 +324,17 @@ class Codec(nn.Module):
         codes = codes.clone()  # a normal tensor: users may edit codes in place
         return self._tokens(codes, num_samples)
 
-    def _tokens(self, codes: Tensor, num_samples: Tensor) -> Tokens:
+    def _tokens(self, codes: Tensor, num_samples: Tensor, scales: Tensor | None = None
+                ) -> Tokens:
         # an encoder that codes whole frames only (NeuCodec: floor(T / hop)) leaves the tail
         # of a partial frame uncoded: the tokens describe the samples they hold
         num_samples = torch.minimum(num_samples, self._frames(num_samples) * self.hop_length)
+        spec = self.spec
         # frames that hold the signal (token files check it); an encoder with `pad_samples`
         # (X-Codec-2) may return one code more, which covers its padding only
-        frames = torch.clamp((num_samples + self.hop_length - 1) // self.hop_length, min=1)
-        return Tokens(codes=codes.long(), spec=self.spec, lengths=frames,
-                      num_samples=num_samples, codec_ref=self.ref)
+        frames = torch.tensor([spec.frames_for(int(n)) for n in num_samples], dtype=torch.long)
+        return Tokens(codes=codes.long(), spec=spec, lengths=frames,
+                      num_samples=num_samples, codec_ref=self.ref, scales=scales)
 
     def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
                ) -> Tensor:
@@ -304,6 +342,14 @@ class Codec(nn.Module):
         refuses tokens of another codec."""
         self.check_tokens(tokens)
         codes = tokens.codes.to(self._device())
+        if self.config.segment is not None:
+            from . import segments
+
+            self._chunk_frames(chunk_seconds, 1)
+            with torch.inference_mode():
+                wav = segments.decode(self, codes, tokens.scales,
+                                      int(tokens.num_samples.max()), *self.segment_layout)
+            return wav.clone()
         group = self.frame_multiple
         if codes.shape[-1] % group:
             # codes cut short of the whole groups that encode gives (SNAC): the last frame
@@ -364,8 +410,9 @@ class Codec(nn.Module):
         """Raise TokenFileError unless `tokens` were made by this codec and are in range."""
         mine, theirs = self.spec, tokens.spec
         same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes),
-                      theirs.strides()) == (mine.sample_rate, mine.hop_length,
-                                            tuple(mine.codebook_sizes), mine.strides())
+                      theirs.strides(), theirs.segment) == (
+            mine.sample_rate, mine.hop_length, tuple(mine.codebook_sizes), mine.strides(),
+            mine.segment)
         if not same_shape or (theirs.fingerprint and theirs.fingerprint != mine.fingerprint):
             raise TokenFileError(
                 f"tokens were made by codec {theirs.describe()}, not by this codec "

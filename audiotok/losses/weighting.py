@@ -17,10 +17,12 @@ from ..errors import ConfigError
 
 
 def check_weights(weights: dict[str, float], names) -> None:
-    """Raise ConfigError (a ValueError) for a weight that names no loss in `names`."""
+    """Raise ConfigError (a ValueError) for a weight that names no loss in `names`. A zero
+    weight is allowed to name none: it switches off a loss that an overlay removed the part
+    of (`--set distill=null --set losses.weights.distill/wavlm/cosine=0`)."""
     names = list(names)
-    for key in weights:
-        if key not in names:
+    for key, weight in weights.items():
+        if key not in names and weight != 0:
             raise ConfigError(f"loss weight '{key}' names no loss{nearest(key, names)}; "
                               f"the losses are: {', '.join(sorted(names)) or 'none'}")
 

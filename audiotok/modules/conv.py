@@ -68,12 +68,20 @@ def _zero_bias(layer: nn.Module) -> None:
         nn.init.zeros_(layer.bias)
 
 
+def _output_norm(channels: int, norm: str) -> nn.Module:
+    """EnCodec's "time_group_norm" (its 48 kHz model): GroupNorm with one group over the
+    channels and the whole time axis, after the convolution; identity for other norms."""
+    return nn.GroupNorm(1, channels) if norm == "time_group_norm" else nn.Identity()
+
+
 def _normed(layer: nn.Module, norm: str) -> nn.Module:
+    if norm == "time_group_norm":
+        return layer  # the norm is a layer of its own (_output_norm)
     if norm == "weight_norm":
         return weight_norm(layer)
     if norm == "none":
         return layer
-    raise ValueError(f"unknown norm '{norm}' (choose weight_norm or none)")
+    raise ValueError(f"unknown norm '{norm}' (choose weight_norm, none or time_group_norm)")
 
 
 class Conv1d(nn.Module):
@@ -91,6 +99,7 @@ class Conv1d(nn.Module):
                          bias=bias)
         _zero_bias(conv)
         self.conv = _normed(conv, norm)
+        self.norm = _output_norm(out_ch, norm)
         total = (kernel_size - 1) * dilation + 1 - stride
         if total < 0:
             raise ValueError(f"kernel {kernel_size} is smaller than stride {stride}")
@@ -122,14 +131,14 @@ class Conv1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.builtin_pad:
-            return self.conv(x)
+            return self.norm(self.conv(x))
         right = self.pad_right
         if self.extra_padding:
             total = self.pad_left + self.pad_right
             frames = (x.shape[-1] - self.kernel_span + total) / self.stride + 1
             ideal = (math.ceil(frames) - 1) * self.stride + (self.kernel_span - total)
             right += ideal - x.shape[-1]
-        return self.conv(pad1d(x, self.pad_left, right, self.pad_mode))
+        return self.norm(self.conv(pad1d(x, self.pad_left, right, self.pad_mode)))
 
 
 class ConvTranspose1d(nn.Module):
@@ -142,6 +151,8 @@ class ConvTranspose1d(nn.Module):
         convtr = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride, groups=groups, bias=bias)
         _zero_bias(convtr)
         self.convtr = _normed(convtr, norm)
+        # EnCodec normalises the untrimmed output, so the trim cannot be the layer's padding
+        self.norm = _output_norm(out_ch, norm)
         total = kernel_size - stride
         if total < 0:
             raise ValueError(f"kernel {kernel_size} is smaller than stride {stride}")
@@ -161,7 +172,8 @@ class ConvTranspose1d(nn.Module):
             convtr.padding, convtr.output_padding = (trim,), (output_padding,)
             self.trim_right = trim - output_padding
         # equal trims are the layer's own padding: no full-size output to slice and copy
-        self.builtin_trim = self.trim_left == self.trim_right or bool(output_padding)
+        self.builtin_trim = (self.trim_left == self.trim_right or bool(output_padding)) \
+            and norm != "time_group_norm"
         if self.builtin_trim and not output_padding:
             convtr.padding = (self.trim_left,)
         self.stride = stride
@@ -179,7 +191,7 @@ class ConvTranspose1d(nn.Module):
         return (k - 1 - self.trim_left) // s, (s - 1 + self.trim_left) // s
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.convtr(x)
+        y = self.norm(self.convtr(x))
         if self.builtin_trim:
             return y
         return y[..., self.trim_left: y.shape[-1] - self.trim_right]

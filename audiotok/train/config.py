@@ -18,7 +18,7 @@ from ..codecs.base import CodecConfig
 from ..config import check_ranges, from_dict
 from ..data.config import DataConfig
 from ..distill.config import DistillConfig
-from ..errors import ConfigError
+from ..errors import AudiotokError, ConfigError
 from ..recipe import apply_overrides, load_recipe
 
 
@@ -116,11 +116,36 @@ class Recipe:
         return Path(self.train.run_dir or f"runs/{self.name}")
 
 
+def _model_of(path, ref: str) -> dict:
+    """The model config of the codec `ref` names (train.init_from), as its loader wrote it."""
+    from ..codecs.loading import load_codec
+
+    config = Path(ref) / "config.json"
+    if config.is_file() and (Path(ref) / "model.safetensors").is_file():
+        import json
+
+        try:
+            meta = json.loads(config.read_text())
+            if "config" in meta:  # an audiotok checkpoint: its config, without the weights
+                return meta["config"]
+        except ValueError:
+            pass
+    try:
+        return load_codec(ref)._config_dict()
+    except AudiotokError as e:
+        raise ConfigError(f"{path}: the recipe has no 'model' and train.init_from cannot "
+                          f"give one: {e}") from None
+
+
 def read_recipe(path, overrides: list[str] | None = None) -> Recipe:
     """Load `path` (resolving `extends`), apply `key=value` overrides, validate. Every
     problem found (unknown keys, bad values, keys still "???") is reported at once."""
     raw = apply_overrides(load_recipe(path), overrides or [])
     raw.setdefault("name", Path(path).stem)
+    init_from = (raw.get("train") or {}).get("init_from")
+    if "model" not in raw and isinstance(init_from, str):
+        # a fine-tune whose recipe leaves the model to the weights it starts from
+        raw["model"] = _model_of(path, init_from)
     try:
         recipe = from_dict(Recipe, raw)
     except ConfigError as e:

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..codecs.base import Codec
 from ..data import build_items, make_train_loader, make_val_loader
 from ..discriminators import MultiDiscriminator
-from ..errors import ConfigError
+from ..errors import AudiotokError, ConfigError
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from ..metrics import mel_distance, si_sdr
 from ..quantizers.metrics import level_metrics
@@ -67,9 +67,9 @@ class Trainer:
         self.step = 0
         try:
             self.resumed_from = self._resume()
-            self.initialised_from: Path | None = None
+            self.initialised_from: str | None = None
             if self.resumed_from is None and self.cfg.init_from:
-                self._init_from(Path(self.cfg.init_from))
+                self._init_from(self.cfg.init_from)
         except BaseException:
             self._abandon()
             raise
@@ -121,20 +121,32 @@ class Trainer:
         # quantizer dropout can leave a level without gradient in a step
         return DDP(module, device_ids=ids, find_unused_parameters=True)
 
-    def _init_from(self, path: Path) -> None:
-        """Start from a codec directory or a published codec's release file (a fine-tune)."""
+    def _init_from(self, ref: str) -> None:
+        """Start from trained weights (a fine-tune): a codec directory (a run's export,
+        save_pretrained), a published codec's release file or folder, a bundled model, or a
+        published short name or hub id (resolved as `load_codec` resolves them)."""
         from safetensors.torch import load_file
 
+        from ..codecs.loading import is_untrained, load_codec
         from ..codecs.published import find_format
 
-        published = find_format(path)
-        weights = path / "model.safetensors"
-        if published is not None:
-            state = published.convert(path).state_dict()
-        elif not weights.is_file():
-            raise ConfigError(f"train.init_from: {weights} does not exist")
-        else:
+        weights = Path(ref) / "model.safetensors"
+        # an audiotok checkpoint directory; a publisher's folder with a model.safetensors of
+        # its own names (transformers' formats) goes through its converter below
+        if weights.is_file() and find_format(Path(ref)) is None:
             state = load_file(str(weights))
+        else:
+            try:
+                codec = load_codec(ref)
+            except AudiotokError as e:
+                raise ConfigError(f"train.init_from: {e}") from None
+            if is_untrained(codec):
+                raise ConfigError(f"train.init_from: '{ref}' names an untrained codec (a "
+                                  f"recipe or family); give trained weights")
+            if (codec.provenance or {}).get("trainable") is False:
+                raise ConfigError(f"train.init_from: '{ref}' is {codec.provenance['format']},"
+                                  f" which audiotok runs for inference only")
+            state = codec.state_dict()
         mine = self.codec.state_dict()
         problems = [(what, names) for what, names in (
             ("missing", [k for k in mine if k not in state]),
@@ -144,10 +156,10 @@ class Trainer:
         if problems:
             summary = "; ".join(f"{len(names)} {what} (first: {names[0]})"
                                 for what, names in problems)
-            raise ConfigError(f"train.init_from: {path} does not fit this recipe's model: "
+            raise ConfigError(f"train.init_from: {ref} does not fit this recipe's model: "
                               f"weights {summary}")
         self.codec.load_state_dict(state)
-        self.initialised_from = path
+        self.initialised_from = ref
 
     def _resume(self):
         latest = ckpt.find_latest(self.run_dir)

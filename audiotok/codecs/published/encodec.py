@@ -4,8 +4,8 @@ The 24 kHz model is audiotok's SEANet family with a residual VQ of EMA codebooks
 module. Three options reproduce its arithmetic: the encoder pads each strided conv itself
 (`publisher_padding`: EnCodec never pads the waveform to whole frames), the residual takes
 the codeword itself (`eval_codeword`), and the codeword search that audiotok shares with it
-(quantizers/search.py). The 48 kHz model (time-group norm, 1 s segments each with its own
-scale) is not supported yet and says so.
+(quantizers/search.py). The 48 kHz model adds `norm: time_group_norm` and 1 s segments each
+coded at unit loudness, its scale kept beside the codes (codecs/segments.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from ...errors import AudiotokError
 from .common import PublishedFormat, build, package_version, torch_load
 from .common import provenance as make_provenance
 
-RULES = [  # EnCodec's names -> audiotok's (weight norm, EMA codebook buffers)
+RULES = [  # EnCodec's names -> audiotok's (weight norm, time-group norm, EMA codebooks)
+    (re.compile(r"\.(conv|convtr)\.\1\.weight$"), r".\1.weight"),
+    (re.compile(r"\.(conv|convtr)\.norm\.(weight|bias)$"), r".norm.\2"),
     (re.compile(r"\.(conv|convtr)\.\1\.weight_g$"), r".\1.parametrizations.weight.original0"),
     (re.compile(r"\.(conv|convtr)\.\1\.weight_v$"), r".\1.parametrizations.weight.original1"),
     (re.compile(r"\.(conv|convtr)\.\1\.bias$"), r".\1.bias"),
@@ -57,6 +59,17 @@ def encodec_24k_config(n_q: int, codebook_size: int = 1024, seanet: dict | None 
     }
 
 
+def encodec_48k_config(n_q: int, codebook_size: int = 1024) -> dict:
+    """EncodecModel.encodec_model_48khz as an audiotok config: stereo, non-causal, GroupNorm
+    over time instead of weight norm, 150 Hz, and 1 s segments with 1% overlap each coded at
+    unit loudness (codecs/segments.py); trained at 3/6/12/24 kbps = 2/4/8/16 levels."""
+    config = encodec_24k_config(n_q, codebook_size, {"causal": False,
+                                                     "norm": "time_group_norm"})
+    config["quantizer"]["dropout_choices"] = [c for c in (2, 4, 8, 16) if c <= n_q]
+    return {**config, "family": "encodec-48khz", "sample_rate": 48000, "channels": 2,
+            "segment": {"seconds": 1.0, "overlap": 0.01, "normalize": True}}
+
+
 def map_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for key, value in state.items():
@@ -73,19 +86,18 @@ def map_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def convert(path: Path):
     state = torch_load(path)
-    if not isinstance(state, dict) or "encoder.model.0.conv.conv.weight_v" not in state:
-        if isinstance(state, dict) and "encoder.model.0.conv.norm.weight" in state:
-            raise AudiotokError(f"{path}: EnCodec 48 kHz (time-group norm, 1 s segments "
-                                f"each with its own scale) is not supported yet; the 24 kHz "
-                                f"model is")
+    is_48k = isinstance(state, dict) and "encoder.model.0.conv.norm.weight" in state
+    if not isinstance(state, dict) or not (is_48k or
+                                           "encoder.model.0.conv.conv.weight_v" in state):
         raise AudiotokError(f"{path}: not an EnCodec checkpoint (expected the state dict of "
-                            f"EncodecModel.encodec_model_24khz)")
+                            f"EncodecModel.encodec_model_24khz or _48khz)")
     n_q = sum(1 for k in state if re.fullmatch(r"quantizer\.vq\.layers\.\d+\._codebook\.embed",
                                               k))
     provenance = make_provenance(
         "EnCodec .th", path, path, "CC-BY-NC 4.0 (EnCodec weights)",
         f"encodec {package_version('encodec')}")
-    return build(path, encodec_24k_config(n_q), lambda ours: map_state(state), provenance)
+    config = encodec_48k_config(n_q) if is_48k else encodec_24k_config(n_q)
+    return build(path, config, lambda ours: map_state(state), provenance)
 
 
 def recognise(path: Path) -> bool:

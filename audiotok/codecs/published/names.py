@@ -55,6 +55,8 @@ NAMES = {n.name: n for n in (
                   "descript-audio-codec, transformers DacModel format"),
     PublishedName("encodec_24khz", "facebook/encodec_24khz", 24000, 320, 32, 1024,
                   "CC-BY-NC", "EnCodec, transformers EncodecModel format"),
+    PublishedName("encodec_48khz", "facebook/encodec_48khz", 48000, 320, 16, 1024,
+                  "CC-BY-NC", "EnCodec 48 kHz stereo, transformers EncodecModel format"),
     PublishedName("mimi", "kyutai/mimi", 24000, 1920, 32, 2048, "CC-BY-4.0",
                   "Mimi (Kyutai), transformers MimiModel format"),
     PublishedName("speechtokenizer", "fnlp/SpeechTokenizer", 16000, 320, 8, 1024,

@@ -2,8 +2,8 @@
 hub's facebook/encodec_24khz is published.
 
 transformers' EncodecModel computes as the encodec package does (published/encodec.py): the
-same layers under `layers.N` instead of `model.N`, the same padding, search and residual.
-Only the 24 kHz layout (mono, causal, weight norm, no segments) is supported so far.
+same layers under `layers.N` instead of `model.N`, the same padding, search and residual, and
+for the 48 kHz model the same segments (codecs/segments.py).
 """
 
 from __future__ import annotations
@@ -25,22 +25,31 @@ from .common import (
     transformers_recogniser,
 )
 from .common import provenance as make_provenance
-from .encodec import encodec_24k_config
+from .encodec import encodec_24k_config, encodec_48k_config
 
 CODEBOOK = {"embed": "codebook.weight", "embed_avg": "codebook.ema_sum",
             "cluster_size": "codebook.ema_count", "inited": "initialized"}
 
 
+LAYOUTS = {  # the released models' settings that audiotok reproduces
+    24000: {"audio_channels": 1, "normalize": False, "chunk_length_s": None,
+            "norm_type": "weight_norm", "use_causal_conv": True},
+    48000: {"audio_channels": 2, "normalize": True, "chunk_length_s": 1.0, "overlap": 0.01,
+            "norm_type": "time_group_norm", "use_causal_conv": False},
+}
+
+
 def _config(hf: dict, path: Path) -> dict:
-    unsupported = [f"{k}={hf.get(k)!r}" for k, ok in (
-        ("audio_channels", 1), ("normalize", False), ("chunk_length_s", None),
-        ("norm_type", "weight_norm"), ("use_causal_conv", True), ("sampling_rate", 24000))
-        if hf.get(k, ok) != ok]
-    if unsupported:
-        raise AudiotokError(f"{path}: this EncodecModel ({', '.join(unsupported)}) is not "
-                            f"supported yet; the 24 kHz layout is")
+    rate = hf.get("sampling_rate", 24000)
+    layout = LAYOUTS.get(rate)
+    unsupported = [f"{k}={hf.get(k)!r}" for k, ok in (layout or {}).items()
+                   if hf.get(k, ok) != ok]
+    if layout is None or unsupported:
+        what = ", ".join(unsupported) or f"sampling_rate={rate}"
+        raise AudiotokError(f"{path}: this EncodecModel ({what}) is not supported; the "
+                            f"released 24 and 48 kHz layouts are")
     ratios = hf.get("upsampling_ratios", [8, 5, 4, 2])
-    frame_rate = math.ceil(24000 / math.prod(ratios))
+    frame_rate = math.ceil(rate / math.prod(ratios))
     n_q = int(1000 * max(hf.get("target_bandwidths", [24.0])) // (frame_rate * 10))
     seanet = {"n_filters": hf.get("num_filters", 32), "strides": ratios[::-1],
               "n_residual_layers": hf.get("num_residual_layers", 1),
@@ -50,6 +59,13 @@ def _config(hf: dict, path: Path) -> dict:
               "kernel_size": hf.get("kernel_size", 7),
               "last_kernel_size": hf.get("last_kernel_size", 7),
               "residual_kernel_size": hf.get("residual_kernel_size", 3)}
+    if rate == 48000:
+        config = encodec_48k_config(n_q, hf.get("codebook_size", 1024))
+        for part in ("encoder", "decoder"):
+            strides = config[part]["strides"]
+            config[part].update(seanet, strides=strides)
+        config["latent_dim"] = hf.get("hidden_size", 128)
+        return config
     return encodec_24k_config(n_q, hf.get("codebook_size", 1024), seanet,
                               hf.get("hidden_size", 128))
 
