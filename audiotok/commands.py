@@ -171,7 +171,8 @@ def cmd_decode(args) -> int:
         wav = codec.decode(tokens, chunk_seconds=args.chunk_seconds)
         for i in range(wav.shape[0]):
             target = dst if wav.shape[0] == 1 else dst.with_name(f"{dst.stem}_{i}{dst.suffix}")
-            save_audio(target, wav[i, :, : int(tokens.num_samples[i])], codec.sample_rate)
+            length = codec.output_samples(int(tokens.num_samples[i]))
+            save_audio(target, wav[i, :, :length], codec.output_sample_rate)
 
     return _for_each(args.tokens, outs, work, "decode")
 

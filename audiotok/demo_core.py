@@ -148,7 +148,7 @@ def run_clip(codec: Codec, name: str, path, n_codebooks: int, out_dir: Path,
     device = next(codec.parameters()).device
     tokens = codec.encode(wav[None].to(device), int(n_codebooks))
     tokens.meta["source"] = path.name
-    rec = codec.decode(tokens)[0].float().cpu()
+    rec = _at_input_rate(codec, codec.decode(tokens)[0].float().cpu())
     stem = _safe(path.stem)
     tag = f"{stem}.{_safe(name)}.{tokens.n_codebooks}cb"
     reference, reconstruction = out_dir / f"{stem}.reference.wav", out_dir / f"{tag}.wav"
@@ -225,9 +225,20 @@ def decode_token_file(path, codecs: dict[str, Codec], out_dir: Path, max_seconds
                      num_samples=tokens.num_samples[:1])
     wav = codec.decode(tokens.to(next(codec.parameters()).device))[0].float().cpu()
     audio = out_dir / f"{_safe(path.stem)}.wav"
-    save_audio(audio, wav, codec.sample_rate)
-    return DecodeResult(name, tokens, audio, wav.mean(0).double().numpy(), codec.sample_rate,
-                        note)
+    save_audio(audio, wav, codec.output_sample_rate)
+    return DecodeResult(name, tokens, audio, wav.mean(0).double().numpy(),
+                        codec.output_sample_rate, note)
+
+
+def _at_input_rate(codec: Codec, rec: torch.Tensor) -> torch.Tensor:
+    """A reconstruction [C, T] at the rate of the reference it is shown and scored beside
+    (NeuCodec decodes 16 kHz input to 24 kHz)."""
+    if codec.output_sample_rate == codec.sample_rate:
+        return rec
+    from .audio import resample
+
+    out = resample(rec.numpy(), codec.output_sample_rate, codec.sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
 def _matching_codec(tokens: Tokens, codecs: dict[str, Codec], filename: str) -> str:

@@ -143,6 +143,21 @@ class Codec(nn.Module):
         return self.sample_rate / self.hop_length
 
     @property
+    def output_sample_rate(self) -> int:
+        """Rate of decoded audio: the decoder's own where it declares one (NeuCodec decodes
+        to 24 kHz what it encodes at 16 kHz), else `sample_rate`."""
+        return int(getattr(self.decoder, "sample_rate", None) or self.sample_rate)
+
+    @property
+    def output_hop_length(self) -> int:
+        """Decoded samples per frame (at `output_sample_rate`)."""
+        return self.hop_length * self.output_sample_rate // self.sample_rate
+
+    def output_samples(self, num_samples):
+        """Decoded samples (at `output_sample_rate`) for `num_samples` input samples."""
+        return num_samples * self.output_sample_rate // self.sample_rate
+
+    @property
     def codebook_sizes(self) -> list[int]:
         return list(self.quantizer.codebook_sizes)
 
@@ -204,12 +219,18 @@ class Codec(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, wav: Tensor, n_codebooks: int | None = None,
                 semantic_audio: bool = False) -> CodecOutput:
-        """wav [B, C, T] -> CodecOutput; T is padded to whole frames, output cropped back.
+        """wav [B, C, T] -> CodecOutput; T is padded to whole frames (by the encoder itself
+        for `pads_itself` encoders, as in `encode`), output cropped back.
 
         `semantic_audio` also decodes the semantic part alone, inside this call so that
         DistributedDataParallel sees every use of the decoder's weights."""
+        if self.output_sample_rate != self.sample_rate:
+            raise ValueError(f"this codec decodes at {self.output_sample_rate} Hz what it "
+                             f"encodes at {self.sample_rate} Hz: inference only (training "
+                             f"compares output with input)")
         length = wav.shape[-1]
-        x = self._pad_to_frames(wav)
+        # an encoder with its publisher's own padding frames the waveform as `encode` does
+        x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
         scale = None
         if self.config.segment is not None and self.config.segment["normalize"]:
             # train on what inference codes: excerpts at unit loudness (codecs/segments.py)
@@ -241,14 +262,23 @@ class Codec(nn.Module):
         """wav [B, C, T] padded with zeros at the end to whole groups of frames (SNAC's
         `preprocess`: hop * lcm(window, strides) samples; whole frames for most codecs)."""
         group = self.frame_multiple
-        frames = max(1, math.ceil(wav.shape[-1] / (self.hop_length * group))) * group
+        frames = max(1, math.ceil(self._frames(wav.shape[-1]) / group)) * group
         return nn.functional.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
+
+    def _frames(self, num_samples):
+        """Frames (codes) that `num_samples` samples give: ceil(T / hop), or for encoders that
+        append `pad_samples` before rounding up to whole frames, as X-Codec-2 appends one
+        zero (so a whole number of frames gains one more), ceil((T + pad) / hop). Works on
+        ints and on tensors of lengths."""
+        pad = int(getattr(self.encoder, "pad_samples", 0))
+        return (num_samples + pad + self.hop_length - 1) // self.hop_length
 
     # ------------------------------------------------------------------ inference
     def encode(self, wav: Tensor, n_codebooks: int | None = None, lengths: Tensor | None = None,
                chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> Tokens:
         """wav [B, C, T] at `sample_rate` -> Tokens with codes long [B, K, ceil(T / hop)]
-        (codecs with a `frame_multiple` > 1: rounded up to a multiple of it).
+        (codecs with a `frame_multiple` > 1: rounded up to a multiple of it; encoders with
+        `pad_samples`: ceil((T + pad_samples) / hop), X-Codec-2's floor(T / hop) + 1).
 
         `lengths` [B] gives the valid samples of each item of a padded batch. Long inputs are
         encoded `chunk_seconds` at a time (None: all at once); for convolutional encoders the
@@ -258,8 +288,8 @@ class Codec(nn.Module):
         n = self.quantizer.check_n_codebooks(n_codebooks)
         num_samples = _lengths(lengths, wav)
 
-        def run(chunk: Tensor) -> Tensor:
-            return self.quantizer.encode(self.encoder(chunk), n)
+        def run(chunk: Tensor, **kwargs) -> Tensor:
+            return self.quantizer.encode(self.encoder(chunk, **kwargs), n)
 
         if self.config.segment is not None:  # segments bound memory: no chunking needed
             from . import segments
@@ -270,13 +300,16 @@ class Codec(nn.Module):
                                                 self.config.segment["normalize"])
             return self._tokens(codes.clone(), num_samples,
                                 None if scales is None else scales.clone())
-        n_frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
+        n_frames = max(1, self._frames(wav.shape[-1]))
         chunk_frames = self._chunk_frames(chunk_seconds, n_frames)
         if getattr(self.encoder, "pads_itself", False) and chunk_frames >= n_frames:
             # an encoder with its publisher's per-layer padding takes the waveform as it is
-            # (in one piece: chunks would need whole frames)
+            # (in one piece: chunks would need whole frames); one whose publisher pads each
+            # item of a batch apart (X-Codec-2's feature extractor) also takes their lengths
+            takes = "lengths" in inspect.signature(self.encoder.forward).parameters
             with torch.inference_mode():
-                return self._tokens(run(wav).clone(), num_samples)
+                codes = run(wav, lengths=num_samples) if takes else run(wav)
+                return self._tokens(codes.clone(), num_samples)
         x = self._pad_to_frames(wav)
         if chunk_frames < n_frames and self._streams_by_stage():
             return self._encode_streaming(x, n, chunk_frames, num_samples)
@@ -293,14 +326,20 @@ class Codec(nn.Module):
 
     def _tokens(self, codes: Tensor, num_samples: Tensor, scales: Tensor | None = None
                 ) -> Tokens:
+        # an encoder that codes whole frames only (NeuCodec: floor(T / hop)) leaves the tail
+        # of a partial frame uncoded: the tokens describe the samples they hold
+        num_samples = torch.minimum(num_samples, self._frames(num_samples) * self.hop_length)
         spec = self.spec
+        # frames that hold the signal (token files check it); an encoder with `pad_samples`
+        # (X-Codec-2) may return one code more, which covers its padding only
         frames = torch.tensor([spec.frames_for(int(n)) for n in num_samples], dtype=torch.long)
         return Tokens(codes=codes.long(), spec=spec, lengths=frames,
                       num_samples=num_samples, codec_ref=self.ref, scales=scales)
 
     def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
                ) -> Tensor:
-        """Tokens -> wav [B, C, max(num_samples)]; refuses tokens of another codec."""
+        """Tokens -> wav [B, C, max(num_samples)] (at `output_sample_rate`: scaled to it);
+        refuses tokens of another codec."""
         self.check_tokens(tokens)
         codes = tokens.codes.to(self._device())
         if self.config.segment is not None:
@@ -337,8 +376,9 @@ class Codec(nn.Module):
         if reach is None:
             reach = (math.ceil(UNBOUNDED_CONTEXT_SECONDS * self.frame_rate),) * 2
         with torch.inference_mode():
-            wav = decode_chunked(run, codes, self.hop_length, reach, chunk_frames, group)
-        return fit_length(wav, int(tokens.num_samples.max())).clone()
+            wav = decode_chunked(run, codes, self.output_hop_length, reach, chunk_frames,
+                                 group)
+        return fit_length(wav, self.output_samples(int(tokens.num_samples.max()))).clone()
 
     def _streams_by_stage(self) -> bool:
         """True for causal codecs that stream layer by layer (SEANet/Mimi `stream_stages`):

@@ -13,11 +13,21 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from ..modules.antialias import AntiAliased
 from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
-from ..modules.snake import Snake1d
+from ..modules.snake import Snake1d, SnakeBeta
 from .components import DECODERS, ENCODERS, check_hop
 
 DILATIONS = (1, 3, 9)
+ACTIVATIONS = ("snake", "snake_beta_aa")
+
+
+def activation(kind: str, dim: int) -> nn.Module:
+    """DAC's Snake, or "snake_beta_aa": BigVGAN's SnakeBeta run anti-aliased at twice the rate
+    (modules/antialias.py), as in BigCodec's and X-Codec-2's encoders."""
+    if kind == "snake_beta_aa":
+        return AntiAliased(SnakeBeta(dim))
+    return Snake1d(dim)
 
 
 @dataclass
@@ -28,6 +38,13 @@ class DACEncoderConfig:
     # weight_norm (DAC's layers), or none for checkpoints stored with plain weights
     # (transformers' DacModel): weight norm would give those back only to rounding
     norm: str = "weight_norm"
+    # snake (DAC) or snake_beta_aa (X-Codec-2's acoustic encoder: see `activation`)
+    activation: str = "snake"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
 
 
 @dataclass
@@ -51,13 +68,13 @@ class DACResidualUnit(nn.Module):
     """Snake -> conv(7, dilation) -> Snake -> conv(1), identity skip. [B, C, T] -> same."""
 
     def __init__(self, dim: int, dilation: int, causal: bool, norm: str = "weight_norm",
-                 groups: int = 1):
+                 groups: int = 1, act: str = "snake"):
         super().__init__()
         # groups=dim: SNAC's depthwise variant of the dilated conv (its 1x1 conv stays dense)
         self.block = nn.Sequential(
-            Snake1d(dim), Conv1d(dim, dim, 7, dilation=dilation, groups=groups, causal=causal,
-                                 norm=norm),
-            Snake1d(dim), Conv1d(dim, dim, 1, causal=causal, norm=norm),
+            activation(act, dim), Conv1d(dim, dim, 7, dilation=dilation, groups=groups,
+                                         causal=causal, norm=norm),
+            activation(act, dim), Conv1d(dim, dim, 1, causal=causal, norm=norm),
         )
 
     def reach(self):
@@ -67,8 +84,8 @@ class DACResidualUnit(nn.Module):
         return x + self.block(x)
 
 
-def _units(dim: int, causal: bool, norm: str) -> list[nn.Module]:
-    return [DACResidualUnit(dim, d, causal, norm) for d in DILATIONS]
+def _units(dim: int, causal: bool, norm: str, act: str = "snake") -> list[nn.Module]:
+    return [DACResidualUnit(dim, d, causal, norm, act=act) for d in DILATIONS]
 
 
 class DACEncoder(nn.Module):
@@ -79,11 +96,12 @@ class DACEncoder(nn.Module):
         dim = cfg.d_model
         conv = {"causal": cfg.causal, "norm": cfg.norm}
         layers: list[nn.Module] = [Conv1d(channels, dim, 7, **conv)]
+        act = cfg.activation
         for stride in cfg.strides:
-            layers += _units(dim, cfg.causal, cfg.norm)
-            layers += [Snake1d(dim), Conv1d(dim, dim * 2, 2 * stride, stride, **conv)]
+            layers += _units(dim, cfg.causal, cfg.norm, act)
+            layers += [activation(act, dim), Conv1d(dim, dim * 2, 2 * stride, stride, **conv)]
             dim *= 2
-        layers += [Snake1d(dim), Conv1d(dim, latent_dim, 3, **conv)]
+        layers += [activation(act, dim), Conv1d(dim, latent_dim, 3, **conv)]
         self.model = nn.Sequential(*layers)
         self.hop_length = math.prod(cfg.strides)
 

@@ -150,7 +150,7 @@ def _codec_systems(codec, label: str, n_list: list[int] | None, device: str) -> 
         def run(wav: np.ndarray, sr: int, n: int = n) -> SystemOutput:
             tokens = codec.encode(_codec_input(codec, wav, sr, device), n)
             y = codec.decode(tokens)[0].mean(0).double().cpu().numpy()
-            return SystemOutput(y, codec.sample_rate, tokens.bitrate / 1000,
+            return SystemOutput(y, codec.output_sample_rate, tokens.bitrate / 1000,
                                 tokens.tokens_per_second, tokens.codes[0].cpu())
         systems.append(System(f"{label}@{n}", "codec", run, codec=label, n_codebooks=n,
                               codebook_sizes=list(codec.codebook_sizes[:n])))

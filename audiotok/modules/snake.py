@@ -21,3 +21,21 @@ class Snake1d(nn.Module):
             return x + inv_alpha * torch.sin(self.alpha * x).pow(2)
         # inference: the same arithmetic in place, two fewer full-size temporaries
         return (self.alpha * x).sin_().square_().mul_(inv_alpha).add_(x)
+
+
+class SnakeBeta(nn.Module):
+    """Snake with separate frequency and magnitude per channel (BigVGAN, Lee et al. 2023):
+    x + sin^2(e^alpha x) / e^beta; alpha and beta are stored as logarithms, [C] each (the
+    layout of BigVGAN's and X-Codec-2's checkpoints). x [B, C, T] -> same shape."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.alpha[None, :, None].exp()
+        beta = self.beta[None, :, None].exp()
+        # 1e-9 as BigVGAN: keeps the division finite; the order of the products is theirs,
+        # so published encoders give their latents bit for bit
+        return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha).pow(2)

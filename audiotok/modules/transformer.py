@@ -63,6 +63,11 @@ class TransformerConfig:
                      of absolute positions of Kyutai's moshi package ("moshi") or of
                      transformers' MimiModel ("transformers"), for their checkpoints' codes
                      bit for bit.
+    causal:          False: every frame attends to the whole sequence (`context` unused; no
+                     streaming, unbounded reach), as X-Codec-2's decoder does.
+    norm:            "layer" (LayerNorm, Mimi) or "rms" (RMSNorm, the Llama-style blocks of
+                     X-Codec-2's decoder), with epsilon `norm_eps`.
+    activation:      of the MLP: "gelu" (Mimi) or "silu" (X-Codec-2).
     """
 
     dim: int = 512
@@ -74,8 +79,17 @@ class TransformerConfig:
     max_period: float = 10000.0
     layer_scale: float | None = 0.01
     rope_style: str = "audiotok"
+    causal: bool = True
+    norm: str = "layer"
+    norm_eps: float = 1e-5
+    activation: str = "gelu"
 
     def __post_init__(self):
+        if self.norm not in ("layer", "rms"):
+            raise ValueError(f"transformer norm must be 'layer' or 'rms', got {self.norm!r}")
+        if self.activation not in ("gelu", "silu"):
+            raise ValueError(f"transformer activation must be 'gelu' or 'silu', got "
+                             f"{self.activation!r}")
         for name in ("dim", "heads", "dim_feedforward", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"transformer {name} must be >= 1, got {getattr(self, name)}")
@@ -208,7 +222,10 @@ class WindowedSelfAttention(nn.Module):
                                                  x.device)
                 cos, sin = cos.to(q.dtype), sin.to(q.dtype)
             q, k = apply_rope(q, cos[-n:], sin[-n:]), apply_rope(k, cos, sin)
-        y = local_causal_attention(q, k, v, self.cfg.context)
+        if self.cfg.causal:
+            y = local_causal_attention(q, k, v, self.cfg.context)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(b, n, -1)), new_cache
 
 
@@ -217,10 +234,12 @@ class TransformerLayer(nn.Module):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.dim)
+        norm = nn.RMSNorm if cfg.norm == "rms" else nn.LayerNorm
+        self.norm1 = norm(cfg.dim, eps=cfg.norm_eps)
         self.attn = WindowedSelfAttention(cfg)
-        self.norm2 = nn.LayerNorm(cfg.dim)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim_feedforward, bias=False), nn.GELU(),
+        self.norm2 = norm(cfg.dim, eps=cfg.norm_eps)
+        act = nn.SiLU() if cfg.activation == "silu" else nn.GELU()
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim_feedforward, bias=False), act,
                                  nn.Linear(cfg.dim_feedforward, cfg.dim, bias=False))
         scale = (lambda: LayerScale(cfg.dim, cfg.layer_scale)) if cfg.layer_scale is not None \
             else nn.Identity
@@ -241,8 +260,11 @@ class CausalTransformer(nn.Module):
         self.cfg = cfg
         self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.layers))
 
-    def reach(self) -> tuple[int, int]:
-        """(left, right) frames that can change an output frame: exact, and right is 0."""
+    def reach(self) -> tuple[int, int] | None:
+        """(left, right) frames that can change an output frame: exact, and right is 0;
+        None (unbounded) for a non-causal transformer."""
+        if not self.cfg.causal:
+            return None
         return self.cfg.layers * (self.cfg.context - 1), 0
 
     def forward(self, x: Tensor) -> Tensor:
@@ -253,6 +275,8 @@ class CausalTransformer(nn.Module):
         """Streaming form: x [B, D, n] new frames, state from the previous call (None at the
         start) -> (y [B, D, n], state). Concatenated outputs equal `forward` on the whole."""
         h = x.transpose(1, 2)
+        if state is not None and not self.cfg.causal:
+            raise ValueError("a non-causal transformer does not stream")
         if state is None:
             state = TransformerState([None] * len(self.layers))
         caches = []

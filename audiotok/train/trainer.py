@@ -128,9 +128,12 @@ class Trainer:
         from safetensors.torch import load_file
 
         from ..codecs.loading import is_untrained, load_codec
+        from ..codecs.published import find_format
 
         weights = Path(ref) / "model.safetensors"
-        if weights.is_file():
+        # an audiotok checkpoint directory; a publisher's folder with a model.safetensors of
+        # its own names (transformers' formats) goes through its converter below
+        if weights.is_file() and find_format(Path(ref)) is None:
             state = load_file(str(weights))
         else:
             try:
@@ -140,6 +143,9 @@ class Trainer:
             if is_untrained(codec):
                 raise ConfigError(f"train.init_from: '{ref}' names an untrained codec (a "
                                   f"recipe or family); give trained weights")
+            if (codec.provenance or {}).get("trainable") is False:
+                raise ConfigError(f"train.init_from: '{ref}' is {codec.provenance['format']},"
+                                  f" which audiotok runs for inference only")
             state = codec.state_dict()
         mine = self.codec.state_dict()
         problems = [(what, names) for what, names in (

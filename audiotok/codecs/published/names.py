@@ -72,6 +72,15 @@ NAMES = {n.name: n for n in (
                   320, 1, 4096, "MIT", "WavTokenizer medium-speech, .ckpt + YAML release",
                   ("wavtokenizer_medium_speech_320_24k_v2.ckpt",
                    "wavtokenizer_mediumdata_frame75_3s_nq1_code4096_dim512_kmeans200_attn.yaml")),
+    # X-Codec-2.0 (Llasa's codec): the transformers conversion that transformers' docs name;
+    # 16 kHz, 50 codes/s from one 4^8 FSQ grid. (HKUSTAudio/xcodec2 holds the original
+    # code's format, which audiotok does not read.)
+    PublishedName("xcodec2", "HKUSTAudio/xcodec2-hf", 16000, 320, 1, 65536, "CC-BY-NC",
+                  "X-Codec-2.0 (Llasa), transformers Xcodec2Model format"),
+    # NeuCodec (Neuphonic): X-Codec-2's design at 50 codes/s from 16 kHz, decoding to
+    # 24 kHz; the repository transformers' NeuCodecConfig names
+    PublishedName("neucodec", "neuphonic/neucodec", 16000, 320, 1, 65536, "Apache-2.0",
+                  "NeuCodec (Neuphonic), transformers NeuCodecModel format, decodes at 24 kHz"),
     # SNAC (the hub's config.json files): hop 512 at 24 kHz (speech, 0.98 kbps), 384 at 32 and
     # 44.1 kHz (music, 1.9 and 2.6 kbps); 4096-entry codebooks at 1/4, 1/2, 1 (speech) or
     # 1/8 .. 1 (music) of the frame rate
