@@ -233,9 +233,9 @@ class Codec(nn.Module):
         x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
         scale = None
         if self.config.segment is not None and self.config.segment["normalize"]:
-            # train on what inference codes: excerpts at unit loudness (codecs/segments.py)
-            scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
-            x = x / scale
+            from .segments import unit_loudness
+
+            x, scale = unit_loudness(x)  # train on what inference codes (codecs/segments.py)
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
         losses = dict(q.losses)

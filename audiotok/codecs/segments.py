@@ -47,10 +47,21 @@ def layout(cfg: SegmentConfig, sample_rate: int) -> tuple[int, int]:
     return length, max(1, int((1 - cfg.overlap) * length))
 
 
+def segment_frames(samples: int, hop: int, segment: int, stride: int) -> list[int]:
+    """Frames of each segment of `samples` input samples: ceil(its length / hop)."""
+    return [-(-min(segment, samples - start) // hop) for start in range(0, samples, stride)]
+
+
 def frames_for(samples: int, hop: int, segment: int, stride: int) -> int:
-    """Frames that `samples` input samples take: every segment's own ceil(length / hop)."""
-    starts = range(0, max(samples, 1), stride)
-    return sum(-(-min(segment, samples - s) // hop) for s in starts) if samples > 0 else 1
+    """Frames that `samples` input samples take (at least one)."""
+    return sum(segment_frames(samples, hop, segment, stride)) if samples > 0 else 1
+
+
+def unit_loudness(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x [B, C, T] -> (x / scale, scale [B, 1, 1]): scale = RMS of the channels' mean + 1e-8,
+    as EnCodec's audio_normalize computes it."""
+    scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
+    return x / scale, scale
 
 
 def encode(codec, wav: Tensor, n_codebooks: int, segment: int, stride: int,
@@ -60,9 +71,7 @@ def encode(codec, wav: Tensor, n_codebooks: int, segment: int, stride: int,
     for start in range(0, wav.shape[-1], stride):
         x = wav[..., start: start + segment]
         if normalize:
-            mono = x.mean(dim=1, keepdim=True)
-            scale = mono.pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
-            x = x / scale
+            x, scale = unit_loudness(x)
             scales.append(scale.view(-1))
         codes.append(codec.quantizer.encode(codec.encoder(x), n_codebooks))
     return torch.cat(codes, -1), (torch.stack(scales, 1) if normalize else None)
@@ -72,11 +81,9 @@ def decode(codec, codes: Tensor, scales: Tensor | None, num_samples: int, segmen
            stride: int) -> Tensor:
     """codes [B, K, F] (+ scales [B, S]) -> wav [B, C, num_samples]: each segment decoded,
     rescaled, and the overlaps cross-faded with triangular weights that peak mid-segment."""
-    hop = codec.hop_length
-    starts = list(range(0, max(num_samples, 1), stride))
+    starts = range(0, num_samples, stride)
     pieces, frame = [], 0
-    for i, start in enumerate(starts):
-        n = -(-min(segment, num_samples - start) // hop)
+    for i, n in enumerate(segment_frames(num_samples, codec.hop_length, segment, stride)):
         audio = codec.decoder(codec.quantizer.decode(codes[..., frame: frame + n]))
         if scales is not None:
             audio = audio * scales[:, i].view(-1, 1, 1).to(audio)
