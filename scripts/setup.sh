@@ -37,7 +37,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "im
 fi
 echo "[setup] installing audiotok and its dependencies (first run downloads torch, ~3 GB)"
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,published]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,published,eval]'
 # moshi, Kyutai's reference for Mimi, which tests/test_mimi.py compares against: its declared
 # caps (numpy, safetensors, torch) conflict with ours, though its Mimi code runs on ours, so it
 # goes in without dependencies, beside the one it imports that we lack

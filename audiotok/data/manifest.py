@@ -28,6 +28,7 @@ class AudioItem:
     name: str
     text: str | None = None
     speaker: str | None = None
+    language: str | None = None  # e.g. "en", "fr": tells the eval's ASR what it hears
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _parse_line(manifest: Path, number: int, line: str) -> dict:
                                  or not isinstance(duration, (int, float)) or duration < 0):
         raise AudiotokError(f"{where}: \"duration\" must be a number of seconds, "
                             f"got {duration!r}")
-    for key in ("text", "speaker"):
+    for key in ("text", "speaker", "language"):
         if entry.get(key) is not None and not isinstance(entry[key], (str, int)):
             raise AudiotokError(f"{where}: \"{key}\" must be a string, got {entry[key]!r}")
     return entry
@@ -134,8 +135,10 @@ def _add(index: FileIndex, path: Path, name: str, entry: dict | None,
         index.too_short += 1
         return
     speaker = entry.get("speaker")
+    language = entry.get("language")
     index.items.append(AudioItem(str(path), float(duration), name, entry.get("text"),
-                                 None if speaker is None else str(speaker)))
+                                 None if speaker is None else str(speaker),
+                                 None if language is None else str(language)))
 
 
 def held_out(key: str, fraction: float) -> bool:

