@@ -34,8 +34,11 @@ def segment_multiple(codec: Codec) -> int:
 
 def check_segments(codec: Codec, data) -> None:
     """ConfigError unless the recipe's excerpts (`data.segment_seconds`, and
-    `val_segment_seconds`) hold at least one whole frame at the output rate."""
+    `val_segment_seconds`) hold at least one whole frame at the output rate (a codec with
+    one rate pads them to frames itself)."""
     step = segment_multiple(codec)
+    if step == 1:
+        return
     rate = codec.output_sample_rate
     for key in ("segment_seconds", "val_segment_seconds"):
         seconds = getattr(data, key)
