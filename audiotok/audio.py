@@ -61,6 +61,24 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(wav.T, sr_in, sr_out, quality="HQ").T
 
 
+# librosa's "kaiser_best" (resampy's): a long Kaiser-windowed sinc whose pass band and
+# stop band come close to soxr's HQ, so audio resampled on the device in training matches
+# what `load_audio` gives the codec at inference
+KAISER_BEST = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596,
+               "resampling_method": "sinc_interp_kaiser", "beta": 14.769656459379492}
+
+
+def resample_tensor(wav: Tensor, sr_in: int, sr_out: int) -> Tensor:
+    """wav [..., T] -> [..., ceil(T * sr_out / sr_in)] on wav's device, in float32: a fixed
+    polyphase sinc filter (KAISER_BEST) applied by convolution, so the same input gives the
+    same output on every call (soxr, above, runs on the CPU only)."""
+    import torchaudio.functional as AF
+
+    if sr_in == sr_out:
+        return wav
+    return AF.resample(wav.float(), sr_in, sr_out, **KAISER_BEST)
+
+
 def mix_channels(wav: np.ndarray, channels: int, path=None) -> np.ndarray:
     have = wav.shape[0]
     if have == channels:

@@ -62,7 +62,9 @@ class CodecConfig:
 class CodecOutput:
     """Result of `Codec.forward` (training).
 
-    audio:   [B, C, T]   reconstruction, cropped to the input length
+    audio:   [B, C, T_out] reconstruction at `output_sample_rate`, cut or padded to
+             T_out = `output_samples(T)` for an input of T samples (T_out = T for codecs
+             that decode at the rate they encode)
     codes:   [B, K, T']
     latents: [B, D, T']  encoder output before quantization
     z_q:     [B, D, T']  quantized latents
@@ -70,7 +72,7 @@ class CodecOutput:
               the decoder's own losses, if it has any ("decoder/magnitude")
     semantic: [B, D, T'] the z_q distillation heads read (semantic levels of a split RVQ,
               level 0 of an RVQ), or None
-    semantic_audio: [B, C, T] the decoder's output from `semantic` alone, when asked for
+    semantic_audio: [B, C, T_out] the decoder's output from `semantic` alone, when asked for
               (LM-SPT distills through an ASR encoder run on it), else None
     """
 
@@ -157,6 +159,16 @@ class Codec(nn.Module):
         """Decoded samples (at `output_sample_rate`) for `num_samples` input samples."""
         return num_samples * self.output_sample_rate // self.sample_rate
 
+    def input_samples(self, num_samples: int) -> int:
+        """Input samples (at `sample_rate`) spanning `num_samples` samples at
+        `output_sample_rate`; ValueError unless that is a whole number (training resamples
+        its targets to this length, codecs/base.py `forward`)."""
+        samples, rest = divmod(num_samples * self.sample_rate, self.output_sample_rate)
+        if rest:
+            raise ValueError(f"{num_samples} samples at {self.output_sample_rate} Hz are no "
+                             f"whole number of samples at {self.sample_rate} Hz")
+        return samples
+
     @property
     def codebook_sizes(self) -> list[int]:
         return list(self.quantizer.codebook_sizes)
@@ -219,16 +231,16 @@ class Codec(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, wav: Tensor, n_codebooks: int | None = None,
                 semantic_audio: bool = False) -> CodecOutput:
-        """wav [B, C, T] -> CodecOutput; T is padded to whole frames (by the encoder itself
-        for `pads_itself` encoders, as in `encode`), output cropped back.
+        """wav [B, C, T] at `sample_rate` -> CodecOutput with audio [B, C, output_samples(T)]
+        at `output_sample_rate`; T is padded to whole frames (by the encoder itself for
+        `pads_itself` encoders, as in `encode`), the output cut back to the input's span.
 
-        `semantic_audio` also decodes the semantic part alone, inside this call so that
-        DistributedDataParallel sees every use of the decoder's weights."""
-        if self.output_sample_rate != self.sample_rate:
-            raise ValueError(f"this codec decodes at {self.output_sample_rate} Hz what it "
-                             f"encodes at {self.sample_rate} Hz: inference only (training "
-                             f"compares output with input)")
-        length = wav.shape[-1]
+        A codec that decodes at another rate (NeuCodec: 16 kHz in, 24 kHz out) is trained
+        against a target at its output rate, which the trainer resamples to make `wav`
+        (train/rates.py). `semantic_audio` also decodes the semantic part alone, inside this
+        call so that DistributedDataParallel sees every use of the decoder's weights."""
+        self._check_training_input(wav)
+        length = self.output_samples(wav.shape[-1])
         # an encoder with its publisher's own padding frames the waveform as `encode` does
         x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
         scale = None
@@ -257,6 +269,21 @@ class Codec(nn.Module):
             sem_audio = fit_length(sem if scale is None else sem * scale, length)
         return CodecOutput(audio, q.codes, latents, q.z_q, losses, q.metrics, q.semantic,
                            sem_audio)
+
+    def _check_training_input(self, wav: Tensor) -> None:
+        """Shape checks only: `_check_wav`'s finiteness test would wait for the device on
+        every training step."""
+        if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[1] != self.channels \
+                or wav.shape[-1] == 0:
+            shape = tuple(wav.shape) if isinstance(wav, Tensor) else type(wav).__name__
+            raise ValueError(f"wav must be a tensor [B, {self.channels}, T > 0] at "
+                             f"{self.sample_rate} Hz, got {shape}")
+        if self.output_sample_rate != self.sample_rate and \
+                hasattr(self.decoder, "forward_train"):
+            raise ValueError(f"{type(self.decoder).__name__}'s own losses compare its output "
+                             f"with the input, which a codec decoding at "
+                             f"{self.output_sample_rate} Hz from {self.sample_rate} Hz "
+                             f"does not allow")
 
     def _pad_to_frames(self, wav: Tensor) -> Tensor:
         """wav [B, C, T] padded with zeros at the end to whole groups of frames (SNAC's

@@ -6,6 +6,10 @@ the weighted sum of its named losses, distillation losses ("distill/<head>/<loss
 when the recipe has a `distill` section (the heads train with the codec; their teachers are
 frozen and live outside every saved module). Randomness in a step is drawn from a seed derived from
 (seed, step, rank), so a resumed run continues exactly as the uninterrupted run would.
+
+Batches load at the codec's output rate; a codec that decodes at another rate than it
+encodes (NeuCodec) reads them resampled to its input rate (rates.py), and every loss,
+discriminator and logged clip sees audio at the output rate.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import contextlib
 import itertools
 import shutil
 import signal
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +26,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..codecs.base import Codec
 from ..data import build_items, make_train_loader, make_val_loader
 from ..discriminators import MultiDiscriminator
-from ..errors import AudiotokError, ConfigError
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from ..metrics import mel_distance, si_sdr
 from ..quantizers.metrics import level_metrics
@@ -31,6 +33,7 @@ from . import checkpoint as ckpt
 from .config import Recipe
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_module, init_distributed
 from .losses import ReconstructionLosses, total_loss
+from .rates import check_segments, split_batch
 from .runlog import RunLogger
 from .schedule import lr_factor
 
@@ -50,11 +53,14 @@ class Trainer:
         self.run_dir = recipe.run_dir
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.codec = Codec(recipe.model).to(self.device)
+        if recipe.data is not None:
+            check_segments(self.codec, recipe.data)
+        # what the discriminators and losses see: the decoder's output and its target
+        rate = self.codec.output_sample_rate
         self.disc = MultiDiscriminator(recipe.discriminators, recipe.model.channels,
-                                       recipe.model.sample_rate).to(self.device)
+                                       rate).to(self.device)
         self.heads = self._distill_heads()
-        self.losses = ReconstructionLosses(recipe.losses, recipe.model.sample_rate,
-                                           self._latent_losses()
+        self.losses = ReconstructionLosses(recipe.losses, rate, self._latent_losses()
                                            ).to(self.device)
         self.opt_g, self.sched_g = self._optimizer(self._generator_params(), recipe.optim.lr)
         self.opt_d, self.sched_d = self._optimizer(list(self.disc.parameters()),
@@ -122,43 +128,10 @@ class Trainer:
         return DDP(module, device_ids=ids, find_unused_parameters=True)
 
     def _init_from(self, ref: str) -> None:
-        """Start from trained weights (a fine-tune): a codec directory (a run's export,
-        save_pretrained), a published codec's release file or folder, a bundled model, or a
-        published short name or hub id (resolved as `load_codec` resolves them)."""
-        from safetensors.torch import load_file
+        """Start from trained weights (a fine-tune; init_from.py checks they fit)."""
+        from .init_from import initial_weights
 
-        from ..codecs.loading import is_untrained, load_codec
-        from ..codecs.published import find_format
-
-        weights = Path(ref) / "model.safetensors"
-        # an audiotok checkpoint directory; a publisher's folder with a model.safetensors of
-        # its own names (transformers' formats) goes through its converter below
-        if weights.is_file() and find_format(Path(ref)) is None:
-            state = load_file(str(weights))
-        else:
-            try:
-                codec = load_codec(ref)
-            except AudiotokError as e:
-                raise ConfigError(f"train.init_from: {e}") from None
-            if is_untrained(codec):
-                raise ConfigError(f"train.init_from: '{ref}' names an untrained codec (a "
-                                  f"recipe or family); give trained weights")
-            if (codec.provenance or {}).get("trainable") is False:
-                raise ConfigError(f"train.init_from: '{ref}' is {codec.provenance['format']},"
-                                  f" which audiotok runs for inference only")
-            state = codec.state_dict()
-        mine = self.codec.state_dict()
-        problems = [(what, names) for what, names in (
-            ("missing", [k for k in mine if k not in state]),
-            ("unexpected", [k for k in state if k not in mine]),
-            ("of another shape", [k for k in mine if k in state
-                                  and state[k].shape != mine[k].shape])) if names]
-        if problems:
-            summary = "; ".join(f"{len(names)} {what} (first: {names[0]})"
-                                for what, names in problems)
-            raise ConfigError(f"train.init_from: {ref} does not fit this recipe's model: "
-                              f"weights {summary}")
-        self.codec.load_state_dict(state)
+        self.codec.load_state_dict(initial_weights(ref, self.codec))
         self.initialised_from = ref
 
     def _resume(self):
@@ -188,23 +161,25 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_step(self, wav: Tensor, batch: dict | None = None) -> dict[str, float]:
-        """One step on wav [B, C, T]; `batch` (the loader's dict: names, transcripts, offsets)
-        is needed only by text and cached distillation teachers."""
+        """One step on wav [B, C, T] at the codec's output rate (its target; rates.py makes
+        the input); `batch` (the loader's dict: names, transcripts, offsets) is needed only
+        by text and cached distillation teachers."""
         torch.manual_seed(_step_seed(self.cfg.seed, self.step, self.dist.rank))
+        inputs, wav = split_batch(self.codec, wav)
         use_disc = self.step >= self.cfg.disc_start_step
         # the semantic-only reconstruction is asked for only when a head reads it
         heads = self.heads
         extra = {"semantic_audio": True} if heads is not None and heads.needs_semantic_audio \
             else {}
         with self._autocast():
-            out = self.codec_ddp(wav, **extra)
+            out = self.codec_ddp(inputs, **extra)
         values = {}
         if use_disc:
             values.update(self._disc_step(wav, out.audio.detach()))
         losses = {**self.losses(wav, out.audio), **out.losses}
         if self.heads is not None:
             with self._autocast():
-                losses.update(self.heads(wav, out, batch))
+                losses.update(self.heads(inputs, out, batch))  # teachers: the input rate
         if use_disc:
             with self._autocast():
                 fake = self.disc(out.audio)  # unwrapped: G step does not sync D grads
@@ -300,7 +275,7 @@ class Trainer:
             log.info(f"initialised from {self.initialised_from} "
                      f"(weights {self.codec.fingerprint()})")
         splits = build_items(self.recipe.data)
-        sr, ch = self.recipe.model.sample_rate, self.recipe.model.channels
+        sr, ch = self.codec.output_sample_rate, self.recipe.model.channels
         loader = make_train_loader(self.recipe.data, sr, ch, cfg.batch_size, cfg.seed,
                                    self.dist.rank, self.dist.world_size, self.step,
                                    items=splits.train)
@@ -357,7 +332,7 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self, items, log: RunLogger) -> dict[str, float]:
-        sr, ch = self.recipe.model.sample_rate, self.recipe.model.channels
+        sr, ch = self.codec.output_sample_rate, self.recipe.model.channels
         loader = make_val_loader(self.recipe.data, sr, ch, self.cfg.batch_size,
                                  self.dist.rank, self.dist.world_size, items=items)
         self.codec.eval()
@@ -365,8 +340,8 @@ class Trainer:
         for i, batch in enumerate(loader):
             if i >= self.cfg.val_batches:
                 break
-            wav = batch["wav"].to(self.device)
-            out = self.codec(wav)
+            inputs, wav = split_batch(self.codec, batch["wav"].to(self.device))
+            out = self.codec(inputs)
             mel.append(mel_distance(wav, out.audio, sr))
             sdr.append(si_sdr(wav, out.audio))
             codes.append(out.codes)

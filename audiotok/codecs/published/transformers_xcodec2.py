@@ -188,8 +188,6 @@ def convert_neucodec(path: Path):
     provenance = make_provenance(
         "transformers NeuCodecModel", path, weights, NEUCODEC_LICENCE,
         f"transformers {package_version('transformers')} NeuCodecModel")
-    # decodes to another rate than it encodes: the trainer's losses compare the two
-    provenance["trainable"] = False
     return build(path, config, lambda ours: map_state(state, ours, n_blocks), provenance)
 
 
