@@ -55,10 +55,11 @@ def transcripts(language: str) -> dict[str, str]:
         sys.exit(f"prepare_running_speech: {path} is missing: apt-get install "
                  f"asterisk-core-sounds-{language}")
     out = {}
-    for line in gzip.open(path, "rt", encoding="utf-8", errors="replace"):
-        name, sep, text = line.partition(":")
-        if sep and not line.startswith(";") and text.strip():
-            out[name.strip()] = " ".join(text.split())
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            name, sep, text = line.partition(":")
+            if sep and not line.startswith(";") and text.strip():
+                out[name.strip()] = " ".join(text.split())
     return out
 
 
@@ -111,8 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     entries = build(args.out)
     with open(args.out / "running_speech.jsonl", "w", encoding="utf-8") as f:
-        for e in entries:
-            f.write(json.dumps(e, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
     minutes = sum(e["duration"] for e in entries) / 60
     (args.out / "README.txt").write_text(
         f"{len(entries)} clips, {minutes:.1f} min of running speech in "

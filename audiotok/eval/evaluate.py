@@ -220,10 +220,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
     from tqdm import tqdm
 
-    from .judges import Judges
-
     from ..codecs import load_codec
     from ..data.manifest import index_files
+    from .judges import Judges
 
     if not cfg.codecs and not cfg.baselines:
         raise AudiotokError("nothing to evaluate: give --codec and/or --baselines")
