@@ -15,3 +15,22 @@ set -x
 .venv/bin/audiotok decode "$out/sample.atok" -o "$out/sample_decoded.wav"
 .venv/bin/audiotok eval --codec audiotok/speech-16k --data audiotok/assets/examples \
     --n-codebooks 2,4,6,8 --baselines opus@6,codec2@3200 -o "$out/report"
+set +x
+# running speech of voices the model never heard, in five languages, with transcripts:
+# WER (Whisper tiny.en, English clips), speaker similarity and DNSMOS next to Opus and Codec2
+if [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison ] || [ ! -d /usr/share/doc/asterisk-core-sounds-ru ]; then
+    pkgs=()
+    for l in en es fr it ru; do pkgs+=("asterisk-core-sounds-$l" "asterisk-core-sounds-$l-g722"); done
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y -qq "${pkgs[@]}" >/dev/null \
+            || { apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
+    else
+        echo "run.sh: the running-speech eval needs: apt-get install ${pkgs[*]}" >&2
+        exit 1
+    fi
+fi
+set -x
+.venv/bin/python scripts/prepare_running_speech.py "$out/running_speech"
+.venv/bin/audiotok eval --codec audiotok/speech-16k --data "$out/running_speech/running_speech.jsonl" \
+    --n-codebooks 4,6,8 --baselines opus@6,codec2@3200 \
+    --asr tiny.en --speaker-model resemblyzer --mos dnsmos -o "$out/report_running_speech"
