@@ -77,6 +77,14 @@ NAMES = {n.name: n for n in (
     # code's format, which audiotok does not read.)
     PublishedName("xcodec2", "HKUSTAudio/xcodec2-hf", 16000, 320, 1, 65536, "CC-BY-NC",
                   "X-Codec-2.0 (Llasa), transformers Xcodec2Model format"),
+    # X-Codec (v1): three of the five transformers conversions its docs name (speech with
+    # HuBERT, speech with WavLM, general audio with a HuBERT trained on it); 16 kHz, 50
+    # frames/s, 8 levels of 1024 codes (0.5 kbps each, trained at 1/2/3/4/8 levels)
+    *(PublishedName(f"xcodec_{name.replace('-', '_')}", f"hf-audio/xcodec-{name}", 16000, 320,
+                    8, 1024, "CC-BY-4.0", f"X-Codec ({what}), transformers XcodecModel format")
+      for name, what in (("hubert-librispeech", "speech, HuBERT, LibriSpeech"),
+                         ("wavlm-more-data", "speech, WavLM, MLS English and more"),
+                         ("hubert-general-balanced", "general audio, HuBERT"))),
     # NeuCodec (Neuphonic): X-Codec-2's design at 50 codes/s from 16 kHz, decoding to
     # 24 kHz; the repository transformers' NeuCodecConfig names
     PublishedName("neucodec", "neuphonic/neucodec", 16000, 320, 1, 65536, "Apache-2.0",
