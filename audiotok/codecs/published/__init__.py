@@ -25,13 +25,15 @@ from .transformers_dac import DAC_TRANSFORMERS
 from .transformers_encodec import ENCODEC_TRANSFORMERS
 from .transformers_mimi import MIMI_TRANSFORMERS
 from .transformers_wavtokenizer import WAVTOKENIZER_TRANSFORMERS
+from .transformers_xcodec import XCODEC_TRANSFORMERS
 from .transformers_xcodec2 import NEUCODEC_TRANSFORMERS, XCODEC2_TRANSFORMERS
 from .wavtokenizer import WAVTOKENIZER_CKPT
 
 FORMATS: list[PublishedFormat] = [DAC_PTH, DAC_TRANSFORMERS, ENCODEC_TH, ENCODEC_TRANSFORMERS,
                                   SNAC_RELEASE, SPEECHTOKENIZER, MIMI_MOSHI, MIMI_TRANSFORMERS,
                                   WAVTOKENIZER_CKPT, WAVTOKENIZER_TRANSFORMERS,
-                                  XCODEC2_TRANSFORMERS, NEUCODEC_TRANSFORMERS]
+                                  XCODEC_TRANSFORMERS, XCODEC2_TRANSFORMERS,
+                                  NEUCODEC_TRANSFORMERS]
 
 
 def find_format(path) -> PublishedFormat | None:

@@ -72,6 +72,14 @@ NAMES = {n.name: n for n in (
                   320, 1, 4096, "MIT", "WavTokenizer medium-speech, .ckpt + YAML release",
                   ("wavtokenizer_medium_speech_320_24k_v2.ckpt",
                    "wavtokenizer_mediumdata_frame75_3s_nq1_code4096_dim512_kmeans200_attn.yaml")),
+    # X-Codec (v1): three of the five transformers conversions its docs name (speech with
+    # HuBERT, speech with WavLM, general audio with a HuBERT trained on it); 16 kHz, 50
+    # frames/s, 8 levels of 1024 codes (0.5 kbps each, trained at 1/2/3/4/8 levels)
+    *(PublishedName(f"xcodec_{name.replace('-', '_')}", f"hf-audio/xcodec-{name}", 16000, 320,
+                    8, 1024, "CC-BY-4.0", f"X-Codec ({what}), transformers XcodecModel format")
+      for name, what in (("hubert-librispeech", "speech, HuBERT, LibriSpeech"),
+                         ("wavlm-more-data", "speech, WavLM, MLS English and more"),
+                         ("hubert-general-balanced", "general audio, HuBERT"))),
     # X-Codec-2.0 (Llasa's codec): the transformers conversion that transformers' docs name;
     # 16 kHz, 50 codes/s from one 4^8 FSQ grid. (HKUSTAudio/xcodec2 holds the original
     # code's format, which audiotok does not read.)

@@ -28,7 +28,7 @@ from .dac import dac_config
 RES = {"snake1": 0, "conv1": 1, "snake2": 2, "conv2": 3}  # inside a residual unit
 
 
-def _module(key: str, n_enc: int, n_dec: int) -> str:
+def module_name(key: str, n_enc: int, n_dec: int) -> str:
     """DacModel's module path -> audiotok's (both stacks: conv, 5 modules per stride, snake,
     conv; see published/dac.py)."""
     m = re.fullmatch(r"(encoder|decoder)\.(conv1|snake1|conv2)", key)
@@ -77,7 +77,7 @@ def convert(path: Path):
         out = {}
         for key, value in state.items():
             module, leaf = split_leaf(key)
-            out[place(_module(module, n_enc, n_dec), leaf, ours)] = value
+            out[place(module_name(module, n_enc, n_dec), leaf, ours)] = value
         return out
 
     provenance = make_provenance(
