@@ -11,7 +11,7 @@ talent, CC-BY-SA 3.0; the transcripts are the packages' core-sounds-LANG.txt):
 
 The G.722 versions are used: 16 kHz wideband (the others are 8 kHz). Only sentences are
 kept (at least MIN_WORDS words, MIN_SECONDS to MAX_SECONDS long, no bracketed tone
-descriptions), PER_LANGUAGE per language chosen by a hash of the prompt name, so the set is
+descriptions), PER_LANGUAGE of each language chosen by a hash of the prompt name, so the set is
 the same on every machine. None of these voices is in the bundled model's training data
 (scripts/prepare_speech_data.py: klettres letters, hedgewars voices, espeak-ng).
 
@@ -43,7 +43,8 @@ VOICES = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June"
 SPEAKERS = {"en_US_f_Allison": "allison", "es_MX_f_Allison": "allison",
             "fr_CA_f_June": "june", "it_IT_m_Carlo": "carlo",
             "ru_RU_f_IvrvoiceRU": "ivrvoice_ru"}
-PER_LANGUAGE = 8
+# clips per language; more English, the language of the ASR that works offline (tiny.en)
+PER_LANGUAGE = {"en": 24, "es": 8, "fr": 8, "it": 8, "ru": 8}
 MIN_WORDS, MIN_SECONDS, MAX_SECONDS = 6, 2.0, 15.0
 SR = 16000
 
@@ -100,7 +101,7 @@ def build(out: Path) -> list[dict]:
                             "language": language, "speaker": SPEAKERS[voice],
                             "duration": round(seconds, 3)})
             kept += 1
-            if kept == PER_LANGUAGE:
+            if kept == PER_LANGUAGE[language]:
                 break
         print(f"{language}: {kept} clips from {voice}", file=sys.stderr)
     return entries

@@ -32,5 +32,5 @@ fi
 set -x
 .venv/bin/python scripts/prepare_running_speech.py "$out/running_speech"
 .venv/bin/audiotok eval --codec audiotok/speech-16k --data "$out/running_speech/running_speech.jsonl" \
-    --n-codebooks 4,6,8 --baselines opus@6,codec2@3200 \
+    --n-codebooks 4,6 --baselines opus@6,codec2@3200 \
     --asr tiny.en --speaker-model resemblyzer --mos dnsmos -o "$out/report_running_speech"

@@ -51,7 +51,9 @@ class WhisperASR:
     spelling_file: str | None = None
 
     def transcribe(self, wavs: list[np.ndarray], language: str | None = None) -> list[str]:
-        """wavs: float [T] at 16 kHz each -> one transcript each."""
+        """wavs: float [T] at 16 kHz each -> one transcript each; `language` a code such as
+        "fr" or "pt-BR" (Whisper takes the part before the region)."""
+        language = language.replace("_", "-").split("-")[0].lower() if language else None
         short = [i for i, w in enumerate(wavs) if w.size <= WINDOW_SECONDS * SAMPLE_RATE]
         out = [""] * len(wavs)
         if short:
@@ -96,7 +98,7 @@ class FasterWhisperASR(WhisperASR):
         from faster_whisper.tokenizer import Tokenizer
 
         return Tokenizer(self.model.hf_tokenizer, not self.english_only, task="transcribe",
-                         language=None if self.english_only else (language or "en"))
+                         language=None if self.english_only else language)
 
     def _batch(self, wavs, language):
         from faster_whisper.audio import pad_or_trim
@@ -105,6 +107,10 @@ class FasterWhisperASR(WhisperASR):
         m = self.model
         feats = np.stack([pad_or_trim(m.feature_extractor(w.astype(np.float32)))
                           for w in wavs])
+        if language is None and not self.english_only:
+            # as transcribe does: the language of the first window of the first clip (the
+            # original, in the eval's batches)
+            language = m.detect_language(wavs[0].astype(np.float32))[0]
         tokenizer = self._tokenizer(language)
         prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
         longest = max(w.size for w in wavs) / SAMPLE_RATE
