@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,10 +53,14 @@ def build_corpus(folder: Path, minutes: float) -> float:
     return total
 
 
-def run(corpus: Path, out: Path, args, workers: int) -> float:
+def run(corpus: Path, out: Path, args, workers: str) -> float:
+    """One fresh job (the output folder is emptied first: a finished one would resume as
+    done); `workers` "N" or "Np" (N worker processes instead of threads)."""
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "audiotok", "tokenize", str(corpus), "-o", str(out),
-           "--codec", args.codec, "--format", args.format, "--workers", str(workers),
+           "--codec", args.codec, "--format", args.format, "--workers", workers.rstrip("p"),
            "--shard-size", str(args.shard_size), "--no-progress"]
+    cmd += ["--worker-processes"] if workers.endswith("p") else []
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return time.perf_counter() - start
@@ -64,7 +69,9 @@ def run(corpus: Path, out: Path, args, workers: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=10.0, help="audio in the corpus")
-    p.add_argument("--workers", default="1,2", help="worker counts to time, e.g. 1,2,4")
+    p.add_argument("--workers", default="1,2,2p",
+                   help="worker counts to time, in turn, e.g. 1,2,4; 2p: 2 worker processes "
+                   "instead of threads (--worker-processes)")
     p.add_argument("--codec", default="recipes/tiny_speech_16k.yaml")
     p.add_argument("--format", default="parquet", choices=["parquet", "webdataset", "npy"])
     p.add_argument("--shard-size", type=int, default=50)
@@ -77,8 +84,8 @@ def main() -> None:
               f"{args.codec}; format {args.format}; {os.cpu_count()} CPU cores")
         print(f"{'workers':>7}  {'wall s':>7}  {'audio h per h':>13}  {'utt/s':>6}  "
               f"{'load avg':>8}")
-        for workers in (int(w) for w in args.workers.split(",")):
-            out = Path(tmp) / f"out_{workers}"
+        for workers in args.workers.split(","):
+            out = Path(tmp) / "out"
             wall = run(corpus, out, args, workers)
             index = json.loads((out / "index.json").read_text())
             assert index["records"] == n_files, index

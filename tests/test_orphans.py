@@ -108,7 +108,8 @@ def test_tokenize_leaves_nothing_behind(corpus, tmp_path, moment):
              "loaders starting": at_least(4), "all running": at_least(7),
              "shards written": lambda n: done.is_dir() and any(done.iterdir())}[moment]
     kill_when(["tokenize", corpus, "-o", out, "--codec", codec, "--shard-size", 2,
-               "--workers", 2, "--decode-workers", 2, "--no-progress"], ready, moment, tmp_path)
+               "--workers", 2, "--worker-processes", "--decode-workers", 2, "--no-progress"],
+              ready, moment, tmp_path)
 
 
 @pytest.mark.parametrize("moment", ["importing", "loaders starting", "all running",

@@ -207,10 +207,12 @@ def test_parquet_metadata_columns_are_typed(corpus, codec_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_npy_from_glob_with_two_workers(corpus, codec_dir, expected, tmp_path):
+@pytest.mark.parametrize("processes", [True, False])
+def test_npy_from_glob_with_two_workers(corpus, codec_dir, expected, tmp_path, processes):
     out = tmp_path / "npy"
     assert tokenize(f"{corpus}/**/*.wav", "-o", out, "--codec", codec_dir, "--format", "npy",
-                    "--shard-size", 2, "--workers", 2) == 0
+                    "--shard-size", 2, "--workers", 2,
+                    *(["--worker-processes"] if processes else [])) == 0
     wavs = {k for k in expected if k.endswith(".wav")}
     lines = [json.loads(x) for x in (out / "index.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in lines) == sorted(wavs)
@@ -219,7 +221,7 @@ def test_npy_from_glob_with_two_workers(corpus, codec_dir, expected, tmp_path):
         assert codes.dtype == np.uint16 and np.array_equal(codes, expected[r["id"]])
     workers = {json.loads(m.read_text())["worker"]
                for m in (out / ".audiotok" / "done").glob("*.json")}
-    assert workers == {0, 1}
+    assert workers == ({0, 1} if processes else {0})  # threads: one process writes
 
 
 @pytest.mark.slow
@@ -348,3 +350,33 @@ def test_errors_are_one_line(corpus, codec_dir, tmp_path, capsys):
     assert main(["detokenize", str(tmp_path / "busy"), "-o", str(tmp_path / "w")]) == 1
     assert "not a tokenize output folder" in capsys.readouterr().err
 
+
+
+def test_encoding_threads_share_batches_and_stop_on_the_first_error():
+    import threading
+
+    from audiotok.tokenize.run import _run_threads
+
+    seen: dict[int, set] = {}
+    both = threading.Barrier(2, timeout=10)
+
+    def step(b):
+        seen.setdefault(b, set()).add(threading.get_ident())
+        if b < 2:
+            both.wait()  # the first two batches are only done once two threads hold them
+        assert torch.is_inference_mode_enabled()
+
+    _run_threads(iter(range(10)), step, 2)
+    assert sorted(seen) == list(range(10))
+    assert len(set().union(*seen.values())) == 2  # both threads worked
+
+    done = []
+
+    def failing(b):
+        if b == 3:
+            raise ValueError("bad batch 3")
+        done.append(b)
+
+    with pytest.raises(ValueError, match="bad batch 3"):
+        _run_threads(iter(range(1000)), failing, 2)
+    assert len(done) < 10  # the others stopped after their batch in hand

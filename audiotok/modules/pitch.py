@@ -129,17 +129,23 @@ def refine_f0(wav: Tensor, f0: Tensor, sample_rate: int, hop: int) -> Tensor:
     window = torch.hann_window(win, dtype=torch.float32, device=wav.device)
     n_low = min(math.ceil(REFINE_MAX_HZ * win / sample_rate), win // 2 + 1)  # bins < max Hz
     power = stft_same(wav.float(), win, hop, window)[:, :n_low].abs().square()  # [N, F, T]
-    base = f0.float()
+    # only voiced frames are searched (the others stay 0): gathered into one row [1, F, V],
+    # each frame's sums over F run as they would in place, so the result is the same
+    voiced = f0 > 0
+    base = f0.float()[voiced][None]                            # [1, V]
+    power = power.transpose(1, 2)[voiced].T[None]              # [1, F, V]
     best_score = torch.full_like(base, -1.0)
     best = base
     for d in torch.linspace(-REFINE_SPAN, REFINE_SPAN, REFINE_STEPS).tolist():
         cand = base * (1 + d)
-        weight = harmonic_comb(cand, win, sample_rate, n_low).square()  # [N, n_low, T]
+        weight = harmonic_comb(cand, win, sample_rate, n_low).square()  # [1, n_low, V]
         score = (weight * power).sum(1) / weight.sum(1).clamp(min=1e-9)
         better = score > best_score
         best_score = torch.where(better, score, best_score)
         best = torch.where(better, cand, best)
-    return torch.where(f0 > 0, best, torch.zeros_like(best)).to(f0.dtype)
+    out = torch.zeros_like(f0, dtype=torch.float32)
+    out[voiced] = best[0]
+    return out.to(f0.dtype)
 
 
 def f0_to_latent(f0: Tensor) -> Tensor:

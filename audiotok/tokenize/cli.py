@@ -29,7 +29,12 @@ def add_tokenize(sub) -> None:
     p.add_argument("--shard-size", type=positive_int, default=1000,
                    help="utterances per shard (the unit of work and of resume); default 1000")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="tokenizing processes on this machine (per torchrun rank); default 1")
+                   help="parallel encoders on this machine (per torchrun rank): threads of "
+                   "one process on a CPU, each with cores/N torch threads; processes on GPUs "
+                   "(one per device); default 1")
+    p.add_argument("--worker-processes", action="store_true",
+                   help="run --workers as separate processes on a CPU too (each starts its "
+                   "own Python and torch, and takes whole shards); the default on GPUs")
     p.add_argument("--decode-workers", type=nonneg_int, default=1,
                    help="audio-decoding processes per worker (0: decode in the worker)")
     p.add_argument("--batch-seconds", type=nonneg_float, default=None,
@@ -53,6 +58,7 @@ def cmd_tokenize(args) -> int:
         n_codebooks=args.n_codebooks, shard_size=args.shard_size,
         batch_seconds=args.batch_seconds, chunk_seconds=args.chunk_seconds,
         workers=args.workers, decode_workers=args.decode_workers, device=args.device,
+        worker_processes=True if args.worker_processes else None,
         progress=not args.no_progress)
     tokenize(opts, codec)
     return 0

@@ -3,10 +3,18 @@
     codec = load_codec("my_codec")
     index = tokenize(TokenizeOptions("/corpora/speech", Path("tokens"), codec.ref), codec)
 
-Work is split statically: with W workers per rank (`--workers`, processes) and R ranks
-(torchrun's RANK/WORLD_SIZE, one or many nodes), global worker g = rank * W + w takes shards
-g, g + R*W, ... No process group is needed: the output folder (state.py) is the only shared
-state, and whichever process finds every shard done writes the index.
+Shards are split statically between processes: with R ranks (torchrun's RANK/WORLD_SIZE, one
+or many nodes) and, on GPUs, W worker processes per rank (`--workers`, one per device),
+global worker g = rank * W + w takes shards g, g + R*W, ... No process group is needed: the
+output folder (state.py) is the only shared state, and whichever process finds every shard
+done writes the index.
+
+On a CPU, `--workers W` is W encoding threads in the rank's one process instead, each with
+cores / W torch threads, taking the next decoded batch as it frees up: no interpreter and
+torch start-up per worker, work shared by batch rather than by shard (a corpus of one shard
+still keeps every core busy), and single-threaded kernels in parallel threads scale better on
+small tensors than one kernel split across cores. The codec's forward pass releases the GIL
+in its kernels; each thread runs its own batches, so codes are those of `--workers 1`.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ class TokenizeOptions:
     chunk_seconds: float = 10.0      # long files are encoded in chunks of this length
     workers: int = 1                 # processes on this machine (per torchrun rank)
     decode_workers: int = 1          # DataLoader processes decoding audio per worker
+    # workers as processes (the default on GPUs, one per device) or, False, as threads of one
+    # process (the default on a CPU); None: by device
+    worker_processes: bool | None = None
     device: str = "cpu"
     progress: bool = True
 
@@ -86,10 +97,21 @@ def tokenize(opts: TokenizeOptions, codec: Codec) -> dict | None:
     ranks = Ranks.from_env()
     n_total = ranks.world * opts.workers
     workers = [ranks.rank * opts.workers + w for w in range(opts.workers)]
+    threaded = _threaded(opts)
+    if threaded:  # threads share the rank's shards
+        n_total, workers = ranks.world, [ranks.rank]
     todo = sum(len(plan.shard(s)) for w in workers for s in plan.shards_for(w, n_total)
                if not out.is_done(s))
     with _Progress(todo, opts.progress and ranks.rank == 0) as report:
-        if opts.workers == 1:
+        if threaded:
+            before = torch.get_num_threads()
+            torch.set_num_threads(_threads_per_process(ranks.local_world * opts.workers))
+            try:
+                run_worker(opts, plan, job, codec, ranks.rank, ranks.world, report,
+                           threads=opts.workers)
+            finally:
+                torch.set_num_threads(before)
+        elif opts.workers == 1:
             device = _device(opts.device, ranks.local_rank)
             run_worker(opts, plan, job, codec.to(device), workers[0], n_total, report)
         else:
@@ -98,6 +120,13 @@ def tokenize(opts: TokenizeOptions, codec: Codec) -> dict | None:
     index = out.finish(plan, job)
     _summary(out, plan, index, ranks)
     return index
+
+
+def _threaded(opts: TokenizeOptions) -> bool:
+    """Workers as threads of this process: on a CPU unless processes are asked for."""
+    if opts.worker_processes is None:
+        return torch.device(opts.device).type == "cpu"
+    return not opts.worker_processes
 
 
 def _check_options(opts: TokenizeOptions) -> None:
@@ -129,9 +158,10 @@ class _ShardBuffer:
 
 
 def run_worker(opts: TokenizeOptions, plan: Plan, job: dict, codec: Codec, worker: int,
-               n_total: int, report: Report) -> None:
+               n_total: int, report: Report, threads: int = 1) -> None:
     """Tokenize every unfinished shard of global worker `worker` not claimed by a live
-    process; finished shards are written by a background thread."""
+    process, with `threads` encoding threads; finished shards are written by a background
+    thread."""
     out = OutputDir(opts.output, opts.format)
     locks = ShardLocks(out)
     try:
@@ -149,31 +179,84 @@ def run_worker(opts: TokenizeOptions, plan: Plan, job: dict, codec: Codec, worke
         batches = iter(make_loader(dataset, opts.decode_workers))  # fork before threads start
         dtype = codes_dtype(codec.codebook_sizes)
         writer = _BackgroundWriter(lambda s, buf: _write_shard(out, plan, job, s, buf, worker))
-        try:
-            buffers: dict[int, _ShardBuffer] = {}
-            for batch in batches:
+        buffers: dict[int, _ShardBuffer] = {}
+        done = threading.Lock()  # buffers, progress and the writer's queue
+
+        def step(batch: DecodedBatch) -> None:
+            codes = _encode_batch(codec, batch, job)
+            with done:
                 buf = buffers.setdefault(batch.shard, _ShardBuffer(len(plan.shard(batch.shard))))
-                _encode_batch(codec, batch, job, plan, buf, dtype)
+                _add_batch(batch, codes, plan, buf, dtype)
                 report(len(batch.index) + len(batch.failed),
                        sum(w.shape[-1] for w in batch.wavs) / codec.sample_rate)
                 if buf.complete:
                     writer.submit(batch.shard, buffers.pop(batch.shard))
+
+        try:
+            _run_threads(batches, step, threads)
         finally:
             writer.close()
     finally:
         locks.close()
 
 
-def _encode_batch(codec: Codec, batch: DecodedBatch, job: dict, plan: Plan,
-                  buf: _ShardBuffer, dtype) -> None:
+def _run_threads(batches, step: Callable[[DecodedBatch], None], threads: int) -> None:
+    """step(batch) for every batch, on `threads` threads (this one among them) that each take
+    the next batch when free. The first error stops the others after their current batch and
+    is raised here."""
+    if threads == 1:
+        for batch in batches:
+            step(batch)
+        return
+    take, errors = threading.Lock(), []
+
+    def loop() -> None:
+        while not errors:
+            with take:
+                batch = next(batches, None)
+            if batch is None:
+                return
+            try:
+                step(batch)
+            except BaseException as e:  # noqa: BLE001 - raised in the calling thread
+                errors.append(e)
+
+    helpers = [threading.Thread(target=_inference(loop), daemon=True)
+               for _ in range(threads - 1)]
+    for t in helpers:
+        t.start()
+    try:
+        _inference(loop)()
+    except BaseException as e:  # KeyboardInterrupt included: the helpers stop too
+        errors.append(e)
+    for t in helpers:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _inference(fn: Callable[[], None]) -> Callable[[], None]:
+    """Grad mode is per thread: each encoding thread sets inference mode itself."""
+    def run() -> None:
+        with torch.inference_mode():
+            fn()
+    return run
+
+
+def _encode_batch(codec: Codec, batch: DecodedBatch, job: dict) -> list[torch.Tensor | str]:
+    """Codes of each decoded item, or the reason it could not be encoded."""
+    wavs = [w.to(next(codec.parameters()).device) for w in batch.wavs]
+    try:
+        return encode_exact(codec, wavs, job["n_codebooks"], job["chunk_seconds"])
+    except (AudiotokError, ValueError, RuntimeError):  # find the item at fault, keep the rest
+        return [_encode_one(codec, w, job) for w in wavs]
+
+
+def _add_batch(batch: DecodedBatch, codes: list, plan: Plan, buf: _ShardBuffer,
+               dtype) -> None:
     utts = plan.shard(batch.shard)
     for i, reason in batch.failed:  # failed.jsonl has the path already
         buf.failed[i] = reason.removeprefix(f"{Path(utts[i].path)}: ")
-    wavs = [w.to(next(codec.parameters()).device) for w in batch.wavs]
-    try:
-        codes = encode_exact(codec, wavs, job["n_codebooks"], job["chunk_seconds"])
-    except (AudiotokError, ValueError, RuntimeError):  # find the item at fault, keep the rest
-        codes = [_encode_one(codec, w, job) for w in wavs]
     for i, wav, c in zip(batch.index, batch.wavs, codes):
         if isinstance(c, str):
             buf.failed[i] = c
