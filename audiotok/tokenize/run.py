@@ -227,7 +227,7 @@ def _run_threads(batches, step: Callable[[DecodedBatch], None], threads: int) ->
         t.start()
     try:
         _inference(loop)()
-    except BaseException as e:  # KeyboardInterrupt included: the helpers stop too
+    except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt too: the helpers stop
         errors.append(e)
     for t in helpers:
         t.join()
