@@ -18,9 +18,13 @@ set -x
 set +x
 # running speech of voices the model never heard, in five languages, with transcripts:
 # WER (Whisper tiny.en, English clips), speaker similarity and DNSMOS next to Opus and Codec2
-if [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison ] || [ ! -d /usr/share/doc/asterisk-core-sounds-ru ]; then
-    pkgs=()
-    for l in en es fr it ru; do pkgs+=("asterisk-core-sounds-$l" "asterisk-core-sounds-$l-g722"); done
+pkgs=()
+for l in en es fr it ru; do
+    [ -f "/usr/share/doc/asterisk-core-sounds-$l/core-sounds-$l.txt.gz" ] \
+        && [ -d "/usr/share/doc/asterisk-core-sounds-$l-g722" ] \
+        || pkgs+=("asterisk-core-sounds-$l" "asterisk-core-sounds-$l-g722")
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get install -y -qq "${pkgs[@]}" >/dev/null \
             || { apt-get update -qq && apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
