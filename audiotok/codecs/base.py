@@ -435,17 +435,7 @@ class Codec(nn.Module):
 
     def check_tokens(self, tokens: Tokens) -> None:
         """Raise TokenFileError unless `tokens` were made by this codec and are in range."""
-        mine, theirs = self.spec, tokens.spec
-        same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes),
-                      theirs.strides(), theirs.segment) == (
-            mine.sample_rate, mine.hop_length, tuple(mine.codebook_sizes), mine.strides(),
-            mine.segment)
-        if not same_shape or (theirs.fingerprint and theirs.fingerprint != mine.fingerprint):
-            raise TokenFileError(
-                f"tokens were made by codec {theirs.describe()}, not by this codec "
-                f"{mine.describe()}"
-            )
-        tokens.check_range()
+        check_tokens(self.spec, tokens)
 
     def _chunk_frames(self, chunk_seconds: float | None, n_frames: int) -> int:
         if chunk_seconds is None:
@@ -515,6 +505,22 @@ class Codec(nn.Module):
         if isinstance(config, dict):
             config = from_dict(CodecConfig, config, "model")
         return cls(config)
+
+
+def check_tokens(mine: CodecSpec, tokens: Tokens) -> None:
+    """Raise TokenFileError unless `tokens` were made by the codec of spec `mine` (the same
+    weights, where both record a fingerprint) and are in range."""
+    theirs = tokens.spec
+    same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes),
+                  theirs.strides(), theirs.segment) == (
+        mine.sample_rate, mine.hop_length, tuple(mine.codebook_sizes), mine.strides(),
+        mine.segment)
+    if not same_shape or (theirs.fingerprint and theirs.fingerprint != mine.fingerprint):
+        raise TokenFileError(
+            f"tokens were made by codec {theirs.describe()}, not by this codec "
+            f"{mine.describe()}"
+        )
+    tokens.check_range()
 
 
 def fit_length(wav: Tensor, length: int) -> Tensor:

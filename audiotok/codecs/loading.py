@@ -56,7 +56,9 @@ def is_untrained(codec: Codec) -> bool:
 def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
     """Open a codec from a checkpoint directory, a published codec's own release file (see
     codecs/published/), a recipe YAML, or a name in `list_codecs()`; with no `ref`, the
-    bundled trained model (`default_codec()`).
+    bundled trained model (`default_codec()`). A folder written by `audiotok export --format
+    onnx` opens as an OnnxCodec (export/onnx_codec.py): the same encode/decode, run by
+    onnxruntime.
 
     A recipe or family name builds an untrained codec whose weights are drawn with `seed`,
     so the same call always gives the same codec (useful for tests and pipelines; its
@@ -72,6 +74,10 @@ def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
         codec = load_pretrained(bundled[name], device)
     elif published is not None:  # a publisher's own release format (codecs/published/)
         codec, name = published.convert(path).to(device), str(path.resolve())
+    elif (path / "onnx.json").is_file():  # an ONNX export (export/onnx.py)
+        from ..export.onnx_codec import OnnxCodec
+
+        codec, name = OnnxCodec.open(path).to(device), str(path.resolve())
     elif path.is_dir():
         codec, name = load_pretrained(path, device), str(path.resolve())
     elif path.suffix in (".yaml", ".yml"):

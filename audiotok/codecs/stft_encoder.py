@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
-from ..modules.istft import check_stft_sizes, same_padding, stft_same
+from ..modules.istft import check_stft_sizes, same_padding, stft_same, stft_same_parts
 from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from .components import ENCODERS
 from .vocos import _init_backbone
@@ -145,7 +145,14 @@ class STFTEncoder(nn.Module):
         b, c, t = wav.shape
         x = wav.reshape(b * c, t)
         x = x if x.dtype == torch.float64 else x.float()  # half inputs take the STFT in float32
-        spec = stft_same(x, self.n_fft, self.stft_hop, self.window.to(x.dtype))
+        window = self.window.to(x.dtype)
+        if torch.jit.is_tracing():  # ONNX export: no complex tensors (stft_same_parts)
+            real, imag = stft_same_parts(x, self.n_fft, self.stft_hop, window)
+            mag = (real.square() + imag.square()).sqrt().clamp(min=LOG_FLOOR)
+            scale = mag.pow(COMPRESS - 1)
+            feats = torch.cat([mag.log(), real * scale, imag * scale], dim=1)
+            return feats.reshape(b, c * feats.shape[1], feats.shape[-1])
+        spec = stft_same(x, self.n_fft, self.stft_hop, window)
         mag = spec.abs().clamp(min=LOG_FLOOR)
         compressed = spec * mag.pow(COMPRESS - 1)
         feats = torch.cat([mag.log(), compressed.real, compressed.imag], dim=1)

@@ -51,12 +51,28 @@ def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
     """F.pad that also reflects inputs shorter than the pad (zero-extends them first)."""
     if mode != "reflect":
         return F.pad(x, (left, right), mode=mode)
+    if torch.jit.is_tracing():
+        return _reflect_by_index(x, left, right)
     length = x.shape[-1]
     extra = max(left, right) - length + 1
     if extra > 0:
         x = F.pad(x, (0, extra))
         return F.pad(x, (left, right), mode="reflect")[..., : length + left + right]
     return F.pad(x, (left, right), mode="reflect")
+
+
+def _reflect_by_index(x: Tensor, left: int, right: int) -> Tensor:
+    """`pad1d`'s reflect padding as a gather, for ONNX export: the branch on the input's length
+    above would be fixed by the trace (and ONNX's reflect Pad refuses inputs shorter than the
+    pad), while these indices follow the traced length. Same values for any length: the input
+    is taken as zero-extended to max(left, right) + 1 samples when shorter, as above."""
+    widest = max(left, right)
+    length = x.shape[-1]  # a traced size: the arithmetic below stays in the graph
+    extended = F.pad(x, (0, widest + 1))
+    n = torch.clamp(torch.as_tensor(length), min=widest + 1)
+    index = (torch.arange(length + left + right, device=x.device) - left).abs()
+    index = torch.where(index >= n, 2 * (n - 1) - index, index)
+    return extended.index_select(-1, index)
 
 
 def _zero_bias(layer: nn.Module) -> None:

@@ -47,6 +47,29 @@ def stft_same(wav: Tensor, n_fft: int, hop_length: int, window: Tensor) -> Tenso
     return torch.fft.rfft(frames, dim=-1).transpose(1, 2)
 
 
+def dft_basis(n_fft: int, window: Tensor) -> tuple[Tensor, Tensor]:
+    """Windowed real DFT as two matrices [n_fft//2+1, n_fft]: window * cos(2 pi k n / N) and
+    -window * sin(...), so that `stft_same`'s spectrum is (cos @ frame, sin @ frame). Angles
+    are reduced mod N in integers and taken in float64, so the basis is exact to float32."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    n = torch.arange(n_fft, dtype=torch.float64)[None, :]
+    angle = 2 * torch.pi * torch.remainder(k * n, n_fft) / n_fft
+    w = window.double()[None, :]
+    return (w * angle.cos()).to(window.dtype), (-w * angle.sin()).to(window.dtype)
+
+
+def stft_same_parts(wav: Tensor, n_fft: int, hop_length: int, window: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """`stft_same` in real arithmetic, (real, imag) [B, n_fft//2+1, T//hop]: a strided conv
+    with the DFT basis. ONNX export takes this path (the legacy exporter has no complex
+    tensors); equal to `stft_same` to float32 rounding."""
+    cos, sin = dft_basis(n_fft, window)
+    kernel = torch.cat([cos, sin])[:, None, :].to(wav)  # [2F, 1, N]
+    padded = F.pad(wav, same_padding(n_fft, hop_length))[:, None]
+    parts = F.conv1d(padded, kernel, stride=hop_length)
+    return parts[:, : n_fft // 2 + 1], parts[:, n_fft // 2 + 1:]
+
+
 class ISTFT(nn.Module):
     """Inverse of `stft_same`: spec complex [B, n_fft//2+1, T'] -> wav [B, T' * hop]."""
 
@@ -82,10 +105,31 @@ class ISTFT(nn.Module):
         wav = self._overlap_add(frames)
         squared = self.window.square()[None, :, None].expand(1, -1, spec.shape[-1])
         envelope = self._overlap_add(squared)[0]
+        return self._trim(wav, envelope)
+
+    def _trim(self, wav: Tensor, envelope: Tensor) -> Tensor:
         left, right = same_padding(self.n_fft, self.hop_length)
         end = wav.shape[-1] - right
         # check_stft_sizes keeps the trimmed envelope well above zero
         return wav[:, left:end] / envelope[left:end]
+
+    def from_parts(self, real: Tensor, imag: Tensor) -> Tensor:
+        """`forward` of complex(real, imag) [B, n_fft//2+1, T'] in real arithmetic: inverse
+        DFT, window and overlap-add as one transposed conv. ONNX export takes this path (no
+        complex tensors there); equal to `forward` to float32 rounding."""
+        n = self.n_fft
+        # irfft: DC and Nyquist once, the other bins twice (their mirror images); the
+        # imaginary parts of DC and Nyquist are ignored, as irfft ignores them
+        weight = torch.full((n // 2 + 1, 1), 2.0 / n, dtype=torch.float64)
+        weight[0] = weight[-1] = 1.0 / n
+        cos, sin = dft_basis(n, self.window)  # window * cos, -window * sin
+        kernel = (torch.cat([cos.double(), sin.double()]) * torch.cat([weight, weight]))
+        wav = F.conv_transpose1d(torch.cat([real, imag], 1), kernel[:, None, :].to(real),
+                                 stride=self.hop_length)[:, 0]
+        ones = torch.ones_like(real[:1, :1])  # [1, 1, T']
+        squared = self.window.square()[None, None, :].to(real)
+        envelope = F.conv_transpose1d(ones, squared, stride=self.hop_length)[0, 0]
+        return self._trim(wav, envelope)
 
 
 class ISTFTHead(nn.Module):
@@ -114,6 +158,10 @@ class ISTFTHead(nn.Module):
         # Vocos clips the magnitude at 1e2: an unbounded exp overflows early in GAN training
         mag = log_mag.exp().clamp(max=1e2)
         # cos/sin rather than predicting real/imag: the phase may wrap freely
-        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-        b, c, f, t = spec.shape
+        real, imag = mag * torch.cos(phase), mag * torch.sin(phase)
+        b, c, f, t = real.shape
+        if torch.jit.is_tracing():  # ONNX export: no complex tensors (ISTFT.from_parts)
+            wav = self.istft.from_parts(real.reshape(b * c, f, t), imag.reshape(b * c, f, t))
+            return wav.view(b, c, -1)
+        spec = torch.complex(real, imag)
         return self.istft(spec.reshape(b * c, f, t)).view(b, c, -1)

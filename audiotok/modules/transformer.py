@@ -111,6 +111,10 @@ def rope_tables(length: int, head_dim: int, max_period: float, device, dtype) ->
     half = head_dim // 2
     freqs = max_period ** (-torch.arange(half, dtype=torch.float64) * 2 / head_dim)
     angles = torch.arange(length, dtype=torch.float64)[:, None] * freqs
+    if torch.jit.is_tracing():
+        # ONNX export: onnxruntime has no float64 Cos/Sin; reduced mod 2 pi in float64 first,
+        # the float32 angles are within an ulp of 2 pi of the exact ones
+        angles = torch.remainder(angles, 2 * math.pi).float()
     return angles.cos().to(device, dtype), angles.sin().to(device, dtype)
 
 
@@ -120,16 +124,18 @@ def publisher_rope_tables(style: str, start: int, length: int, head_dim: int,
     rounded as the publisher rounds them: moshi's `apply_rope` (modules/rope.py) takes
     exp(i * -2 ln(max_period) / d) as frequencies, transformers' MimiRotaryEmbedding
     1 / max_period^(2i / d); both multiply by the float32 position."""
-    half = head_dim // 2
-    if style == "moshi":
-        ds = torch.arange(half, device=device, dtype=torch.float32)
-        freqs = torch.exp(ds * (-math.log(max_period) * 2 / head_dim))
-    else:
-        freqs = 1.0 / (max_period ** (torch.arange(0, head_dim, 2, device=device,
-                                                   dtype=torch.float32) / head_dim))
     positions = float(start) + torch.arange(length, device=device, dtype=torch.float32)
-    angles = positions[:, None] * freqs
+    angles = positions[:, None] * publisher_rope_freqs(style, head_dim, max_period, device)
     return angles.cos(), angles.sin()
+
+
+def publisher_rope_freqs(style: str, head_dim: int, max_period: float, device) -> Tensor:
+    """The float32 frequencies [head_dim / 2] of `publisher_rope_tables`."""
+    if style == "moshi":
+        ds = torch.arange(head_dim // 2, device=device, dtype=torch.float32)
+        return torch.exp(ds * (-math.log(max_period) * 2 / head_dim))
+    return 1.0 / (max_period ** (torch.arange(0, head_dim, 2, device=device,
+                                              dtype=torch.float32) / head_dim))
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -153,7 +159,9 @@ def local_causal_attention(q: Tensor, k: Tensor, v: Tensor, context: int) -> Ten
     are cut into blocks of `context`, each attending to the 2 * context keys that can reach it.
     """
     n, total = q.shape[-2], k.shape[-2]
-    if n <= context:
+    # an ONNX trace fixes Python branches and block counts: it takes the dense masked form,
+    # which gives the same result for any length (with memory quadratic in the chunk)
+    if torch.jit.is_tracing() or n <= context:
         mask = window_mask(n, total, context, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     b, h, _, d = q.shape

@@ -32,9 +32,17 @@ def nearest(
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
         c_sq = codebook.pow(2).sum(1)
-        rows = max(1, chunk_elements // codebook.shape[0])
         return torch.cat([(part.pow(2).sum(1, keepdim=True) - 2 * part @ codebook.T + c_sq)
-                          .argmin(1) for part in x.split(rows)])
+                          .argmin(1) for part in _row_chunks(x, codebook, chunk_elements)])
+
+
+def _row_chunks(x: Tensor, codebook: Tensor, chunk_elements: int):
+    """x [N, C] in pieces of rows whose distance matrices hold about `chunk_elements`. Whole
+    while an ONNX export traces it: the trace would fix the number of pieces, and so N (the
+    exported graphs are run on bounded chunks of audio; export/onnx.py)."""
+    if torch.jit.is_tracing():
+        return [x]
+    return x.split(max(1, chunk_elements // codebook.shape[0]))
 
 
 def _prepare(x: Tensor, codebook: Tensor, normalize: bool) -> tuple[Tensor, Tensor]:
@@ -68,9 +76,8 @@ def nearest_cdist(x: Tensor, codebook: Tensor, normalize: bool = False,
         x, codebook = _prepare(x, codebook, normalize)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
-        rows = max(1, chunk_elements // codebook.shape[0])
         return torch.cat([torch.cdist(part[None], codebook[None], p=2)[0].argmin(-1)
-                          for part in x.split(rows)])
+                          for part in _row_chunks(x, codebook, chunk_elements)])
 
 
 SEARCHES = {"euclidean": nearest, "transformers_dac": nearest_transformers_dac,
