@@ -1,4 +1,5 @@
-"""The `audiotok` command line: encode, decode, info, train, eval, tokenize, detokenize, demo."""
+"""The `audiotok` command line: encode, decode, info, train, eval, tokenize, detokenize,
+export, demo."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo_cli import add_demo
     from .distill.cli import add_distill
     from .eval.cli import add_eval
+    from .export.cli import add_export
     from .tokenize.cli import add_detokenize, add_tokenize
 
     add_encode_decode_info(sub)
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill(sub)
     add_tokenize(sub)
     add_detokenize(sub)
+    add_export(sub)
     add_demo(sub)
     return p
 

@@ -63,9 +63,18 @@ def _add_common(p) -> None:
     p.add_argument("--chunk-seconds", type=positive_float, default=10.0,
                    help="process long audio in chunks of this many seconds (bounded memory)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_backend(p)
 
 
-def _open_codec(ref, device):
+def add_backend(p) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="run the codec with torch, or with onnxruntime (CPU): a folder from "
+                   "`audiotok export --format onnx` runs as it is, any other codec is "
+                   "exported once into the cache (AUDIOTOK_CACHE, default ~/.cache/audiotok); "
+                   "default: torch, onnxruntime for an exported folder")
+
+
+def _open_codec(ref, device, backend: str | None = None):
     from .codecs import load_codec
     from .codecs.loading import default_codec, is_untrained
 
@@ -75,6 +84,21 @@ def _open_codec(ref, device):
     if is_untrained(codec):
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)
+    return _with_backend(codec, ref, backend)
+
+
+def _with_backend(codec, ref, backend: str | None):
+    from .export.onnx_codec import OnnxCodec
+
+    exported = isinstance(codec, OnnxCodec)
+    if backend == "torch" and exported:
+        raise AudiotokError(f"{ref} is an ONNX export: it runs with --backend onnxruntime; "
+                            f"for torch pass the codec it was exported from "
+                            f"({codec.manifest.get('source')})")
+    if backend == "onnxruntime" and not exported:
+        from .export.cache import onnx_backend
+
+        return onnx_backend(codec)
     return codec
 
 
@@ -134,7 +158,7 @@ def _for_each(items, outs, work, what: str) -> int:
 def cmd_encode(args) -> int:
     from .audio import load_audio
 
-    codec = _open_codec(args.codec, args.device)
+    codec = _open_codec(args.codec, args.device, args.backend)
     codec.quantizer.check_n_codebooks(args.n_codebooks)
     outs = _outputs(args.audio, args.output, TOKEN_SUFFIX)
 
@@ -162,7 +186,7 @@ def cmd_decode(args) -> int:
             raise AudiotokError(f"{src}: the file does not say which codec made it; "
                                 f"pass --codec")
         if ref not in codecs:
-            codecs[ref] = _open_codec(ref, args.device)
+            codecs[ref] = _open_codec(ref, args.device, args.backend)
         codec = codecs[ref]
         try:
             codec.check_tokens(tokens)
@@ -257,7 +281,6 @@ def cmd_convert(args) -> int:
 
 def _print_codec_info(codec) -> None:
     s = codec.spec
-    n_params = sum(p.numel() for p in codec.parameters())
     print(f"codec           {codec.ref}")
     print(f"family          {s.family}")
     print(f"sample rate     {s.sample_rate} Hz, {s.channels} channel(s)")
@@ -265,7 +288,12 @@ def _print_codec_info(codec) -> None:
     print(f"codebooks       {len(s.codebook_sizes)} x {sorted(set(s.codebook_sizes))} entries")
     if s.level_strides:
         print(f"level strides   {list(s.level_strides)} frames per code (coarsest first)")
-    print(f"parameters      {n_params / 1e6:.2f} M")
+    if hasattr(codec, "manifest"):  # an ONNX export (export/onnx_codec.py)
+        m = codec.manifest
+        print(f"runtime         onnxruntime: ONNX opset {m['opset']} graphs of "
+              f"{m['source']}{', with streaming step graphs' if codec.streams else ''}")
+    else:
+        print(f"parameters      {sum(p.numel() for p in codec.parameters()) / 1e6:.2f} M")
     print(f"fingerprint     {s.fingerprint}")
     if codec.provenance:
         p = codec.provenance

@@ -68,9 +68,14 @@ def check_exportable(codec) -> None:
         raise AudiotokError(f"cannot export {name} to ONNX: its encoder pads each layer to the "
                             f"input's length as its publisher does (EnCodec, SpeechTokenizer, "
                             f"X-Codec-2), which a traced graph would fix at one length")
+    if getattr(codec.encoder, "pitch", False):
+        raise AudiotokError(f"cannot export {name} to ONNX: its encoder's F0 estimator (YIN "
+                            f"over FFTs, a median of voiced frames) has no ONNX form yet")
     if "frame_offset" in inspect.signature(codec.decoder.forward).parameters:
-        raise AudiotokError(f"cannot export {name} to ONNX: its decoder's phase depends on "
-                            f"absolute position (harmonic phase)")
+        kind = type(codec.decoder).__name__
+        raise AudiotokError(f"cannot export {name} to ONNX: its decoder ({kind}) depends on "
+                            f"each chunk's absolute position and "
+                            f"builds phase with FFTs, which have no ONNX form here yet")
 
 
 def export_onnx(codec, output, streaming: bool = False, force: bool = False) -> Path:

@@ -69,7 +69,8 @@ def onnx_bytes(module: nn.Module, args: tuple, inputs: dict[str, dict[int, str]]
                               input_names=list(inputs), output_names=list(outputs),
                               dynamic_axes={k: v for k, v in axes.items() if v},
                               do_constant_folding=True)
-    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+    except (RuntimeError, AssertionError, torch.onnx.errors.OnnxExporterError) as e:
+        # (the exporter asserts on some shapes it cannot follow, e.g. cdist's rows)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AudiotokError(f"torch's ONNX exporter cannot express "
                             f"{type(module).__name__}: {first}") from None

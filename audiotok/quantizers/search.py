@@ -76,8 +76,20 @@ def nearest_cdist(x: Tensor, codebook: Tensor, normalize: bool = False,
         x, codebook = _prepare(x, codebook, normalize)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
+        if torch.jit.is_tracing():  # ONNX export: its cdist needs a fixed row count
+            return _cdist_squared(x, codebook).argmin(-1)
         return torch.cat([torch.cdist(part[None], codebook[None], p=2)[0].argmin(-1)
                           for part in _row_chunks(x, codebook, chunk_elements)])
+
+
+def _cdist_squared(x: Tensor, codebook: Tensor) -> Tensor:
+    """[N, K] squared distances formed as torch.cdist forms them (one matmul of
+    [-2x, |x|^2, 1] by [c, 1, |c|^2]), for a traced graph; the square root cdist takes after
+    does not move the minimum."""
+    ones_x, ones_c = x.new_ones(x.shape[0], 1), codebook.new_ones(codebook.shape[0], 1)
+    left = torch.cat([-2 * x, x.square().sum(1, keepdim=True), ones_x], 1)
+    right = torch.cat([codebook, ones_c, codebook.square().sum(1, keepdim=True)], 1)
+    return (left @ right.T).clamp(min=0)
 
 
 SEARCHES = {"euclidean": nearest, "transformers_dac": nearest_transformers_dac,

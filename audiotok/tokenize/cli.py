@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from ..commands import CODEC_HELP
+from ..commands import CODEC_HELP, add_backend
 from ..errors import AudiotokError
 
 
@@ -43,6 +43,7 @@ def add_tokenize(sub) -> None:
     p.add_argument("--chunk-seconds", type=positive_float, default=10.0,
                    help="encode long files in chunks of this many seconds (bounded memory)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_backend(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tokenize)
 
@@ -52,7 +53,9 @@ def cmd_tokenize(args) -> int:
     from .run import TokenizeOptions, tokenize
 
     _check_device(args.device)
-    codec = _open_codec(args.codec, "cpu")  # the workers move it (or load it) to --device
+    # the workers move it (or load it) to --device; an ONNX export's folder is what the
+    # workers open, so they run onnxruntime too
+    codec = _open_codec(args.codec, "cpu", args.backend)
     opts = TokenizeOptions(
         source=args.input, output=args.output, codec=codec.ref, format=args.format,
         n_codebooks=args.n_codebooks, shard_size=args.shard_size,

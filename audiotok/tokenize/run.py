@@ -174,7 +174,7 @@ def run_worker(opts: TokenizeOptions, plan: Plan, job: dict, codec: Codec, worke
             return
         batch_seconds = opts.batch_seconds
         if batch_seconds is None:
-            batch_seconds = 10.0 if next(codec.parameters()).device.type == "cpu" else 120.0
+            batch_seconds = 10.0 if codec._device().type == "cpu" else 120.0
         dataset = ShardAudio(plan, mine, codec.sample_rate, codec.channels, batch_seconds)
         batches = iter(make_loader(dataset, opts.decode_workers))  # fork before threads start
         dtype = codes_dtype(codec.codebook_sizes)
@@ -245,7 +245,7 @@ def _inference(fn: Callable[[], None]) -> Callable[[], None]:
 
 def _encode_batch(codec: Codec, batch: DecodedBatch, job: dict) -> list[torch.Tensor | str]:
     """Codes of each decoded item, or the reason it could not be encoded."""
-    wavs = [w.to(next(codec.parameters()).device) for w in batch.wavs]
+    wavs = [w.to(codec._device()) for w in batch.wavs]
     try:
         return encode_exact(codec, wavs, job["n_codebooks"], job["chunk_seconds"])
     except (AudiotokError, ValueError, RuntimeError):  # find the item at fault, keep the rest
