@@ -17,6 +17,7 @@ from test_streaming import MIMI, SEANET_CAUSAL, SEANET_LSTM
 
 from audiotok import AudiotokError, Codec, load_codec
 from audiotok.cli import main
+from audiotok.codecs.published.encodec import encodec_24k_config
 from audiotok.codecs.published.mimi import mimi_config
 from audiotok.errors import TokenFileError
 from audiotok.export import export_onnx
@@ -29,8 +30,8 @@ EXPORTABLE = ["seanet-lstm", "seanet-conv", "seanet-causal", "dac", "wavtokenize
               "fsq-stereo", "stft-vocos"]
 NOT_EXPORTABLE = {"stft-spectral": "absolute position", "stft-pitch": "F0 estimator",
                   "stft-harmonic": "F0 estimator"}
-# causal codecs whose step graphs stream: zero padding (SEANet, Mimi-like) and the published
-# Mimi layout (replicate-padded downsampling, depthwise upsampling, moshi's RoPE)
+# causal codecs whose step graphs stream: zero padding (SEANet, Mimi-like), the published
+# Mimi layout (replicate-padded downsampling, depthwise upsampling, moshi's RoPE) and
 SEANET_LSTM_ZERO = {**SEANET_LSTM,
                     "encoder": {**SEANET_LSTM["encoder"], "pad_mode": "constant"},
                     "decoder": {**SEANET_LSTM["decoder"], "pad_mode": "constant"}}
@@ -38,8 +39,12 @@ MIMI_PUBLISHED = mimi_config(
     n_filters=4, ratios=[4, 2], dim=16, layers=2, heads=2, dim_feedforward=32, context=8,
     max_period=10000.0, n_codebooks=4, n_semantic=1, codebook_size=32, codebook_dim=8,
     downsample=2, rope_style="moshi", publisher_padding=False, sample_rate=8000)
-STREAMING = {"mimi": MIMI, "mimi-published": MIMI_PUBLISHED, "seanet-causal-zero": SEANET_CAUSAL,
-             "seanet-lstm-zero": SEANET_LSTM_ZERO}
+# EnCodec 24 kHz's layout: reflect padding (the first step must hold 7 frames here), LSTMs,
+# 1x1 shortcuts, and each encoder layer padding to the input's length (any T offline)
+ENCODEC = {**encodec_24k_config(4, 32, {"n_filters": 4, "strides": [2, 4]}, latent_dim=16),
+           "sample_rate": 8000}
+STREAMING = {"mimi": MIMI, "mimi-published": MIMI_PUBLISHED, "encodec-24khz": ENCODEC,
+             "seanet-causal-zero": SEANET_CAUSAL, "seanet-lstm-zero": SEANET_LSTM_ZERO}
 CONFIGS = {**{name: TINY[name] for name in EXPORTABLE}, **STREAMING}
 
 
@@ -138,10 +143,26 @@ def test_step_graphs_driven_piece_by_piece_equal_offline_torch(exported, name):
         stream.reset()
 
 
+@pytest.mark.parametrize("frames", [1, 3, 6])
+def test_signals_shorter_than_the_first_step_stream_through_the_offline_graphs(exported,
+                                                                             frames):
+    codec, onnx = exported("encodec-24khz")
+    assert onnx.manifest["streaming"]["encoder"]["first_frames"] == 7
+    wav = signal(codec, (frames * codec.hop_length - 3) / codec.sample_rate)
+    tokens = codec.encode(wav)
+    stream = onnx.stream()
+    held = [stream.encode(wav[..., i:i + 5]) for i in range(0, wav.shape[-1], 5)]
+    assert all(h.shape[-1] == 0 for h in held)  # waiting for the first step's 7 frames
+    assert torch.equal(torch.cat([*held, stream.flush()], -1), tokens.codes)
+    assert stream.decode(tokens.codes).shape[-1] == 0
+    out = stream.end_decode()[..., :wav.shape[-1]]
+    torch.testing.assert_close(out, codec.decode(tokens), rtol=0, atol=1e-4)
+
+
 def test_long_inputs_chunk_as_torch_does(exported):
     """Chunked (conv: exact reach; LSTM: 1 s context, as torch) and streamed (causal) long
     inputs give torch's codes; the manifest records the checks made at export."""
-    for name in ("seanet-conv", "seanet-lstm", "mimi"):
+    for name in ("seanet-conv", "seanet-lstm", "mimi", "encodec-24khz"):
         codec, onnx = exported(name)
         wav = signal(codec, 3.1, seed=5)
         ref = codec.encode(wav, chunk_seconds=0.5)

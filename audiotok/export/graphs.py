@@ -20,11 +20,15 @@ tensor (export/step_layers.py), and return the piece's result and the new states
 
     EncodeStepGraph:  wav [B, C, m * hop], states...  -> codes long [B, K, m], states...
     DecodeStepGraph:  codes [B, K, m], states...      -> wav [B, C, m * output_hop], states...
+
+A first call must hold `first_frames` frames (more than one where reflect padding mirrors
+samples ahead at the start of a signal, EnCodec's layout); later calls any number.
 """
 
 from __future__ import annotations
 
 import contextlib
+from fractions import Fraction
 
 from torch import Tensor, nn
 
@@ -105,6 +109,8 @@ class EncodeStepGraph(nn.Module):
         super().__init__()
         self.layers, self.quantizer = step_layers(codec, "encoder"), codec.quantizer
         self.states = self.layers.states
+        # frames the first call must hold (reflect padding mirrors samples ahead)
+        self.first_frames = self.layers.first_frames(Fraction(codec.hop_length))[0]
 
     def forward(self, wav: Tensor, *states: Tensor):
         z, new = self.layers(wav, list(states))
@@ -119,6 +125,7 @@ class DecodeStepGraph(nn.Module):
         super().__init__()
         self.quantizer, self.layers = codec.quantizer, step_layers(codec, "decoder")
         self.states = self.layers.states
+        self.first_frames = self.layers.first_frames(Fraction(1))[0]
 
     def forward(self, codes: Tensor, *states: Tensor):
         wav, new = self.layers(self.quantizer.decode(codes), list(states))

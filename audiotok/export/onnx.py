@@ -12,12 +12,15 @@ from C++ or a browser) runs without torch or audiotok.
 
 Contract for a client (the Python one is export/onnx_codec.py):
   * T must be a whole number of frames (times `frame_multiple`): pad the audio with zeros at
-    the end, as `Codec.encode` does, and keep the true length.
+    the end, as `Codec.encode` does, and keep the true length. Exception: `pads_itself`
+    (EnCodec's layout) takes any T, each layer padding as its publisher's does.
   * Codes hold all K levels; keep the first k rows for fewer codebooks (`n_codebooks`
     lists the counts the quantizer allows). To decode k < K levels, fill rows k..K-1 with -1.
   * Step graphs: every state input starts as zeros of the listed shape ("B" = batch) and
-    each call's state outputs are the next call's inputs; m may change from call to call.
-    The last piece is zero-padded to a whole frame, as offline encoding pads.
+    each call's state outputs are the next call's inputs; m may change from call to call, but
+    the first call must hold `first_frames` frames (EnCodec's reflect padding reads ahead at
+    the start; a signal shorter than that goes through the offline graphs). The last piece
+    is zero-padded to a whole frame, as offline encoding pads.
 
 Every graph is checked at export against the torch codec at lengths other than the traced
 one (tracing can fix a length into a graph) and the figures are written to onnx.json.
@@ -64,10 +67,10 @@ def check_exportable(codec) -> None:
     if codec.config.segment is not None:
         raise AudiotokError(f"cannot export {name} to ONNX: it codes loudness-normalised "
                             f"segments (EnCodec 48 kHz), not yet exported")
-    if getattr(codec.encoder, "pads_itself", False):
-        raise AudiotokError(f"cannot export {name} to ONNX: its encoder pads each layer to the "
-                            f"input's length as its publisher does (EnCodec, SpeechTokenizer, "
-                            f"X-Codec-2), which a traced graph would fix at one length")
+    if getattr(codec.encoder, "pad_samples", 0) or \
+            "lengths" in inspect.signature(codec.encoder.forward).parameters:
+        raise AudiotokError(f"cannot export {name} to ONNX: its encoder's feature extractor "
+                            f"pads each item by its own length (X-Codec-2, NeuCodec)")
     if getattr(codec.encoder, "pitch", False):
         raise AudiotokError(f"cannot export {name} to ONNX: its encoder's F0 estimator (YIN "
                             f"over FFTs, a median of voiced frames) has no ONNX form yet")
@@ -96,8 +99,10 @@ def export_onnx(codec, output, streaming: bool = False, force: bool = False) -> 
         files["encoder_step.onnx"] = _encoder_step_bytes(codec, enc_step)
         files["decoder_step.onnx"] = _decoder_step_bytes(codec, dec_step)
         manifest["streaming"] = {
-            "encoder": {"file": "encoder_step.onnx", "state": _states(enc_step)},
-            "decoder": {"file": "decoder_step.onnx", "state": _states(dec_step)}}
+            "encoder": {"file": "encoder_step.onnx", "first_frames": enc_step.first_frames,
+                        "state": _states(enc_step)},
+            "decoder": {"file": "decoder_step.onnx", "first_frames": dec_step.first_frames,
+                        "state": _states(dec_step)}}
         checks.update(_check_streaming(codec, manifest, files))
     manifest["checks"] = checks
     files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
@@ -187,6 +192,8 @@ def _manifest(codec, levels: list[int]) -> dict:
         "onnxruntime_version": onnxruntime.__version__, "opset": OPSET,
         "source": codec.ref, "spec": codec.spec.to_dict(),
         "output_sample_rate": codec.output_sample_rate, "frame_multiple": codec.frame_multiple,
+        # the encoder pads every layer as its publisher does (EnCodec): it takes any length
+        "pads_itself": bool(getattr(codec.encoder, "pads_itself", False)),
         "n_codebooks": levels,
         "encoder": {"file": "encoder.onnx",
                     "receptive_field": None if enc_reach is None else list(enc_reach)},
@@ -208,6 +215,8 @@ def _check_offline(codec, files: dict, levels: list[int]) -> dict:
     diff = 0.0
     for frames in CHECK_FRAMES:
         wav = _signal(codec, 2, frames, seed=frames)
+        if getattr(codec.encoder, "pads_itself", False):  # any length: check a partial frame
+            wav = wav[..., : wav.shape[-1] - codec.hop_length // 3]
         with torch.no_grad():
             ref = EncodeGraph(codec)(wav)
         got = enc.run(None, {"wav": wav.numpy()})[0]
@@ -245,11 +254,15 @@ def _check_streaming(codec, manifest: dict, files: dict) -> dict:
         audio = codec.decoder(codec.quantizer.decode(ref)).numpy()
     enc = StepRunner(session(files["encoder_step.onnx"]), manifest["streaming"]["encoder"], 2)
     dec = StepRunner(session(files["decoder_step.onnx"]), manifest["streaming"]["decoder"], 2)
-    codes, out, at = [], [], 0
     hop, sizes = codec.hop_length, iter(STREAM_PIECES * STREAM_FRAMES)
+    codes, at = [], 0
     while at < STREAM_FRAMES:
-        m = min(next(sizes), STREAM_FRAMES - at)
+        m = min(max(next(sizes), enc.first_frames if at == 0 else 1), STREAM_FRAMES - at)
         codes.append(enc.run("wav", wav[..., at * hop:(at + m) * hop].numpy()))
+        at += m
+    out, at = [], 0
+    while at < STREAM_FRAMES:
+        m = min(max(next(sizes), dec.first_frames if at == 0 else 1), STREAM_FRAMES - at)
         out.append(dec.run("codes", ref[..., at:at + m].numpy()))  # the decoder alone
         at += m
     codes, out = np.concatenate(codes, -1), np.concatenate(out, -1)

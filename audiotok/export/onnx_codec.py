@@ -164,12 +164,15 @@ class OnnxCodec:
         wav = wav.detach().cpu().float()
         n_frames = max(1, -(-wav.shape[-1] // self.hop_length))
         chunk_frames = self._chunk_frames(chunk_seconds, n_frames)
+        if self.manifest.get("pads_itself") and chunk_frames >= n_frames:
+            # EnCodec's layout takes the waveform as it is, in one piece (as Codec.encode)
+            return self._tokens(self._run_encoder(wav)[:, :n], num_samples)
         x = self._pad_to_frames(wav)
         if chunk_frames < n_frames and self.streams:
             stream = self.stream()
             step = chunk_frames * self.hop_length
             codes = torch.cat([stream.encode(x[..., i:i + step])
-                               for i in range(0, x.shape[-1], step)], -1)
+                               for i in range(0, x.shape[-1], step)] + [stream.flush()], -1)
         else:
             reach = self.encoder.receptive_field()
             if reach is None:
@@ -195,7 +198,8 @@ class OnnxCodec:
         if chunk_frames < codes.shape[-1] and self.streams:
             stream = self.stream(codes.shape[1])
             wav = torch.cat([stream.decode(codes[..., i:i + chunk_frames])
-                             for i in range(0, codes.shape[-1], chunk_frames)], -1)
+                             for i in range(0, codes.shape[-1], chunk_frames)]
+                            + [stream.end_decode()], -1)
             return fit_length(wav, length)
         reach = self.decoder.receptive_field()
         if reach is None:

@@ -18,14 +18,18 @@ state; a zero state is the start of a signal:
 Why zeros are the start of a signal: the offline layers pad with zeros on the left (causal,
 constant padding), and a zero history is that padding; a transposed conv's first frames
 overlap nothing; an LSTM's state starts at zero; the transformer masks key slots before
-position 0. Layers that look ahead at the start (reflect or replicate padding, EnCodec's
-layout) hold their first frames back in torch's streaming; they are refused here. Replicate
-padding repeats the first sample, which the first call has: see ConvStep.
+position 0. Convolutions with replicate or reflect padding (Mimi's downsampling, EnCodec's
+layout) read the signal's first samples (reflect: the ones after the first) instead of a
+history: they carry `started` and take their padding from the first call's input, which
+must therefore hold `first_frames` frames (torch's streaming holds those frames back; an
+ONNX client waits for them, or decodes a shorter signal with the offline graph).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -69,42 +73,53 @@ class StepLayer(nn.Module):
 
     states: list[StateSpec]
 
+    def first_frames(self, rate: Fraction) -> tuple[int, Fraction]:
+        """(frames the first call must hold, samples per frame after this layer), for an
+        input of `rate` samples per codec frame."""
+        return 1, rate
+
 
 class ConvStep(StepLayer):
-    """A causal Conv1d with zero or replicate padding: x [B, C, m * stride] -> [B, C_out, m].
+    """A causal Conv1d: x [B, C, m * stride] -> [B, C_out, m].
 
-    Replicate padding (Mimi's downsampling conv) repeats the signal's first sample: the layer
-    then also carries `started` (int64 [], 0 until its first call), and its first call takes
-    the history from its input instead of the state. Whole frames in, so EnCodec's per-layer
-    right padding (`extra_padding`) adds nothing here."""
+    Zero padding is a zero history. Replicate padding (Mimi's downsampling conv) repeats the
+    signal's first sample and reflect padding (EnCodec) mirrors the samples after it: the
+    layer then also carries `started` (int64 [], 0 until its first call), and its first call
+    takes its padding from its input instead of the state. Whole frames in, so EnCodec's
+    per-layer right padding (`extra_padding`) adds nothing here."""
 
     def __init__(self, conv: Conv1d):
         super().__init__()
         if conv.pad_right:
             raise AudiotokError("a non-causal convolution (it reads samples ahead)")
-        self.replicate = conv.pad_mode == "replicate" and conv.pad_left > 0
-        if conv.pad_mode not in ("constant", "replicate") and conv.pad_left:
-            raise AudiotokError(f"a convolution with {conv.pad_mode} padding (it reads ahead at "
-                                f"the start of a signal; streaming graphs need zero or "
-                                f"replicate padding)")
+        if conv.pad_mode not in ("constant", "replicate", "reflect"):
+            raise AudiotokError(f"a convolution with {conv.pad_mode} padding")
         if not isinstance(conv.norm, nn.Identity):
             raise AudiotokError("a convolution with a norm over the whole signal")
-        self.conv, self.context = conv.conv, conv.pad_left
+        self.conv, self.context, self.stride = conv.conv, conv.pad_left, conv.stride
+        self.mode = conv.pad_mode if self.context else "constant"
         self.states = [StateSpec("history", ("B", self.conv.in_channels, self.context))] \
             if self.context else []
-        if self.replicate:
+        if self.mode != "constant":
             self.states.append(StateSpec("started", (), "int64"))
+
+    def first_frames(self, rate: Fraction) -> tuple[int, Fraction]:
+        # reflect padding reads `context` samples after the first one
+        need = math.ceil((self.context + 1) / rate) if self.mode == "reflect" else 1
+        return need, rate / self.stride
 
     def forward(self, x: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         new = []
         if self.context:
             history = states[0]
-            if self.replicate:
-                first = x[..., :1].expand(-1, -1, self.context)
+            if self.mode != "constant":
+                # (zero-extended: the graph computes this on later calls too, then unused)
+                first = x[..., :1].expand(-1, -1, self.context) if self.mode == "replicate" \
+                    else F.pad(x, (0, self.context))[..., 1:self.context + 1].flip(-1)
                 history = torch.where(states[1] > 0, history, first)
             x = torch.cat([history, x], -1)
             new = [x[..., -self.context:]]
-            if self.replicate:
+            if self.mode != "constant":
                 new.append(torch.ones_like(states[1]))
         c = self.conv
         return F.conv1d(x, c.weight, c.bias, c.stride, 0, c.dilation, c.groups), new
@@ -120,9 +135,12 @@ class TransposedConvStep(StepLayer):
             raise AudiotokError("a non-causal transposed convolution")
         if not isinstance(layer.norm, nn.Identity):
             raise AudiotokError("a transposed convolution with a norm over the whole signal")
-        self.convtr, self.overlap = layer.convtr, overlap
+        self.convtr, self.overlap, self.stride = layer.convtr, overlap, layer.stride
         self.states = [StateSpec("overlap", ("B", self.convtr.out_channels, overlap))] \
             if overlap else []
+
+    def first_frames(self, rate: Fraction) -> tuple[int, Fraction]:
+        return 1, rate * self.stride
 
     def forward(self, x: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.convtr
@@ -144,6 +162,13 @@ class SequenceStep(StepLayer):
         self.layers = nn.ModuleList(layers)
         self.states = [StateSpec(f"{i}.{s.name}", s.shape, s.dtype)
                        for i, layer in enumerate(layers) for s in layer.states]
+
+    def first_frames(self, rate: Fraction) -> tuple[int, Fraction]:
+        most = 1
+        for layer in self.layers:
+            need, rate = layer.first_frames(rate)
+            most = max(most, need)
+        return most, rate
 
     def forward(self, x: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         new, at = [], 0
@@ -172,6 +197,9 @@ class ResidualStep(StepLayer):
         self.parts = SequenceStep([step_layer(block.shortcut),
                                    SequenceStep([step_layer(m) for m in block.block])])
         self.states = self.parts.states
+
+    def first_frames(self, rate: Fraction) -> tuple[int, Fraction]:
+        return max(layer.first_frames(rate)[0] for layer in self.parts.layers), rate
 
     def forward(self, x: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         shortcut, block = self.parts.layers

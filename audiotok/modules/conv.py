@@ -61,18 +61,18 @@ def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
     return F.pad(x, (left, right), mode="reflect")
 
 
-def _reflect_by_index(x: Tensor, left: int, right: int) -> Tensor:
+def _reflect_by_index(x: Tensor, left: int, right) -> Tensor:
     """`pad1d`'s reflect padding as a gather, for ONNX export: the branch on the input's length
     above would be fixed by the trace (and ONNX's reflect Pad refuses inputs shorter than the
-    pad), while these indices follow the traced length. Same values for any length: the input
-    is taken as zero-extended to max(left, right) + 1 samples when shorter, as above."""
-    widest = max(left, right)
-    length = x.shape[-1]  # a traced size: the arithmetic below stays in the graph
-    extended = F.pad(x, (0, widest + 1))
-    n = torch.clamp(torch.as_tensor(length), min=widest + 1)
+    pad), while these indices follow the traced length (and a traced `right`, EnCodec's
+    per-layer padding). Same values for any length: the input is taken as zero-extended to
+    max(left, right) + 1 samples when shorter, as above."""
+    length = torch.as_tensor(x.shape[-1])  # a traced size: the arithmetic stays in the graph
+    n = torch.maximum(length, torch.clamp(torch.as_tensor(right), min=left) + 1)
     index = (torch.arange(length + left + right, device=x.device) - left).abs()
     index = torch.where(index >= n, 2 * (n - 1) - index, index)
-    return extended.index_select(-1, index)
+    picked = x.index_select(-1, torch.minimum(index, length - 1))
+    return torch.where(index < length, picked, torch.zeros_like(picked))
 
 
 def _zero_bias(layer: nn.Module) -> None:
@@ -151,9 +151,16 @@ class Conv1d(nn.Module):
         right = self.pad_right
         if self.extra_padding:
             total = self.pad_left + self.pad_right
-            frames = (x.shape[-1] - self.kernel_span + total) / self.stride + 1
-            ideal = (math.ceil(frames) - 1) * self.stride + (self.kernel_span - total)
-            right += ideal - x.shape[-1]
+            if torch.jit.is_tracing():  # ONNX export: the same in integer graph arithmetic
+                length = torch.as_tensor(x.shape[-1])
+                # ceil((L - span + total) / stride), with a numerator kept >= 0: ONNX's
+                # integer division truncates where torch's floors
+                frames = (length - self.kernel_span + total + self.stride - 1) // self.stride
+                right = right + frames * self.stride + self.kernel_span - total - length
+            else:
+                frames = (x.shape[-1] - self.kernel_span + total) / self.stride + 1
+                ideal = (math.ceil(frames) - 1) * self.stride + (self.kernel_span - total)
+                right += ideal - x.shape[-1]
         return self.norm(self.conv(pad1d(x, self.pad_left, right, self.pad_mode)))
 
 
