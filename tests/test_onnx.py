@@ -336,3 +336,91 @@ def test_cli_backend_onnxruntime_exports_once_into_the_cache(tmp_path, capsys, m
     assert sorted(files["o"]) == sorted(files["t"]) and len(files["o"]) == 3
     for uid, codes in files["o"].items():
         assert np.array_equal(codes, files["t"][uid]), uid
+
+
+# -- the publishers' own models (random weights, their packages) ----------------------------
+
+@pytest.mark.slow
+def test_publishers_encodec_24khz_through_onnxruntime(tmp_path):
+    """EncodecModel.encodec_model_24khz at full size, saved as its release is: onnxruntime's
+    codes (offline at any length, and streamed) against the encodec package's own."""
+    encodec = pytest.importorskip("encodec")
+    from test_published import fill_codebooks
+
+    torch.manual_seed(0)
+    model = encodec.EncodecModel.encodec_model_24khz(pretrained=False).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.01 * torch.randn_like(p))
+        fill_codebooks([layer._codebook for layer in model.quantizer.vq.layers],
+                       model.encoder(0.1 * torch.randn(4, 1, 24000)))
+    torch.save(model.state_dict(), tmp_path / "encodec_24khz-random.th")
+    onnx = load_codec(export_onnx(load_codec(tmp_path / "encodec_24khz-random.th"),
+                                  tmp_path / "onnx", streaming=True))
+    model.set_target_bandwidth(6.0)  # 8 codebooks
+    wav = torch.from_numpy(speechlike(1.3, 24000).T[None])
+    with torch.no_grad():
+        theirs = model.encode(wav)[0][0]
+        audio = model.decode([(theirs, None)])[..., :wav.shape[-1]]
+    ours = onnx.encode(wav, n_codebooks=8)
+    share = equal_frames(ours.codes, theirs)
+    diff = (onnx.decode(ours) - audio).abs().max().item()
+    # streaming zero-pads a partial last frame (as codec.stream() does) where EnCodec pads
+    # each layer: compared on whole frames
+    whole = wav[..., : wav.shape[-1] // 320 * 320]
+    with torch.no_grad():
+        whole_codes = model.encode(whole)[0][0]
+    stream = onnx.stream(n_codebooks=8)
+    streamed = torch.cat([*(stream.encode(whole[..., i:i + 500])
+                            for i in range(0, whole.shape[-1], 500)), stream.flush()], -1)
+    streamed_share = equal_frames(streamed, whole_codes)
+    print(f"\nEnCodec 24 kHz (publisher's model): codes equal on {share:.4%} of "
+          f"{theirs.shape[-1]} frames, audio within {diff:.2e}; streamed {streamed_share:.4%}")
+    assert share >= 0.999 and diff <= 1e-3 and streamed_share >= 0.999
+
+
+@pytest.mark.slow
+def test_publishers_mimi_through_onnxruntime(tmp_path):
+    """moshi's Mimi (the release's architecture, narrower), saved as its safetensors release
+    is: onnxruntime's codes and audio, offline and streamed, against moshi's own."""
+    loaders = pytest.importorskip("moshi.models.loaders")
+    import copy
+
+    from safetensors.torch import save_file
+    from test_mimi import fill_codebooks, perturb
+
+    cfg = copy.deepcopy(loaders._mimi_config)
+    cfg["seanet"].update(n_filters=8, dimension=64)
+    cfg["quantizer"].update(dimension=16, n_q=8, bins=64, input_dimension=64,
+                            output_dimension=64)
+    cfg["transformer"].update(d_model=64, num_layers=2, dim_feedforward=128,
+                              input_dimension=64, output_dimensions=[64])
+    torch.manual_seed(0)
+    model = loaders.get_mimi(None, cfg, num_codebooks=8).eval()
+    g = torch.Generator().manual_seed(1)
+    perturb(model, g)
+    with torch.no_grad():
+        latents = model._encode_to_unquantized_latent(0.3 * torch.randn(4, 1, 48000,
+                                                                        generator=g))
+        groups = [(rvq.input_proj, [layer._codebook for layer in rvq.vq.layers])
+                  for rvq in (model.quantizer.rvq_first, model.quantizer.rvq_rest)]
+        fill_codebooks(latents, groups, ("embedding_sum", "_embedding", "embedding"), g)
+    path = tmp_path / "tokenizer-random.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    onnx = load_codec(export_onnx(load_codec(path), tmp_path / "onnx", streaming=True))
+    wav = 0.3 * torch.randn(2, 1, 23 * 1920, generator=g)
+    with torch.no_grad():
+        theirs = model.encode(wav)
+        audio = model.decode(theirs)
+    ours = onnx.encode(wav)
+    stream = onnx.stream()
+    streamed = torch.cat([*(stream.encode(wav[..., i:i + 3000])
+                            for i in range(0, wav.shape[-1], 3000)), stream.flush()], -1)
+    played = torch.cat([stream.decode(theirs[..., i:i + 2]) for i in range(0, 23, 2)], -1)
+    share, diff = equal_frames(ours.codes, theirs), (onnx.decode(ours) - audio).abs().max()
+    print(f"\nMimi (moshi's model): codes equal on {share:.4%} of {2 * 23} frames, audio "
+          f"within {diff:.2e}; streamed {equal_frames(streamed, theirs):.4%}, audio within "
+          f"{(played - audio).abs().max():.2e}")
+    assert share >= 0.999 and diff <= 1e-3 and equal_frames(streamed, theirs) >= 0.999
+    assert (played - audio).abs().max() <= 1e-3
