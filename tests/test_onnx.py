@@ -7,6 +7,7 @@ The measured equality is printed (pytest -s shows it): codes are compared frame 
 import json
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from audiotok import AudiotokError, Codec, load_codec
 from audiotok.cli import main
 from audiotok.codecs.published.encodec import encodec_24k_config
 from audiotok.codecs.published.mimi import mimi_config
+from audiotok.codecs.published.snac import snac_config
 from audiotok.errors import TokenFileError
 from audiotok.export import export_onnx
 from audiotok.export.onnx_codec import OnnxCodec
@@ -45,7 +47,14 @@ ENCODEC = {**encodec_24k_config(4, 32, {"n_filters": 4, "strides": [2, 4]}, late
            "sample_rate": 8000}
 STREAMING = {"mimi": MIMI, "mimi-published": MIMI_PUBLISHED, "encodec-24khz": ENCODEC,
              "seanet-causal-zero": SEANET_CAUSAL, "seanet-lstm-zero": SEANET_LSTM_ZERO}
-CONFIGS = {**{name: TINY[name] for name in EXPORTABLE}, **STREAMING}
+# SNAC's layout without its noise blocks: frames in groups of 8 (windowed attention, levels
+# pooled over 4 and 2 frames)
+SNAC = {"sampling_rate": 8000, "encoder_dim": 16, "encoder_rates": [2, 4], "decoder_dim": 64,
+        "decoder_rates": [4, 2], "attn_window_size": 8, "codebook_size": 64,
+        "vq_strides": [4, 2, 1]}
+OFFLINE = {**{name: TINY[name] for name in EXPORTABLE},
+           "snac-noise-free": snac_config(Path("snac"), {**SNAC, "noise": False})}
+CONFIGS = {**OFFLINE, **STREAMING}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,7 +96,7 @@ def equal_frames(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a == b).all(1).float().mean().item()
 
 
-@pytest.mark.parametrize("name", [*EXPORTABLE, *STREAMING])
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_onnxruntime_equals_torch(exported, name):
     """Batch of 2 padded items plus single items at lengths that are no whole number of
     frames, the traced length nowhere among them; every allowed codebook count."""
@@ -196,10 +205,12 @@ def test_tokens_pass_between_backends(exported, tmp_path):
 
 
 def test_not_exportable_codecs_say_why(tmp_path):
-    for name, why in NOT_EXPORTABLE.items():
+    configs = {**{name: TINY[name] for name in NOT_EXPORTABLE},
+               "snac": snac_config(Path("snac"), SNAC)}
+    for name, config in configs.items():
         torch.manual_seed(0)
-        with pytest.raises(AudiotokError, match=why):
-            export_onnx(Codec.from_config(dict(TINY[name])), tmp_path / name)
+        with pytest.raises(AudiotokError, match=NOT_EXPORTABLE.get(name, "random noise")):
+            export_onnx(Codec.from_config(dict(config)), tmp_path / name)
         assert not (tmp_path / name).exists()
 
 

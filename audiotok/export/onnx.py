@@ -42,6 +42,7 @@ import torch
 from .. import __version__
 from ..errors import AudiotokError
 from ..fileio import _umask, write_error
+from ..modules.noise import NoiseBlock
 from .graphs import (
     DecodeGraph,
     DecodeStepGraph,
@@ -71,6 +72,10 @@ def check_exportable(codec) -> None:
             "lengths" in inspect.signature(codec.encoder.forward).parameters:
         raise AudiotokError(f"cannot export {name} to ONNX: its encoder's feature extractor "
                             f"pads each item by its own length (X-Codec-2, NeuCodec)")
+    if any(isinstance(m, NoiseBlock) for m in codec.decoder.modules()):
+        raise AudiotokError(f"cannot export {name} to ONNX: its decoder draws random noise "
+                            f"at inference (SNAC's noise blocks), which a graph would draw "
+                            f"from another generator; not exported yet")
     if getattr(codec.encoder, "pitch", False):
         raise AudiotokError(f"cannot export {name} to ONNX: its encoder's F0 estimator (YIN "
                             f"over FFTs, a median of voiced frames) has no ONNX form yet")

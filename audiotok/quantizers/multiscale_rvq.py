@@ -60,8 +60,8 @@ class MultiScaleRVQ(ResidualVQ):
         if s == 1:
             return self.levels[i].quantize(residual, update)
         level = self.levels[i].quantize(F.avg_pool1d(residual, s, s), update)
-        return VQLevel(level.z_q.repeat_interleave(s, dim=-1),
-                       level.codes.repeat_interleave(s, dim=-1), level.commit, level.codebook)
+        return VQLevel(_repeat(level.z_q, s), _repeat(level.codes, s), level.commit,
+                       level.codebook)
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes long [B, k, T], k <= n_codebooks -> z_q [B, D, T]; level j reads every
@@ -72,8 +72,14 @@ class MultiScaleRVQ(ResidualVQ):
         for i in range(k):
             s = self.level_strides[i]
             z = self.levels[i].lookup(codes[:, i, ::s])
-            out = out + (z.repeat_interleave(s, dim=-1)[..., :t] if s > 1 else z)
+            out = out + (_repeat(z, s)[..., :t] if s > 1 else z)
         return out
+
+
+def _repeat(x: Tensor, s: int) -> Tensor:
+    """x [..., T] -> [..., T * s], each value s times in a row (repeat_interleave, which
+    torch's ONNX exporter cannot write for a traced length)."""
+    return x.unsqueeze(-1).expand(*x.shape, s).flatten(-2)
 
 
 @QUANTIZERS.register("msrvq", MultiScaleRVQConfig)
