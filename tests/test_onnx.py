@@ -337,16 +337,19 @@ def test_cli_backend_onnxruntime_exports_once_into_the_cache(tmp_path, capsys, m
     corpus.mkdir()
     for i, seconds in enumerate([0.3, 1.1, 0.05]):
         sf.write(str(corpus / f"{i}.wav"), speechlike(seconds, 8000, seed=i), 8000)
-    for backend, out in [("onnxruntime", "o"), ("torch", "t")]:
+    for backend, out, workers in [("onnxruntime", "o", 1), ("onnxruntime", "o2", 2),
+                                  ("torch", "t", 1)]:
         assert main(["tokenize", str(corpus), "-o", str(tmp_path / out), "--codec", str(recipe),
-                     "--format", "npy", "--backend", backend, "--no-progress"]) == 0
+                     "--format", "npy", "--backend", backend, "--no-progress", "--workers",
+                     str(workers), "--shard-size", "1"]) == 0
     files = {}
-    for out in ("o", "t"):
+    for out in ("o", "o2", "t"):
         index = [json.loads(x) for x in (tmp_path / out / "index.jsonl").read_text().splitlines()]
         files[out] = {r["id"]: np.load(tmp_path / out / r["file"]) for r in index}
-    assert sorted(files["o"]) == sorted(files["t"]) and len(files["o"]) == 3
-    for uid, codes in files["o"].items():
-        assert np.array_equal(codes, files["t"][uid]), uid
+    for out in ("o", "o2"):
+        assert sorted(files[out]) == sorted(files["t"]) and len(files[out]) == 3
+        for uid, codes in files[out].items():
+            assert np.array_equal(codes, files["t"][uid]), uid
 
 
 # -- the publishers' own models (random weights, their packages) ----------------------------
