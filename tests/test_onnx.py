@@ -229,13 +229,26 @@ def test_folder_checks(exported, tmp_path):
         load_codec(folder)
 
 
-def test_exporter_runs_without_the_onnx_package():
-    """The point of tracing.py's shim: `onnx` cannot be installed beside descript-audiotools."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        return  # the export tests above ran without it
-    pytest.skip("onnx is installed here: the shim is not exercised")
+def test_exporter_shim_on_a_small_conv_model():
+    """tracing.py exports with torch's TorchScript exporter without the `onnx` package (which
+    cannot be installed beside descript-audiotools), restores the exporter afterwards, and
+    the graph follows the dynamic axes."""
+    from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
+
+    from audiotok.export.onnx_codec import session
+    from audiotok.export.tracing import onnx_bytes
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 5, padding=2), torch.nn.ELU(),
+                                torch.nn.Conv1d(4, 2, 4, stride=2)).eval()
+    before = onnx_proto_utils._add_onnxscript_fn
+    graph = session(onnx_bytes(model, (torch.randn(1, 1, 40),), {"x": {0: "b", 2: "t"}},
+                               {"y": {0: "b", 2: "f"}}))
+    assert onnx_proto_utils._add_onnxscript_fn is before
+    x = torch.randn(3, 1, 91)
+    with torch.no_grad():
+        np.testing.assert_allclose(graph.run(None, {"x": x.numpy()})[0], model(x).numpy(),
+                                   atol=1e-6)
 
 
 # -- command line ---------------------------------------------------------------------------
