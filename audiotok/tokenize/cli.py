@@ -28,10 +28,10 @@ def add_tokenize(sub) -> None:
                    help="keep the first K codebook levels (lower bitrate); default all")
     p.add_argument("--shard-size", type=positive_int, default=1000,
                    help="utterances per shard (the unit of work and of resume); default 1000")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel encoders on this machine (per torchrun rank): threads of "
                    "one process on a CPU, each with cores/N torch threads; processes on GPUs "
-                   "(one per device); default 1")
+                   "(one per device); default: the cores (per rank) on a CPU, 1 on a GPU")
     p.add_argument("--worker-processes", action="store_true",
                    help="run --workers as separate processes on a CPU too (each starts its "
                    "own Python and torch, and takes whole shards); the default on GPUs")
@@ -48,6 +48,17 @@ def add_tokenize(sub) -> None:
     p.set_defaults(func=cmd_tokenize)
 
 
+def _default_workers(device: str) -> int:
+    """On a CPU one single-threaded encoder per core (per torchrun rank): torch's own
+    threads spin on a busy machine, batch-level threads do not (tokenize/run.py)."""
+    import os
+
+    if not device.startswith("cpu"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
 def cmd_tokenize(args) -> int:
     from ..commands import _check_device, _open_codec
     from .run import TokenizeOptions, tokenize
@@ -60,7 +71,7 @@ def cmd_tokenize(args) -> int:
         source=args.input, output=args.output, codec=codec.ref, format=args.format,
         n_codebooks=args.n_codebooks, shard_size=args.shard_size,
         batch_seconds=args.batch_seconds, chunk_seconds=args.chunk_seconds,
-        workers=args.workers, decode_workers=args.decode_workers, device=args.device,
+        workers=args.workers or _default_workers(args.device), decode_workers=args.decode_workers, device=args.device,
         worker_processes=True if args.worker_processes else None,
         progress=not args.no_progress)
     tokenize(opts, codec)
