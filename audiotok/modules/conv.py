@@ -48,15 +48,74 @@ def _knows_steady(m: nn.Module) -> bool:
 
 
 def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
-    """F.pad that also reflects inputs shorter than the pad (zero-extends them first)."""
+    """F.pad of the last axis that also reflects inputs shorter than the pad (zero-extends
+    them first). x [B, C, L] or [B, C, 1, L]."""
+    rest = (0, 0) * (x.dim() - 3)
     if mode != "reflect":
-        return F.pad(x, (left, right), mode=mode)
+        return F.pad(x, (left, right, *rest), mode=mode)
     length = x.shape[-1]
     extra = max(left, right) - length + 1
     if extra > 0:
-        x = F.pad(x, (0, extra))
-        return F.pad(x, (left, right), mode="reflect")[..., : length + left + right]
-    return F.pad(x, (left, right), mode="reflect")
+        x = F.pad(x, (0, extra, *rest))
+        return F.pad(x, (left, right, *rest), mode="reflect")[..., : length + left + right]
+    return F.pad(x, (left, right, *rest), mode="reflect")
+
+
+# Inference fast path (autograd off, float32 on CPU). Weight norm would be recomputed from
+# g and v on every call (descript-audio-codec and EnCodec do so); here each layer folds it
+# once into a plain weight, kept until one of its parameters changes (data pointer and
+# version counter, as Codec.fingerprint) or the layer goes back to training. A transposed
+# conv also keeps that weight reordered for oneDNN, which otherwise reorders it on every call
+# (75 MB for DAC's first decoder layer); its deconvolution reads channels-last input anyway,
+# so the same kernel runs and the result is the plain path's bit for bit. Regular convs keep
+# PyTorch's layout: oneDNN's channels-last kernels would be faster here (up to 40% on DAC's
+# first layers) but sum in another order, and a last-bit difference flips near-tied codes
+# (measured: one code in EnCodec's parity test), so published codecs would no longer give
+# their publishers' codes. Training (autograd on) takes the plain path unchanged.
+def fast_path(x: Tensor) -> bool:
+    return (not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and torch.backends.mkldnn.is_available())
+
+
+class FoldedWeight:
+    """A conv's weight with weight norm applied, computed once and reused until one of the
+    layer's weight parameters changes; `prepare` may turn it into another form first."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.weight: Tensor | None = None
+
+    def get(self, layer: nn.Module, prepare=None) -> Tensor:
+        params = [p for name, p in layer.named_parameters() if name != "bias"]
+        try:
+            key = tuple((p.data_ptr(), p._version) for p in params)
+        except RuntimeError:  # parameters made under inference_mode have no version counter
+            key = None
+        if key is None or key != self.key:
+            weight = layer.weight.detach()
+            weight = prepare(weight) if prepare is not None else weight
+            if key is None:
+                return weight
+            self.key, self.weight = key, weight
+        return self.weight
+
+    def clear(self) -> None:
+        self.key = self.weight = None
+
+
+def _transpose_conv_fast(x: Tensor, layer: nn.ConvTranspose1d, folded: FoldedWeight) -> Tensor:
+    """layer(x) through oneDNN with the prepacked weight: x [B, C_in, L] -> [B, C_out, L']."""
+    mkldnn = torch.ops.mkldnn
+    args = ([0, layer.padding[0]], [0, layer.output_padding[0]], [1, layer.stride[0]],
+            [1, layer.dilation[0]], layer.groups)
+    x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+    def pack(w: Tensor) -> Tensor:
+        return mkldnn._reorder_convolution_transpose_weight(w.unsqueeze(2), *args,
+                                                            list(x4.shape))
+    y = mkldnn._convolution_transpose_pointwise(x4, folded.get(layer, pack), layer.bias,
+                                                *args, "none", [], "")
+    return y.squeeze(2).contiguous()  # the next conv reads PyTorch's layout
 
 
 def _zero_bias(layer: nn.Module) -> None:
@@ -120,6 +179,12 @@ class Conv1d(nn.Module):
                             and not extra_padding)
         if self.builtin_pad:
             conv.padding = (self.pad_left,)
+        self.folded = FoldedWeight()
+
+    def train(self, mode: bool = True):
+        if mode:  # training recomputes the weight on every call: drop the inference copy
+            self.folded.clear()
+        return super().train(mode)
 
     def reach(self, steady: bool = False) -> Reach:
         """(left, right, stride); `steady`: away from the start of the signal (see below)."""
@@ -129,16 +194,27 @@ class Conv1d(nn.Module):
             right = max(right, self.pad_left)
         return self.pad_left, right, self.stride
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.builtin_pad:
-            return self.norm(self.conv(x))
+    def _right_pad(self, length: int) -> int:
         right = self.pad_right
         if self.extra_padding:
             total = self.pad_left + self.pad_right
-            frames = (x.shape[-1] - self.kernel_span + total) / self.stride + 1
+            frames = (length - self.kernel_span + total) / self.stride + 1
             ideal = (math.ceil(frames) - 1) * self.stride + (self.kernel_span - total)
-            right += ideal - x.shape[-1]
+            right += ideal - length
+        return right
+
+    def forward(self, x: Tensor) -> Tensor:
+        if fast_path(x):
+            return self._infer(x)
+        if self.builtin_pad:
+            return self.norm(self.conv(x))
+        right = self._right_pad(x.shape[-1])
         return self.norm(self.conv(pad1d(x, self.pad_left, right, self.pad_mode)))
+
+    def _infer(self, x: Tensor) -> Tensor:
+        if not self.builtin_pad:
+            x = pad1d(x, self.pad_left, self._right_pad(x.shape[-1]), self.pad_mode)
+        return self.norm(self.conv._conv_forward(x, self.folded.get(self.conv), self.conv.bias))
 
 
 class ConvTranspose1d(nn.Module):
@@ -178,6 +254,12 @@ class ConvTranspose1d(nn.Module):
             convtr.padding = (self.trim_left,)
         self.stride = stride
         self.kernel_size = kernel_size
+        self.folded = FoldedWeight()
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.folded.clear()
+        return super().train(mode)
 
     def frame_reach(self) -> tuple[int, int]:
         """Input frames on each side of frame t that can touch frame t's output samples (exact).
@@ -191,7 +273,10 @@ class ConvTranspose1d(nn.Module):
         return (k - 1 - self.trim_left) // s, (s - 1 + self.trim_left) // s
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.norm(self.convtr(x))
+        if fast_path(x):
+            y = self.norm(_transpose_conv_fast(x, self.convtr, self.folded))
+        else:
+            y = self.norm(self.convtr(x))
         if self.builtin_trim:
             return y
         return y[..., self.trim_left: y.shape[-1] - self.trim_right]
