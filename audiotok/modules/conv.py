@@ -85,16 +85,17 @@ def fast_path(x: Tensor) -> bool:
 
 class FoldedWeight:
     """A conv's weight with weight norm applied, computed once and reused until one of the
-    layer's weight parameters changes; `prepare` may turn it into another form first."""
+    layer's weight parameters changes. `form` names what `prepare` makes of it (another
+    layout), so a layer asked for another form computes that one."""
 
     def __init__(self):
         self.key: tuple | None = None
         self.weight: Tensor | None = None
 
-    def get(self, layer: nn.Module, prepare=None) -> Tensor:
+    def get(self, layer: nn.Module, form: str = "plain", prepare=None) -> Tensor:
         params = [p for name, p in layer.named_parameters() if name != "bias"]
         try:
-            key = (prepare, *((p.data_ptr(), p._version) for p in params))
+            key = (form, *((p.data_ptr(), p._version) for p in params))
         except RuntimeError:  # parameters made under inference_mode have no version counter
             key = None
         if key is None or key != self.key:
@@ -135,8 +136,8 @@ def _transpose_conv_fast(x: Tensor, layer: nn.ConvTranspose1d, folded: FoldedWei
     def pack(w: Tensor) -> Tensor:
         return mkldnn._reorder_convolution_transpose_weight(w.unsqueeze(2), *args,
                                                             list(x4.shape))
-    y = mkldnn._convolution_transpose_pointwise(x4, folded.get(layer, pack), layer.bias,
-                                                *args, "none", [], "")
+    weight = folded.get(layer, "mkldnn", pack)
+    y = mkldnn._convolution_transpose_pointwise(x4, weight, layer.bias, *args, "none", [], "")
     y = y.squeeze(2)
     return y.contiguous() if exact else y  # an exact conv next reads PyTorch's layout
 
@@ -247,8 +248,9 @@ class Conv1d(nn.Module):
         x4 = channels_last_2d(x)
         if not self.builtin_pad:
             x4 = pad1d(x4, self.pad_left, right, self.pad_mode)
-        y = F.conv2d(x4, self.folded.get(conv, channels_last_2d), conv.bias, (1, self.stride),
-                     (0, conv.padding[0]), (1, conv.dilation[0]), conv.groups)
+        weight = self.folded.get(conv, "channels_last", channels_last_2d)
+        y = F.conv2d(x4, weight, conv.bias, (1, self.stride), (0, conv.padding[0]),
+                     (1, conv.dilation[0]), conv.groups)
         return self.norm(y.squeeze(2))
 
 
