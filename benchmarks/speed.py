@@ -26,12 +26,19 @@ Pairs:
 and our other families alone (no reference package on PyPI builds them without a download).
 
 Each row runs in a fresh process (--rounds of them, alternating ours and reference so slow
-drifts of this machine hit both; the best is kept): threads set to --threads, a 1 s warm-up,
-then the best of --repeats timings of encode (waveform -> codes) and decode (codes ->
-waveform) of a --seconds speech-like clip. The reference runs under torch.inference_mode()
-too (its fastest setting); its decode includes the codebook lookup, as ours does. RTF = time / audio duration; the
-ratio column is ours / reference time (below 1 = ours faster). Peak RSS is the process's
-high-water mark over the whole run.
+drifts of this machine hit both): threads set to --threads, a 1 s warm-up, then the best of
+--repeats timings of encode (waveform -> codes) and decode (codes -> waveform) of a
+--seconds speech-like clip. The reference runs under torch.inference_mode() too (its fastest
+setting); its decode includes the codebook lookup, as ours does. RTF = time / audio
+duration, the best over rounds. The ratio columns are ours / reference time (below 1 = ours
+faster), one ratio per round from the processes run back to back, printed as the median and
+its min-max over rounds: on a shared machine the spread says how far to trust the median.
+Peak RSS is the process's high-water mark over the whole run (the highest over rounds).
+
+"ours" is the audiotok of the checkout this script is in (its root goes first on the
+children's PYTHONPATH, ahead of any installed copy). `--baseline DIR` adds another audiotok
+checkout (say `git worktree add /tmp/base main`) as a third implementation in the same
+alternation, so a change is measured before and after in one run against the same reference.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,15 +225,38 @@ def child(impl: str, name: str, seconds: float, repeats: int, weights: Path | No
 
 
 def run_child(impl, name, args, weights: Path | None) -> dict:
+    # ours: this checkout; base: --baseline's; ref: the publisher's package (audiotok unused)
+    root = args.baseline if impl == "base" else ROOT
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", impl, name, "--threads", str(args.threads),
-         "--seconds", str(args.seconds), "--repeats", str(args.repeats),
-         *(["--weights", str(weights)] if weights else [])],
-        check=False, capture_output=True, text=True)
+        [sys.executable, __file__, "--child", "ours" if impl == "base" else impl, name,
+         "--threads", str(args.threads), "--seconds", str(args.seconds),
+         "--repeats", str(args.repeats), *(["--weights", str(weights)] if weights else [])],
+        check=False, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["failed"])[-1]
         return {"error": last}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ratios(rounds: list[dict], refs: list[dict], key: str) -> str:
+    """Median (min-max) over rounds of this implementation's time / the reference's."""
+    r = [a[key] / b[key] for a, b in zip(rounds, refs) if "error" not in a and "error" not in b]
+    if not r:
+        return ""
+    if len(r) == 1:
+        return f"{r[0]:.2f}"
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+
+
+def best(rounds: list[dict]) -> dict:
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[-1]
+    return {**ok[0], "encode_rtf": min(r["encode_rtf"] for r in ok),
+            "decode_rtf": min(r["decode_rtf"] for r in ok),
+            "peak_MB": max(r["peak_MB"] for r in ok)}
 
 
 def main() -> None:
@@ -233,8 +265,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=1,
-                   help="fresh processes per implementation, alternating ours/ref; best kept")
+                   help="fresh processes per implementation, alternating ours/ref")
     p.add_argument("--only", nargs="+", default=None, help="row names to run")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another audiotok checkout, timed in the same rounds as 'base'")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--weights", type=Path, default=None, help=argparse.SUPPRESS)
@@ -246,41 +280,40 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     print(f"torch {torch.__version__}, {args.threads} threads, {args.seconds:g} s clip, "
-          f"best of {args.repeats} x {args.rounds} alternating rounds")
-    head = (f"{'model':24} {'impl':5} {'params':>8} {'enc RTF':>8} {'dec RTF':>8} "
-            f"{'peak MB':>8} {'enc ours/ref':>12} {'dec ours/ref':>12} {'same codes':>10}")
+          f"best of {args.repeats} x {args.rounds} alternating rounds; ratios: median "
+          f"(min-max) over rounds")
+    head = (f"{'model':22} {'impl':5} {'params':>8} {'enc RTF':>8} {'dec RTF':>8} "
+            f"{'peak MB':>8} {'enc /ref':>17} {'dec /ref':>17} {'same codes':>10}")
     print(head)
     rows = []
     for name in list(PAIRS) + list(OURS_ONLY):
         if args.only and name not in args.only:
             continue
         impls = ["ours", "ref"] if name in PAIRS else ["ours"]
+        if args.baseline and name in PAIRS:
+            impls.insert(1, "base")
         weights = release_file(name, tmp) if name in PAIRS else None
-        result: dict[str, dict] = {}
-        for _ in range(args.rounds):  # alternate ours/ref so drift hits both alike
+        runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+        for _ in range(args.rounds):  # alternate the implementations so drift hits all alike
             for impl in impls:
-                r = run_child(impl, name, args, weights)
-                best = result.get(impl)
-                if "error" in r or best is None or "error" in best:
-                    result[impl] = r if best is None or "error" in r else best
-                else:
-                    result[impl] = {**best, **{k: min(best[k], r[k]) for k in
-                                               ("encode_rtf", "decode_rtf")},
-                                    "peak_MB": max(best["peak_MB"], r["peak_MB"])}
-        for impl, r in result.items():
+                runs[impl].append(run_child(impl, name, args, weights))
+        refs = runs.get("ref", [])
+        for impl in impls:
+            r = best(runs[impl])
             if "error" in r:
-                print(f"{name:24} {impl:5} error: {r['error']}", flush=True)
+                print(f"{name:22} {impl:5} error: {r['error']}", flush=True)
                 continue
-            ratio, same = ("", ""), ""
-            o, f = result.get("ours", {}), result.get("ref", {})
-            if impl == "ref" and "error" not in o and "error" not in f:
-                ratio = (f"{o['encode_rtf'] / f['encode_rtf']:.2f}",
-                         f"{o['decode_rtf'] / f['decode_rtf']:.2f}")
-                same = ("yes" if o["codes"] == f["codes"] else "NO") if weights else "n/a"
-            print(f"{name:24} {impl:5} {r['params_M']:>7.2f}M {r['encode_rtf']:>8.4f} "
-                  f"{r['decode_rtf']:>8.4f} {r['peak_MB']:>8.0f} {ratio[0]:>12} {ratio[1]:>12} "
+            enc = dec = same = ""
+            if impl != "ref" and refs:
+                enc = ratios(runs[impl], refs, "encode_rtf")
+                dec = ratios(runs[impl], refs, "decode_rtf")
+                f = best(refs)
+                same = ("n/a" if not weights or "error" in f else
+                        "yes" if r["codes"] == f["codes"] else "NO")
+            print(f"{name:22} {impl:5} {r['params_M']:>7.2f}M {r['encode_rtf']:>8.4f} "
+                  f"{r['decode_rtf']:>8.4f} {r['peak_MB']:>8.0f} {enc:>17} {dec:>17} "
                   f"{same:>10}", flush=True)
-            rows.append({"model": name, "impl": impl, **r})
+            rows.append({"model": name, "impl": impl, **r, "rounds": runs[impl]})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
