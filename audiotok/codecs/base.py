@@ -442,12 +442,7 @@ class Codec(nn.Module):
         check_tokens(self.spec, tokens)
 
     def _chunk_frames(self, chunk_seconds: float | None, n_frames: int) -> int:
-        if chunk_seconds is None:
-            return max(n_frames, 1)
-        if not chunk_seconds > 0 or not math.isfinite(chunk_seconds):  # NaN fails both
-            raise ValueError(f"chunk_seconds must be a positive finite number (or None), got "
-                             f"{chunk_seconds}")
-        return max(1, int(chunk_seconds * self.frame_rate))
+        return chunk_frames(chunk_seconds, n_frames, self.frame_rate)
 
     def _check_wav(self, wav: Tensor) -> None:
         if not isinstance(wav, Tensor) or wav.dim() != 3:
@@ -509,6 +504,17 @@ class Codec(nn.Module):
         if isinstance(config, dict):
             config = from_dict(CodecConfig, config, "model")
         return cls(config)
+
+
+def chunk_frames(chunk_seconds: float | None, n_frames: int, frame_rate: float) -> int:
+    """Frames per chunk for `chunk_seconds` (None: the whole signal); ValueError unless a
+    positive finite number."""
+    if chunk_seconds is None:
+        return max(n_frames, 1)
+    if not chunk_seconds > 0 or not math.isfinite(chunk_seconds):  # NaN fails both
+        raise ValueError(f"chunk_seconds must be a positive finite number (or None), got "
+                         f"{chunk_seconds}")
+    return max(1, int(chunk_seconds * frame_rate))
 
 
 def check_tokens(mine: CodecSpec, tokens: Tokens) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AudiotokError
+from .asr import torch_threads
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 9.01
@@ -44,7 +45,7 @@ class DNSMOS:
             raise AudiotokError(f"--mos dnsmos: {folder} lacks {', '.join(missing)} (the "
                                 f"DNSMOS P.835 and P.808 ONNX files)")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads()
+        opts.intra_op_num_threads = torch_threads()
         try:
             self.p835, self.p808 = (ort.InferenceSession(str(f), opts,
                                                          providers=["CPUExecutionProvider"])
@@ -103,8 +104,3 @@ def load_mos(ref: str) -> DNSMOS:
                             "--mos dnsmos:DIR with sig_bak_ovr.onnx and model_v8.onnx") from None
     return DNSMOS(Path(speechmos.__file__).parent / "dnsmos_models")
 
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()

@@ -13,13 +13,12 @@ papers that report SIM with WavLM-TDNN-style verifiers use.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AudiotokError
-from .asr import SAMPLE_RATE, _first_line
+from .asr import SAMPLE_RATE, _first_line, _offline
 
 
 class ResemblyzerSpeaker:
@@ -48,7 +47,7 @@ class XVectorSpeaker:
 
         self.name = Path(ref).name if Path(ref).is_dir() else ref
         self.device = device
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        offline = _offline()
         try:
             self.extractor = AutoFeatureExtractor.from_pretrained(ref, local_files_only=offline)
             self.model = AutoModelForAudioXVector.from_pretrained(

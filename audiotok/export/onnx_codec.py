@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..codecs.base import DEFAULT_CHUNK_SECONDS, _lengths, check_tokens, fit_length
+from ..codecs.base import (
+    DEFAULT_CHUNK_SECONDS,
+    _lengths,
+    check_tokens,
+    chunk_frames,
+    fit_length,
+)
 from ..codecs.chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from ..errors import AudiotokError
 from ..tokens import CodecSpec, Tokens
@@ -249,12 +255,7 @@ class OnnxCodec:
         return torch.nn.functional.pad(wav, (0, padded - wav.shape[-1]))
 
     def _chunk_frames(self, chunk_seconds: float | None, n_frames: int) -> int:
-        if chunk_seconds is None:
-            return max(n_frames, 1)
-        if not chunk_seconds > 0 or not math.isfinite(chunk_seconds):  # NaN fails both
-            raise ValueError(f"chunk_seconds must be a positive finite number (or None), got "
-                             f"{chunk_seconds}")
-        return max(1, int(chunk_seconds * self.frame_rate))
+        return chunk_frames(chunk_seconds, n_frames, self.frame_rate)
 
     def check_tokens(self, tokens: Tokens) -> None:
         """Raise TokenFileError unless `tokens` were made by these weights (through torch or
