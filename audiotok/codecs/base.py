@@ -23,7 +23,8 @@ from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError, TokenFileError
 from ..fileio import atomic_path
 from ..modules.conv import allow_reordered_sums
-from ..quantizers import QUANTIZERS
+from ..quantizers import QUANTIZERS, QuantizerOutput
+from ..quantizers.perturb import Perturbation, perturb_codes
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
@@ -234,7 +235,8 @@ class Codec(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, wav: Tensor, n_codebooks: int | None = None,
-                semantic_audio: bool = False) -> CodecOutput:
+                semantic_audio: bool = False, perturb: Perturbation | None = None
+                ) -> CodecOutput:
         """wav [B, C, T] at `sample_rate` -> CodecOutput with audio [B, C, output_samples(T)]
         at `output_sample_rate`; T is padded to whole frames (by the encoder itself for
         `pads_itself` encoders, as in `encode`), the output cut back to the input's span.
@@ -242,7 +244,9 @@ class Codec(nn.Module):
         A codec that decodes at another rate (NeuCodec: 16 kHz in, 24 kHz out) is trained
         against a target at its output rate, which the trainer resamples to make `wav`
         (train/rates.py). `semantic_audio` also decodes the semantic part alone, inside this
-        call so that DistributedDataParallel sees every use of the decoder's weights."""
+        call so that DistributedDataParallel sees every use of the decoder's weights.
+        `perturb` has the decoder read perturbed codes (`_perturbed`); the codes, losses and
+        semantic part returned stay those of the quantizer."""
         self._check_training_input(wav)
         length = self.output_samples(wav.shape[-1])
         # an encoder with its publisher's own padding frames the waveform as `encode` does
@@ -254,15 +258,18 @@ class Codec(nn.Module):
             x, scale = unit_loudness(x)  # train on what inference codes (codecs/segments.py)
         latents = self.encoder(x)
         q = self.quantizer(latents, n_codebooks)
-        losses = dict(q.losses)
+        losses, metrics = dict(q.losses), dict(q.metrics)
+        z_q = q.z_q
+        if perturb is not None:
+            z_q, metrics["perturb/changed"] = self._perturbed(q, perturb)
         # decoders with a loss of their own (the spectral decoder's magnitude loss) see the
         # padded input through `forward_train`
         forward_train = getattr(self.decoder, "forward_train", None)
         if forward_train is not None:
-            audio, decoder_losses = forward_train(q.z_q, x)
+            audio, decoder_losses = forward_train(z_q, x)
             losses.update(decoder_losses)
         else:
-            audio = self.decoder(q.z_q)
+            audio = self.decoder(z_q)
         audio = fit_length(audio if scale is None else audio * scale, length)
         sem_audio = None
         if semantic_audio:
@@ -271,8 +278,21 @@ class Codec(nn.Module):
                                  f"decode alone (use an rvq or split_rvq quantizer)")
             sem = self.decoder(q.semantic)
             sem_audio = fit_length(sem if scale is None else sem * scale, length)
-        return CodecOutput(audio, q.codes, latents, q.z_q, losses, q.metrics, q.semantic,
+        return CodecOutput(audio, q.codes, latents, z_q, losses, metrics, q.semantic,
                            sem_audio)
+
+    def _perturbed(self, q: QuantizerOutput, perturb: Perturbation) -> tuple[Tensor, Tensor]:
+        """z_q of the codes with a fraction replaced (quantizers/perturb.py), and the fraction
+        of codes changed. As RobusTok's `add_perturbation` (z + (perturbed - z).detach()),
+        the value is the perturbed codes' latent and the gradient the straight-through one
+        of the unperturbed z_q: z_q + decode(perturbed) - decode(codes). Rows an item left
+        out under quantizer dropout are not perturbed, so for every residual quantizer (whose
+        decode sums its rows) this is the perturbed sum of the rows the item used."""
+        codes = perturb_codes(self.quantizer, q.codes, perturb, q.active)
+        with torch.no_grad():
+            delta = self.quantizer.decode(codes) - self.quantizer.decode(q.codes)
+        changed = (codes != q.codes).float().mean()
+        return q.z_q + delta.to(q.z_q.dtype), changed
 
     def _check_training_input(self, wav: Tensor) -> None:
         """Shape checks only: `_check_wav`'s finiteness test would wait for the device on

@@ -125,6 +125,9 @@ class KMeansQuantizer(Quantizer):
         check_code_rows(codes, 1)
         return self.centroids[codes[:, 0]].transpose(1, 2)
 
+    def code_vectors(self) -> list[Tensor]:
+        return [self.centroids]
+
 
 @ENCODERS.register("ssl", SSLEncoderConfig)
 def build_ssl_encoder(cfg: SSLEncoderConfig, channels: int, latent_dim: int) -> SSLEncoder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..argtypes import positive_int
+from ..argtypes import nonneg_int, positive_int
 from ..commands import CODEC_HELP
 from ..errors import AudiotokError
 
@@ -46,6 +46,17 @@ def add_eval(sub) -> None:
     p.add_argument("--mos", default=None, metavar="NAME",
                    help="no-reference MOS: 'dnsmos' (the speechmos package's ONNX files) or "
                    "'dnsmos:DIR'")
+    p.add_argument("--perturb", action="append", default=[], metavar="F[,F...]",
+                   help="also score each codec with this fraction of its tokens replaced "
+                   "before decoding, e.g. 0.05,0.1: quality under an LM's token errors "
+                   "(RobusTok's pFID for audio); rows named CODEC@K~F")
+    p.add_argument("--perturb-mode", choices=("near", "random"), default="near",
+                   help="replacement codes: one of the nearest codewords (default) or any "
+                   "other code")
+    p.add_argument("--perturb-neighbours", type=positive_int, default=16, metavar="N",
+                   help="near mode: draw among the N nearest codewords (default 16)")
+    p.add_argument("--perturb-seed", type=nonneg_int, default=0, metavar="S",
+                   help="seed of the perturbation (with each clip's samples; default 0)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -63,6 +74,26 @@ def parse_counts(values: list[str]) -> list[int] | None:
                 raise AudiotokError(f"--n-codebooks: {k} must be at least 1")
             counts.add(k)
     return sorted(counts) or None
+
+
+def parse_fractions(values: list[str]) -> list[float]:
+    """["0.05,0.1", "0.2"] -> [0.05, 0.1, 0.2] (sorted, unique); 0 is the unperturbed row
+    every codec has anyway, so it adds none."""
+    fractions: set[float] = set()
+    for value in values:
+        for part in value.split(","):
+            text = part.strip()
+            try:
+                f = float(text)
+            except ValueError:
+                raise AudiotokError(f"--perturb: '{text}' is not a number (expected "
+                                    f"fractions of tokens such as 0.05,0.1)") from None
+            if not 0 <= f <= 1:  # NaN fails too
+                raise AudiotokError(f"--perturb: {text} is not a fraction of tokens "
+                                    f"between 0 and 1")
+            if f:
+                fractions.add(f)
+    return sorted(fractions)
 
 
 def cmd_eval(args) -> int:
@@ -83,7 +114,9 @@ def cmd_eval(args) -> int:
                      n_codebooks=parse_counts(args.n_codebooks), baselines=baselines,
                      max_clips=args.max_clips, device=args.device,
                      probe_units=args.probe_units, asr=args.asr,
-                     speaker_model=args.speaker_model, mos=args.mos)
+                     speaker_model=args.speaker_model, mos=args.mos,
+                     perturb=parse_fractions(args.perturb), perturb_mode=args.perturb_mode,
+                     perturb_neighbours=args.perturb_neighbours, perturb_seed=args.perturb_seed)
     result = evaluate(cfg)
     if not result.clips:
         reasons = "; ".join(f"{e['clip']}: {e['reason']}" for e in result.excluded[:3])

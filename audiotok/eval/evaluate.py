@@ -14,6 +14,12 @@ With `asr`, `speaker_model` or `mos`, each output (and the original, its own "or
 is also judged by those models: WER/CER of the ASR's transcript against the manifest's `text`,
 speaker similarity to the original, DNSMOS (audiotok.eval.judges).
 
+With `perturb` (fractions such as [0.05, 0.1]), every codec system also runs with that
+fraction of its tokens replaced before decoding (near or random codes, seeded per clip:
+audiotok.quantizers.perturb), as its own row ("perturb" > 0): how the codec's quality holds
+when an LM gets some tokens wrong, the audio analogue of RobusTok's pFID (Qiu et al. 2025).
+With one seed, the tokens changed at a fraction include those changed at any lower one.
+
 With `probe_units` (a file from `audiotok kmeans`), every neural codec's codes at all its levels
 are also paired with the SSL k-means units of each scored clip, and each row of that codec gets
 "content_probe": per-level mutual information with the units (and with the manifest's
@@ -22,6 +28,7 @@ speakers, where given); see audiotok.distill.probe.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 from collections.abc import Callable
@@ -35,6 +42,7 @@ from ..audio import load_audio, resample
 from ..errors import AudioError, AudiotokError
 from . import baselines as _baselines
 from . import metrics as M
+from .robustness import check_perturb, perturbed_tokens
 
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
 MIN_SECONDS = 0.25  # PESQ refuses shorter signals (BufferTooShortError)
@@ -62,6 +70,10 @@ class EvalConfig:
     asr: str | None = None            # audiotok.eval.asr.load_asr
     speaker_model: str | None = None  # audiotok.eval.speaker.load_speaker_model
     mos: str | None = None            # audiotok.eval.mos.load_mos
+    perturb: list[float] = field(default_factory=list)  # fractions of tokens replaced
+    perturb_mode: str = "near"        # near | random (audiotok.quantizers.perturb)
+    perturb_neighbours: int = 16
+    perturb_seed: int = 0
 
 
 @dataclass
@@ -74,6 +86,7 @@ class SystemOutput:
     kbps: float
     tokens_per_second: float | None = None
     codes: torch.Tensor | None = None
+    perturbed: float | None = None  # fraction of the codes changed before decoding
 
 
 @dataclass
@@ -86,6 +99,7 @@ class System:
     codec: str | None = None
     n_codebooks: int | None = None
     codebook_sizes: list[int] | None = None
+    perturb: float | None = None  # fraction of tokens perturbed; None for baselines
 
 
 @dataclass
@@ -148,19 +162,39 @@ def _codec_input(codec, wav: np.ndarray, sr: int, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
 
 
-def _codec_systems(codec, label: str, n_list: list[int] | None, device: str) -> list[System]:
-    counts = n_list or list(range(1, codec.n_codebooks + 1))
+def _codec_systems(codec, label: str, cfg: EvalConfig) -> list[System]:
+    """One system per codebook count, and with `cfg.perturb` one per count and fraction (its
+    tokens perturbed before decoding, named e.g. "tiny@8~0.1"); the encoding of a clip is
+    shared by a count's systems."""
+    counts = cfg.n_codebooks or list(range(1, codec.n_codebooks + 1))
     for n in counts:
         codec.quantizer.check_n_codebooks(n)  # a clear error before any clip is processed
+    if cfg.perturb and cfg.perturb_mode == "near":
+        try:
+            codec.quantizer.code_vectors()
+        except NotImplementedError as e:
+            raise AudiotokError(f"--perturb-mode near: {e}; use --perturb-mode random") from None
     systems = []
     for n in counts:
-        def run(wav: np.ndarray, sr: int, n: int = n) -> SystemOutput:
-            tokens = codec.encode(_codec_input(codec, wav, sr, device), n)
+        encoded: dict = {}  # the last clip's tokens: (clip array, Tokens)
+
+        def run(wav: np.ndarray, sr: int, n: int = n, fraction: float = 0.0,
+                encoded: dict = encoded) -> SystemOutput:
+            if encoded.get("wav") is not wav:
+                encoded.update(wav=wav, tokens=codec.encode(_codec_input(codec, wav, sr,
+                                                                          cfg.device), n))
+            tokens, changed = encoded["tokens"], None
+            if fraction:
+                tokens, changed = perturbed_tokens(codec, tokens, fraction, wav, cfg)
             y = codec.decode(tokens)[0].mean(0).double().cpu().numpy()
             return SystemOutput(y, codec.output_sample_rate, tokens.bitrate / 1000,
-                                tokens.tokens_per_second, tokens.codes[0].cpu())
-        systems.append(System(f"{label}@{n}", "codec", run, codec=label, n_codebooks=n,
-                              codebook_sizes=list(codec.codebook_sizes[:n])))
+                                tokens.tokens_per_second, tokens.codes[0].cpu(), changed)
+        for fraction in [0.0, *cfg.perturb]:
+            name = f"{label}@{n}" + (f"~{fraction:g}" if fraction else "")
+            systems.append(System(name, "codec", functools.partial(run, fraction=fraction),
+                                  codec=label, n_codebooks=n,
+                                  codebook_sizes=list(codec.codebook_sizes[:n]),
+                                  perturb=fraction))
     return systems
 
 
@@ -184,6 +218,8 @@ def score(ref: np.ndarray, out: SystemOutput) -> dict:
     a = M.align(ref, out.wav, int(MAX_SHIFT_SECONDS * sr))
     res: dict = {"kbps": out.kbps, "tokens_per_second": out.tokens_per_second,
                  "delay": a.delay, "delay_ms": 1000 * a.delay / sr, "undefined": {}}
+    if out.perturbed is not None:
+        res["perturbed_fraction"] = out.perturbed
     for name, s in (("pesq_wb", M.pesq_wb(a.ref, a.est, sr)),
                     ("pesq_nb", M.pesq_nb(a.ref, a.est, sr)),
                     ("stoi", M.stoi(a.ref, a.est, sr))):
@@ -228,6 +264,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         raise AudiotokError("nothing to evaluate: give --codec and/or --baselines")
     if cfg.probe_units and not cfg.codecs:
         raise AudiotokError("--probe-units probes neural codecs: give at least one --codec")
+    if cfg.perturb and not cfg.codecs:
+        raise AudiotokError("--perturb perturbs neural codecs' tokens: give at least one "
+                            "--codec")
+    check_perturb(cfg)
     settings = parse_baselines(cfg.baselines)
     labeller = None
     if cfg.probe_units:  # a bad units file fails before any codec loads or clip is read
@@ -242,7 +282,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     systems, probes = [], []
     for ref, label in zip(cfg.codecs, _labels(cfg.codecs)):
         codec = load_codec(ref, device=cfg.device)
-        systems += _codec_systems(codec, label, cfg.n_codebooks, cfg.device)
+        systems += _codec_systems(codec, label, cfg)
         if labeller is not None:
             from ..distill.probe import ContentProbe
 
@@ -295,6 +335,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
                 row["content_probe"] = result
     config = {"codecs": list(cfg.codecs), "data": str(cfg.data), "n_codebooks": cfg.n_codebooks,
               "baselines": settings, "max_clips": cfg.max_clips, "probe_units": cfg.probe_units,
+              "perturb": ({"fractions": list(cfg.perturb), "mode": cfg.perturb_mode,
+                           "neighbours": cfg.perturb_neighbours, "seed": cfg.perturb_seed}
+                          if cfg.perturb else None),
               "max_shift_seconds": MAX_SHIFT_SECONDS, "min_seconds": MIN_SECONDS,
               "n_clips_found": len(index.items) + len(index.skipped),
               "n_clips_scored": len(clips), **judges.describe(),
@@ -310,6 +353,7 @@ def _original_row(scores: list[dict]) -> dict:
     metrics = {m: {"mean": None, "n": 0, "n_undefined": 0} for m in METRICS}
     metrics.update(pool(scores))
     return {"name": "original", "kind": "reference", "codec": None, "n_codebooks": None,
+            "perturb": None,
             "n_clips": len(scores), "kbps": None, "tokens_per_second": None,
             "delay_ms": None, "metrics": metrics}
 
@@ -367,13 +411,16 @@ def _pool(system: System, clips: list[dict], codes: list[torch.Tensor]) -> dict:
     """Means over the scored clips; each metric counts the clips where it was undefined."""
     scores = [c["systems"][system.name] for c in clips]
     row = {"name": system.name, "kind": system.kind, "codec": system.codec,
-           "n_codebooks": system.n_codebooks, "n_clips": len(scores),
+           "n_codebooks": system.n_codebooks, "perturb": system.perturb,
+           "n_clips": len(scores),
            "kbps": _mean([s["kbps"] for s in scores]),
            "tokens_per_second": _mean([s["tokens_per_second"] for s in scores]),
            # the median of the clips' delays, in ms (a codec's delay is one number; the
            # spread of the per-clip values is the alignment's own error)
            "delay_ms": float(np.median([s["delay_ms"] for s in scores])) if scores else None,
            "metrics": {}}
+    if system.perturb:  # the fraction actually changed (each token draws independently)
+        row["perturbed_fraction"] = _mean([s.get("perturbed_fraction") for s in scores])
     for m in METRICS:
         values = [s[m] for s in scores if s[m] is not None]
         row["metrics"][m] = {"mean": _mean(values), "n": len(values),

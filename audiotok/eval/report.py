@@ -1,7 +1,8 @@
 """Write an `EvalResult` to a folder: report.json (every number), report.md and report.html
 (one table row per system, and with a content probe a "Content per level" table), quality.png
-(PESQ-WB and STOI against bitrate) and spectrogram comparisons of the first clip. Every file
-is written atomically."""
+(PESQ-WB and STOI against bitrate), with `--perturb` robustness.png (mel distance, STOI and
+PESQ-WB against the fraction of tokens perturbed) and spectrogram comparisons of the first
+clip. Every file is written atomically."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ COLUMNS = (("kbps", "kbps", 3), ("tokens/s", "tokens_per_second", 1),
            ("PESQ-WB", "pesq_wb", 2), ("PESQ-NB", "pesq_nb", 2), ("STOI", "stoi", 3),
            ("SI-SDR (dB)", "si_sdr", 2), ("mel dist", "mel_distance", 3),
            ("delay (ms)", "delay_ms", 1))
-ROW_KEYS = ("kbps", "tokens_per_second", "delay_ms")  # in the row itself, not its metrics
+ROW_KEYS = ("kbps", "tokens_per_second", "delay_ms", "perturb")  # in the row, not its metrics
+# shown when some row has perturbed tokens: the nominal fraction (audiotok eval --perturb)
+PERTURB_COLUMN = ("perturbed", "perturb", 2)
+# panels of robustness.png
+ROBUSTNESS_PLOTS = (("mel_distance", "mel distance (lower is better)"), ("stoi", "STOI"),
+                    ("pesq_wb", "PESQ-WB"))
 # the judges' columns, shown when any row has them (audiotok.eval.judges)
 JUDGE_COLUMNS = (("WER", "wer", 3), ("CER", "cer", 3), ("SIM", "sim", 3),
                  ("DNSMOS", "dnsmos_ovrl", 2), ("DNSMOS SIG", "dnsmos_sig", 2))
@@ -41,6 +47,8 @@ def write_report(result: EvalResult, out_dir) -> list[Path]:
     atomic_write_bytes(out / "report.md", _markdown(result, table).encode())
     written = [out / "report.json", out / "report.md"]
     written.append(_plot_quality(result.rows, out / "quality.png"))
+    if _perturbed(result.rows):
+        written.append(_plot_robustness(result.rows, out / "robustness.png"))
     written += _plot_spectrograms(result, out)
     atomic_write_bytes(out / "report.html", _html(result, out / "quality.png").encode())
     written.append(out / "report.html")
@@ -64,9 +72,15 @@ def _cell(row: dict, key: str, digits: int) -> str:
 
 
 def columns(rows: list[dict]) -> tuple:
-    """The fixed columns, then each judge's where some row measured it."""
-    return COLUMNS + tuple(c for c in JUDGE_COLUMNS
-                           if any(c[1] in r["metrics"] for r in rows))
+    """The fixed columns (after "perturbed" where tokens were perturbed), then each judge's
+    where some row measured it."""
+    head = (PERTURB_COLUMN,) if _perturbed(rows) else ()
+    return head + COLUMNS + tuple(c for c in JUDGE_COLUMNS
+                                  if any(c[1] in r["metrics"] for r in rows))
+
+
+def _perturbed(rows: list[dict]) -> bool:
+    return any(r.get("perturb") for r in rows)
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
@@ -147,7 +161,10 @@ def _markdown(result: EvalResult, table: str) -> str:
               f"{cfg['n_clips_found']} found. Means over scored clips; \"n/a\" counts clips "
               f"where a metric is undefined. Outputs are delay-aligned per clip (on band "
               f"energies, then the waveform); \"delay\" is the median over the clips."),
-             "", *_judges_text(cfg), table, "", "![quality](quality.png)", ""]
+             "", *_judges_text(cfg), *_perturb_text(cfg), table, "",
+             "![quality](quality.png)", ""]
+    if _perturbed(result.rows):
+        parts += ["![robustness](robustness.png)", ""]
     probe = probe_table_rows(result.rows)
     if probe:
         header, *body = probe
@@ -160,6 +177,20 @@ def _markdown(result: EvalResult, table: str) -> str:
         parts += [f"- `{e['clip']}`: {e['reason']}" for e in result.excluded]
         parts.append("")
     return "\n".join(parts)
+
+
+def _perturb_text(cfg: dict) -> list[str]:
+    """A paragraph on the perturbed rows, when there are any."""
+    p = cfg.get("perturb")
+    if not p:
+        return []
+    how = (f"one of the {p['neighbours']} codewords nearest its own" if p["mode"] == "near"
+           else "another code of its level, uniformly")
+    text = (f"Rows `CODEC@K~F` decode the codec's tokens with each token replaced, with "
+            f"probability F, by {how} (seed {p['seed']} with each clip's samples): quality "
+            f"under an LM's token errors. report.json gives the fraction actually changed "
+            f"(`perturbed_fraction`).")
+    return [text, ""]
 
 
 def _judges_text(cfg: dict) -> list[str]:
@@ -190,6 +221,12 @@ def _html(result: EvalResult, plot: Path) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
     img = base64.b64encode(plot.read_bytes()).decode()
+    robust = plot.parent / "robustness.png"
+    robustness = ""
+    if _perturbed(result.rows) and robust.is_file():
+        robustness = (f"<p>{esc(' '.join(_perturb_text(result.config))).replace('`', '')}</p>"
+                      f"<p><img alt='quality vs perturbed tokens' src='data:image/png;base64,"
+                      f"{base64.b64encode(robust.read_bytes()).decode()}'></p>")
     excluded = "".join(f"<li><code>{esc(e['clip'])}</code>: {esc(e['reason'])}</li>"
                        for e in result.excluded)
     probe = probe_table_rows(result.rows)
@@ -209,7 +246,7 @@ def _html(result: EvalResult, plot: Path) -> str:
             f"{result.config['n_clips_scored']} clips scored.</p>"
             f"<table><tr>{head}</tr>{rows}</table>"
             f"<p><img alt='quality vs bitrate' src='data:image/png;base64,{img}'></p>"
-            + content + (f"<h2>Excluded clips</h2><ul>{excluded}</ul>" if excluded else "")
+            + robustness + content + (f"<h2>Excluded clips</h2><ul>{excluded}</ul>" if excluded else "")
             + "</body></html>\n")
 
 
@@ -249,7 +286,8 @@ def _plot_quality(rows: list[dict], path: Path) -> Path:
         codecs = dict.fromkeys(r["codec"] for r in rows if r["kind"] == "codec")
         for codec in codecs:
             pts = sorted((r["kbps"], _mean_of(r, metric)) for r in rows
-                         if r["codec"] == codec and _mean_of(r, metric) is not None)
+                         if r["codec"] == codec and not r.get("perturb")
+                         and _mean_of(r, metric) is not None)
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=codec)
         for r in rows:
@@ -264,6 +302,31 @@ def _plot_quality(rows: list[dict], path: Path) -> Path:
         if codecs or level is not None:
             ax.legend(fontsize=8)
     fig.suptitle("quality vs bitrate")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _plot_robustness(rows: list[dict], path: Path) -> Path:
+    """Mel distance, STOI and PESQ-WB against the fraction of tokens perturbed: a line per
+    codec and codebook count, from its unperturbed row (0) through its perturbed ones."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(ROBUSTNESS_PLOTS), figsize=(5.5 * len(ROBUSTNESS_PLOTS),
+                                                                 4.2), squeeze=False)
+    systems = dict.fromkeys((r["codec"], r["n_codebooks"]) for r in rows if r["kind"] == "codec")
+    for ax, (metric, label) in zip(axes[0], ROBUSTNESS_PLOTS):
+        for codec, n in systems:
+            pts = sorted((r["perturb"] or 0.0, _mean_of(r, metric)) for r in rows
+                         if (r["codec"], r["n_codebooks"]) == (codec, n)
+                         and _mean_of(r, metric) is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{codec}@{n}")
+        ax.set_xlabel("fraction of tokens perturbed")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if systems:
+            ax.legend(fontsize=8)
+    fig.suptitle("quality vs perturbed tokens")
     _save(fig, path)
     plt.close(fig)
     return path

@@ -22,6 +22,8 @@ class QuantizerOutput:
     metrics: named scalars for logging only ("vq/usage/0", "vq/perplexity/0", ...)
     semantic: float [B, D, T] the part of z_q that distillation heads read: the semantic
               levels of a split RVQ, level 0 of a residual VQ; None for the others
+    active:   long [B] how many of the leading code rows each item's z_q sums (quantizer
+              dropout in training); None when every item uses all rows of `codes`
     """
 
     z_q: Tensor
@@ -29,6 +31,7 @@ class QuantizerOutput:
     losses: dict[str, Tensor] = field(default_factory=dict)
     metrics: dict[str, Tensor] = field(default_factory=dict)
     semantic: Tensor | None = None
+    active: Tensor | None = None
 
 
 class Quantizer(nn.Module):
@@ -41,6 +44,15 @@ class Quantizer(nn.Module):
 
     dim: int
     codebook_sizes: list[int]
+    # Set by `hold_state` (a post-training that fine-tunes the decoder alone): training mode
+    # keeps its quantizer dropout, but codebooks, usage counts and k-means state stay as
+    # they are, so the codes of the frozen encoder never change.
+    state_held: bool = False
+
+    @property
+    def updates_state(self) -> bool:
+        """Whether a forward pass may update codebooks and usage (training, state not held)."""
+        return self.training and not self.state_held
 
     @property
     def n_codebooks(self) -> int:
@@ -66,3 +78,17 @@ class Quantizer(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """codes long [B, K, T] with K <= n_codebooks -> z_q [B, D, T]."""
         raise NotImplementedError
+
+    def code_vectors(self) -> list[Tensor]:
+        """Per code row k, float [codebook_sizes[k], C_k]: the vectors its codes stand for,
+        in the space the search compares them (l2-normalised where it searches by cosine);
+        "near" token perturbation (quantizers/perturb.py) draws neighbours there."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its code vectors")
+
+
+def hold_state(quantizer: Quantizer) -> None:
+    """Freeze the codebook state of `quantizer` and every quantizer inside it (see
+    `Quantizer.state_held`); its parameters' requires_grad is the caller's business."""
+    for module in quantizer.modules():
+        if isinstance(module, Quantizer):
+            module.state_held = True

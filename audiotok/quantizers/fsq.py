@@ -153,6 +153,11 @@ class FiniteScalarQuantizer(Quantizer):
         check_code_rows(codes, self.n_codebooks)
         return self.project_out(self.codes_to_latent(codes))
 
+    def code_vectors(self) -> list[Tensor]:
+        """The grid points [prod(levels), d] the codes index (before the out projection)."""
+        codes = torch.arange(self.codebook_sizes[0], device=self.basis.device)
+        return [self.codes_to_latent(codes[None, None])[0].T]
+
 
 @QUANTIZERS.register("fsq", FSQConfig)
 def build_fsq(cfg: FSQConfig, dim: int) -> FiniteScalarQuantizer:

@@ -77,7 +77,7 @@ class GroupedResidualVQ(Quantizer):
                 z.shape[0], n_levels, self.cfg.quantizer_dropout, z.device
             )
         parts = z.chunk(self.cfg.groups, dim=1)
-        results = [rvq.quantize(part, n_levels, active, self.training)
+        results = [rvq.quantize(part, n_levels, active, self.updates_state)
                    for rvq, part in zip(self.groups, parts)]
         losses: dict[str, Tensor] = {}
         for result in results:
@@ -85,7 +85,8 @@ class GroupedResidualVQ(Quantizer):
                 losses[name] = losses.get(name, 0) + value
         codes = interleave([r.codes for r in results])
         z_q = torch.cat([r.z_q for r in results], 1)
-        return QuantizerOutput(z_q, codes, losses, level_metrics(codes, self.codebook_sizes))
+        return QuantizerOutput(z_q, codes, losses, level_metrics(codes, self.codebook_sizes),
+                               active=None if active is None else active * self.cfg.groups)
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_codebooks: int | None = None) -> Tensor:
@@ -99,6 +100,11 @@ class GroupedResidualVQ(Quantizer):
         self.levels_per_group(check_code_rows(codes, self.n_codebooks))
         g = self.cfg.groups
         return torch.cat([rvq.decode(codes[:, i::g]) for i, rvq in enumerate(self.groups)], 1)
+
+    def code_vectors(self) -> list[Tensor]:
+        """Level-major like the codes: row l * groups + g is level l of group g."""
+        per_group = [rvq.code_vectors() for rvq in self.groups]
+        return [vectors for level in zip(*per_group) for vectors in level]
 
 
 @QUANTIZERS.register("grvq", GRVQConfig)

@@ -66,16 +66,18 @@ class PitchRVQ(Quantizer):
         content = self._content(z, n, n_codebooks is None)
         p = self.dequantize_pitch(pitch, z.dtype)[:, None]
         metrics = code_metrics(pitch, self.cfg.pitch_levels, 0)
+        active = None
         if content is None:
             z_q = torch.cat([p, torch.zeros_like(z[:, 1:])], 1)
             codes, losses, semantic = pitch[:, None], {}, None
         else:
+            active = None if content.active is None else content.active + 1
             z_q = torch.cat([p, content.z_q], 1)
             codes = torch.cat([pitch[:, None], content.codes], 1)
             losses = content.losses
             semantic = torch.cat([p, content.semantic], 1)
             metrics.update(shift_levels(content.metrics, 1))  # RVQ level i is level i + 1
-        return QuantizerOutput(z_q, codes, losses, metrics, semantic=semantic)
+        return QuantizerOutput(z_q, codes, losses, metrics, semantic=semantic, active=active)
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_codebooks: int | None = None) -> Tensor:
@@ -93,6 +95,12 @@ class PitchRVQ(Quantizer):
         else:
             rest = self.rvq.decode(codes[:, 1:k])
         return torch.cat([p.to(rest.dtype), rest], 1)
+
+    def code_vectors(self) -> list[Tensor]:
+        """The pitch level's latent values [pitch_levels, 1] (unvoiced below the voiced
+        range, so its neighbours are the lowest pitches), then the RVQ levels'."""
+        codes = torch.arange(self.cfg.pitch_levels, device=self.rvq.levels[0].usage.device)
+        return [self.dequantize_pitch(codes)[:, None]] + self.rvq.code_vectors()
 
 
 @QUANTIZERS.register("pitch_rvq", PitchRVQConfig)

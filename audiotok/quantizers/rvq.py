@@ -149,10 +149,10 @@ class ResidualVQ(Quantizer):
         if self.training and n_codebooks is None and self.cfg.quantizer_dropout > 0:
             active = sample_active_levels(z.shape[0], n, self.cfg.quantizer_dropout, z.device,
                                           self.cfg.dropout_choices)
-        result = self.quantize(z, n, active, update=self.training)
+        result = self.quantize(z, n, active, update=self.updates_state)
         metrics = level_metrics(result.codes, self.codebook_sizes)
         return QuantizerOutput(result.z_q, result.codes, result.losses(), metrics,
-                               semantic=result.first)
+                               semantic=result.first, active=active)
 
     @torch.no_grad()
     def encode(self, z: Tensor, n_codebooks: int | None = None) -> Tensor:
@@ -163,6 +163,10 @@ class ResidualVQ(Quantizer):
         """codes long [B, k, T], k <= n_codebooks -> z_q [B, D, T], summing the first k levels."""
         k = check_code_rows(codes, self.n_codebooks)
         return self.out_proj(sum(self.levels[i].lookup(codes[:, i]) for i in range(k)))
+
+    def code_vectors(self) -> list[Tensor]:
+        """Each level's codewords [K, C] as its search sees them, level 0 first."""
+        return [level.level_vectors() for level in self.levels]
 
 
 @QUANTIZERS.register("rvq", RVQConfig)

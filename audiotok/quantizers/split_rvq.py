@@ -74,20 +74,21 @@ class SplitResidualVQ(Quantizer):
         n_codebooks given: exactly the first n levels. None: all levels, with quantizer dropout
         on the acoustic part in training (codes then hold every level)."""
         n_sem, n_ac = self.split(n_codebooks)
-        sem = self.semantic_vq.quantize(z, n_sem, update=self.training)
+        sem = self.semantic_vq.quantize(z, n_sem, update=self.updates_state)
         z_q, codes = sem.z_q, [sem.codes]
         losses = sem.losses()
+        active = None
         if n_ac:
-            active = None
             if self.training and n_codebooks is None and self.cfg.quantizer_dropout > 0:
                 active = sample_active_levels(z.shape[0], n_ac + 1, self.cfg.quantizer_dropout,
                                               z.device) - 1
-            ac = self.acoustic_rvq.quantize(z, n_ac, active, update=self.training)
+            ac = self.acoustic_rvq.quantize(z, n_ac, active, update=self.updates_state)
             z_q, codes = z_q + ac.z_q, codes + [ac.codes]
             losses = {k: v + ac.losses()[k] for k, v in losses.items()}
         codes = torch.cat(codes, 1)
         return QuantizerOutput(z_q, codes, losses, level_metrics(codes, self.codebook_sizes),
-                               semantic=sem.z_q)
+                               semantic=sem.z_q,
+                               active=None if active is None else active + n_sem)
 
     def semantic_latent(self, z: Tensor) -> Tensor:
         """z [B, D, T] -> the semantic levels' z_q [B, D, T] (straight-through, no updates)."""
@@ -109,6 +110,10 @@ class SplitResidualVQ(Quantizer):
         if k > self.n_semantic:
             z_q = z_q + self.acoustic_rvq.decode(codes[:, self.n_semantic:])
         return z_q
+
+    def code_vectors(self) -> list[Tensor]:
+        """Semantic rows first, then the acoustic levels, as in the codes."""
+        return self.semantic_vq.code_vectors() + self.acoustic_rvq.code_vectors()
 
 
 @QUANTIZERS.register("split_rvq", SplitRVQConfig)

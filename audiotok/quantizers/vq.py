@@ -178,7 +178,7 @@ class VectorQuantizer(Quantizer):
     def forward(self, z: Tensor, n_codebooks: int | None = None) -> QuantizerOutput:
         """z [B, D, T] -> z_q [B, D, T], codes long [B, 1, T], "vq/commit" (+ "vq/codebook")."""
         self.check_n_codebooks(n_codebooks)
-        level = self.quantize(z, update=self.training)
+        level = self.quantize(z, update=self.updates_state)
         losses = {"vq/commit": level.commit.mean()}
         if level.codebook is not None:
             losses["vq/codebook"] = level.codebook.mean()
@@ -195,6 +195,14 @@ class VectorQuantizer(Quantizer):
         """codes long [B, 1, T] -> z_q [B, D, T]."""
         check_code_rows(codes, self.n_codebooks)
         return self.lookup(codes[:, 0])
+
+    def code_vectors(self) -> list[Tensor]:
+        """[codeword [K, C]] as the search sees it (l2-normalised with `l2_normalize`)."""
+        return [self.level_vectors()]
+
+    def level_vectors(self) -> Tensor:
+        weight = self.codebook.weight.detach()
+        return F.normalize(weight.float(), dim=1) if self.cfg.l2_normalize else weight
 
     # -- training-time state updates ---------------------------------------------------------
 

@@ -20,6 +20,9 @@ from ..data.config import DataConfig
 from ..distill.config import DistillConfig
 from ..errors import AudiotokError, ConfigError
 from ..recipe import apply_overrides, load_recipe
+from .perturb import PerturbConfig
+
+TRAINABLE = ("all", "decoder")
 
 
 def _dac_weights() -> dict[str, float]:
@@ -90,6 +93,11 @@ class TrainConfig:
     # a codec directory (save_pretrained / a checkpoint) whose weights start the run instead
     # of a random init: a fine-tune; ignored once the run has a checkpoint to resume from
     init_from: str | None = None
+    # the decoder reads codes with a fraction replaced, as an LM's errors would (perturb.py)
+    perturb: PerturbConfig | None = None
+    # "all", or "decoder": RobusTok's post-training (Qiu et al. 2025, sec. 3.3) fine-tunes
+    # the decoder of trained weights (init_from) with the encoder and quantizer frozen
+    trainable: str = "all"
 
     def __post_init__(self):
         # val_every 0 turns validation off; the other cadences divide the step count
@@ -97,6 +105,9 @@ class TrainConfig:
                                      "keep_checkpoints"),
                      at_least_0=("disc_start_step", "val_every", "val_batches",
                                  "audio_examples", "seed"))
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, "
+                             f"got '{self.trainable}'")
 
 
 @dataclass
@@ -137,6 +148,19 @@ def _model_of(path, ref: str) -> dict:
                           f"give one: {e}") from None
 
 
+def _check_trainable(path, recipe: Recipe) -> None:
+    """A decoder-only post-training needs trained weights to freeze, and leaves nothing for
+    distillation heads (they train the encoder through the quantizer) to act on."""
+    if recipe.train.trainable != "decoder":
+        return
+    if not recipe.train.init_from:
+        raise ConfigError(f"{path}: train.trainable: decoder fine-tunes the decoder of trained "
+                          f"weights; set train.init_from to them")
+    if recipe.distill is not None:
+        raise ConfigError(f"{path}: train.trainable: decoder freezes the encoder that the "
+                          f"distill heads train; drop them with --set distill=null")
+
+
 def read_recipe(path, overrides: list[str] | None = None) -> Recipe:
     """Load `path` (resolving `extends`), apply `key=value` overrides, validate. Every
     problem found (unknown keys, bad values, keys still "???") is reported at once."""
@@ -150,6 +174,7 @@ def read_recipe(path, overrides: list[str] | None = None) -> Recipe:
         recipe = from_dict(Recipe, raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    _check_trainable(path, recipe)
     if recipe.data is None:  # a recipe without data can still build its codec
         raise ConfigError(f"{path}: recipe has no 'data' section (set data.train to a folder "
                           f"or manifest, e.g. --set data.train=/path/to/audio)")

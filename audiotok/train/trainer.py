@@ -29,6 +29,7 @@ from ..discriminators import MultiDiscriminator
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from ..metrics import mel_distance, si_sdr
 from ..quantizers.metrics import level_metrics
+from ..quantizers.perturb import Perturbation
 from . import checkpoint as ckpt
 from .config import Recipe
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_module, init_distributed
@@ -36,6 +37,7 @@ from .losses import ReconstructionLosses, total_loss
 from .rates import check_segments, split_batch
 from .runlog import RunLogger
 from .schedule import lr_factor
+from .trainable import freeze_all_but_decoder
 
 QUANTIZER_LOSSES = ["vq/commit", "vq/codebook"]
 
@@ -53,6 +55,8 @@ class Trainer:
         self.run_dir = recipe.run_dir
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.codec = Codec(recipe.model).to(self.device)
+        if self.cfg.trainable == "decoder":
+            freeze_all_but_decoder(self.codec)
         if recipe.data is not None:
             check_segments(self.codec, recipe.data)
         # what the discriminators and losses see: the decoder's output and its target
@@ -84,6 +88,7 @@ class Trainer:
         if self.heads is not None:
             broadcast_module(self.heads, self.dist)
         self.codec_ddp, self.disc_ddp = self._wrap(self.codec), self._wrap(self.disc)
+        self._train_mode()
         self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ setup
@@ -99,9 +104,18 @@ class Trainer:
         return [] if self.heads is None else self.heads.loss_names
 
     def _generator_params(self) -> list[nn.Parameter]:
-        """The codec's parameters, then the distillation heads' (trained together)."""
+        """The codec's parameters, then the distillation heads' (trained together); the
+        decoder's alone in a decoder-only post-training."""
+        if self.cfg.trainable == "decoder":
+            return list(self.codec.decoder.parameters())
         heads = [] if self.heads is None else self.heads.parameters()
         return list(itertools.chain(self.codec.parameters(), heads))
+
+    def _train_mode(self) -> None:
+        """Training mode, but for a frozen encoder, which runs as at inference."""
+        self.codec.train()
+        if self.cfg.trainable == "decoder":
+            self.codec.encoder.eval()
 
     def _optimizer(self, params: list[nn.Parameter], lr: float):
         o = self.recipe.optim
@@ -171,6 +185,9 @@ class Trainer:
         heads = self.heads
         extra = {"semantic_audio": True} if heads is not None and heads.needs_semantic_audio \
             else {}
+        perturb = None if self.cfg.perturb is None else self.cfg.perturb.at(self.step)
+        if perturb is not None:
+            extra["perturb"] = perturb
         with self._autocast():
             out = self.codec_ddp(inputs, **extra)
         values = {}
@@ -198,6 +215,8 @@ class Trainer:
         values.update({k: float(v.detach()) for k, v in losses.items()})
         values.update({k: float(v.detach()) for k, v in out.metrics.items()})
         values["lr"] = self.sched_g.get_last_lr()[0]
+        if self.cfg.perturb is not None:
+            values["perturb/rate"] = 0.0 if perturb is None else perturb.rate
         return values
 
     def _latent_losses(self) -> list[str]:
@@ -282,7 +301,7 @@ class Trainer:
         audio_per_step = cfg.batch_size * self.dist.world_size * self.recipe.data.segment_seconds
         failed = 0
         batches = iter(loader)
-        self.codec.train()
+        self._train_mode()
         while self.step < cfg.steps:
             batch = next(batches)
             failed += int(batch["failed"])
@@ -336,7 +355,8 @@ class Trainer:
         loader = make_val_loader(self.recipe.data, sr, ch, self.cfg.batch_size,
                                  self.dist.rank, self.dist.world_size, items=items)
         self.codec.eval()
-        mel, sdr, codes = [], [], []
+        mel, sdr, codes, mel_perturbed = [], [], [], []
+        perturb = self._val_perturbation()
         for i, batch in enumerate(loader):
             if i >= self.cfg.val_batches:
                 break
@@ -345,14 +365,19 @@ class Trainer:
             mel.append(mel_distance(wav, out.audio, sr))
             sdr.append(si_sdr(wav, out.audio))
             codes.append(out.codes)
+            if perturb is not None:
+                audio = self.codec(inputs, perturb=perturb).audio
+                mel_perturbed.append(mel_distance(wav, audio, sr))
             if i == 0:
                 for j in range(min(self.cfg.audio_examples, wav.shape[0])):
                     if self.step == self.cfg.val_every:
                         log.audio(self.step, f"original_{j}", wav[j], sr)
                     log.audio(self.step, f"reconstruction_{j}", out.audio[j], sr)
-        self.codec.train()
+        self._train_mode()
         values = {"mel_distance": torch.cat(mel).mean().item(),
                   "si_sdr": torch.cat(sdr).clamp(min=-100).mean().item()}
+        if mel_perturbed:
+            values["mel_distance_perturbed"] = torch.cat(mel_perturbed).mean().item()
         all_codes = torch.cat([c.transpose(0, 1).flatten(1) for c in codes], dim=1)[None]
         values.update({k: float(v) for k, v in
                        level_metrics(all_codes, self.codec.codebook_sizes).items()})
@@ -362,6 +387,15 @@ class Trainer:
                  f"si-sdr {values['si_sdr']:.2f} dB, level 0 usage "
                  f"{values['vq/usage/0']:.1%} perplexity {values['vq/perplexity/0']:.0f}")
         return values
+
+    def _val_perturbation(self):
+        """The recipe's perturbation at its full rate, for "val/mel_distance_perturbed": how
+        much a validation clip's reconstruction suffers from it (None: no train.perturb)."""
+        cfg = self.cfg.perturb
+        if cfg is None:
+            return None
+        return Perturbation(rate=cfg.rate, mode=cfg.mode, neighbours=cfg.neighbours,
+                            levels=tuple(cfg.levels))
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self) -> None:
