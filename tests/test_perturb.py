@@ -383,7 +383,7 @@ def test_robust_tiny_recipes_train_and_reload(tmp_path):
     for i in range(4):
         sf.write(str(corpus / f"utt{i}.wav"), np.roll(speechlike(1.2, 16000, seed=i), 700 * i,
                                                       axis=0), 16000)
-    batch = torch.from_numpy(np.stack([speechlike(0.3, 16000, seed=s)[:, 0] for s in range(8)])
+    batch = torch.from_numpy(np.stack([speechlike(0.3, 16000, seed=s)[:, 0] for s in range(4)])
                              [:, None].copy())
     clip = torch.from_numpy(speechlike(0.7, 16000).T[None].copy())
     common = [f"data.train={corpus}", "train.disc_start_step=1000", "data.num_workers=0",
@@ -400,14 +400,15 @@ def test_robust_tiny_recipes_train_and_reload(tmp_path):
             mel.append(out["mel"])
             changed.append(out["perturb/changed"])
             trainer.step += 1
-        # measured (1 thread): 6.3 -> 3.5 (ratio 0.56) for the main recipe, 3.4 -> 2.8
-        # (0.83) for the post-training of its export; bounds leave room for other CPUs
-        bound = 0.8 if first is None else 0.95
+        # measured (1 thread): 2.82 -> 1.59 (ratio 0.56) for the main recipe, 1.72 -> 1.22
+        # (0.71) for the post-training of its export; the bounds leave room for other CPUs
+        bound = 0.8 if first is None else 0.9
         assert np.mean(mel[-5:]) < bound * np.mean(mel[:5]), (name, mel)
         # every token of a quarter of the items (main) or 30 % of every item's (post), on the
         # levels each decodes under quantizer dropout (on average 0.78 of them): ~0.20 and
-        # ~0.23; the main run's 192 item draws leave a standard deviation of ~0.03
-        low, high = (0.08, 0.35) if first is None else (0.15, 0.3)
+        # ~0.23 (measured 0.19, 0.25); the main run's 96 item draws leave it a standard
+        # deviation of ~0.045
+        low, high = (0.05, 0.4) if first is None else (0.15, 0.3)
         assert low < np.mean(changed) < high, changed
         codec = trainer.codec.eval()
         codes = codec.encode(clip).codes
@@ -418,3 +419,47 @@ def test_robust_tiny_recipes_train_and_reload(tmp_path):
             codec.save_pretrained(exported)
         else:  # the frozen encoder and quantizer still give the main run's codes
             assert torch.equal(codes, first)
+
+
+@pytest.mark.slow
+def test_robustness_demo_runs_end_to_end(tmp_path):
+    """scripts/robustness_demo.py at a test's scale: four runs (perturbed and plain main
+    training, post-training on perturbed and on clean tokens) scored by eval --perturb. The
+    figures at this scale are noise (the models barely start learning, and 10 % perturbed
+    tokens move mel distance by ~0.01 either way); the README gives those of the default
+    300 + 150 steps on espeak-ng speech."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robustness_demo",
+                                                  "scripts/robustness_demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for split, seeds in (("train", range(4)), ("eval", range(10, 11))):
+        (tmp_path / split).mkdir()
+        for s in seeds:
+            sig = np.roll(speechlike(1.2, 16000, seed=s), 900 * s, axis=0) * (0.5 + 0.05 * s)
+            sf.write(str(tmp_path / split / f"utt{s}.wav"), sig, 16000)
+    small = ["model.encoder.n_filters=4", "model.decoder.n_filters=4", "model.latent_dim=16",
+             "model.quantizer.n_codebooks=2", "model.quantizer.codebook_size=64",
+             "train.batch_size=4", "data.segment_seconds=0.25"]
+    out = tmp_path / "out"
+    assert demo.main([str(out), "--data", str(tmp_path / "train"), "--eval-data",
+                      str(tmp_path / "eval"), "--steps", "12", "--post-steps", "6",
+                      "--perturb", "0.1,0.3", *[a for s in small for a in ("--set", s)]]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    models = {"perturbed", "plain", "post", "post_plain"}
+    assert set(summary["mel_distance"]) == models == set(summary["mel_degradation"])
+    for m in models:
+        by = summary["mel_distance"][m]
+        assert set(by) == {"0", "0.1", "0.3"} and all(math.isfinite(v) for v in by.values())
+        assert summary["mel_degradation"][m]["0.3"] == pytest.approx(by["0.3"] - by["0"])
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert {r["name"] for r in report["pooled"]} == {f"{m}@2{s}" for m in models
+                                                     for s in ("", "~0.1", "~0.3")}
+    # the post-trained decoders started from the plain run and kept its tokens
+    from audiotok import load_codec
+
+    clip = torch.from_numpy(speechlike(0.5, 16000).T[None].copy())
+    plain = load_codec(out / "plain" / "model").encode(clip).codes
+    for m in ("post", "post_plain"):
+        assert torch.equal(load_codec(out / m / "model").encode(clip).codes, plain)
