@@ -68,7 +68,11 @@ class MelVAEDecoderConfig:
             raise ValueError(f"fine_layers must be >= 0, got {self.fine_layers}")
         if isinstance(self.vocoder, dict) and self.vocoder.get("type") == "mel_vae":
             raise ValueError("vocoder must take mel frames to audio; mel_vae takes tokens")
-        object.__setattr__(self, "vocoder", DECODERS.normalise(self.vocoder, "vocoder"))
+        try:
+            vocoder = DECODERS.normalise(self.vocoder, "vocoder")
+        except ConfigError as e:  # an unknown type's message does not say where it was
+            raise ConfigError(e if str(e).startswith("vocoder") else f"vocoder: {e}") from None
+        object.__setattr__(self, "vocoder", vocoder)
 
 
 def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
