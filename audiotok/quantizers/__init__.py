@@ -1,7 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq".
+"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "prvq".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
 from .multiscale_rvq import MultiScaleRVQ, MultiScaleRVQConfig
 from .pitch import PitchRVQ, PitchRVQConfig
+from .prvq import ProbabilisticResidualVQ, PRVQConfig
 from .rvq import ResidualVQ, RVQConfig
 from .split_rvq import SplitResidualVQ, SplitRVQConfig
 from .vq import VectorQuantizer, VQConfig
@@ -29,8 +30,10 @@ __all__ = [
     "GroupedResidualVQ",
     "MultiScaleRVQ",
     "MultiScaleRVQConfig",
+    "PRVQConfig",
     "PitchRVQ",
     "PitchRVQConfig",
+    "ProbabilisticResidualVQ",
     "Quantizer",
     "QuantizerOutput",
     "RVQConfig",
