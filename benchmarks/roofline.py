@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -73,7 +74,8 @@ def main() -> None:
         wav = signal(args.seconds, sr)
         codes = encode(wav)
         decode(encode(wav[..., :sr]))  # warm-up
-        for step, fn in (("encode", lambda: encode(wav)), ("decode", lambda: decode(codes))):
+        steps = (("encode", partial(encode, wav)), ("decode", partial(decode, codes)))
+        for step, fn in steps:
             work = flops(fn)
             took = min(_timed(fn) for _ in range(args.repeats))
             rate = work / took / 1e9
