@@ -1,7 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq".
+"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "parallel".
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
 from .multiscale_rvq import MultiScaleRVQ, MultiScaleRVQConfig
+from .parallel import ParallelConfig, ParallelQuantizer
 from .pitch import PitchRVQ, PitchRVQConfig
 from .rvq import ResidualVQ, RVQConfig
 from .split_rvq import SplitResidualVQ, SplitRVQConfig
@@ -29,6 +30,8 @@ __all__ = [
     "GroupedResidualVQ",
     "MultiScaleRVQ",
     "MultiScaleRVQConfig",
+    "ParallelConfig",
+    "ParallelQuantizer",
     "PitchRVQ",
     "PitchRVQConfig",
     "Quantizer",
