@@ -356,8 +356,9 @@ class Codec(nn.Module):
             tokens.global_codes = codes.clone()
         return tokens
 
-    def _encode_frames(self, wav: Tensor, n_codebooks: int | None, lengths: Tensor | None,
-                       chunk_seconds: float | None) -> Tokens:
+    def _encode_frames(self, wav: Tensor, n_codebooks: int | None = None,
+                       lengths: Tensor | None = None,
+                       chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> Tokens:
         """`encode` without the global codes (the corpus tokenizer batches frames apart)."""
         self._check_wav(wav)
         n = self.quantizer.check_n_codebooks(n_codebooks)
