@@ -48,7 +48,8 @@ def codec():
 
 
 def clip(seconds, seed=0, f0_scale=1.0):
-    sig = speechlike(seconds * f0_scale, 16000 * f0_scale, seed=seed)[:, 0]
+    """`seconds` of speechlike signal at 16 kHz with its pitch scaled by `f0_scale`."""
+    sig = speechlike(seconds * f0_scale, 16000 / f0_scale, seed=seed)[:, 0]
     return torch.from_numpy(sig[: int(seconds * 16000)].copy())[None, None]
 
 
@@ -267,7 +268,7 @@ def log_spectrum(wav: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
-    """20+ steps on two voices (low and bright, high and dark): the loss falls, save ->
+    """60 steps on two voices (low and bright, high and dark): the loss falls, save ->
     reload gives identical codes, and decoding A's frames with B's timbre codes moves the
     long-term spectrum toward B's while re-encoding keeps most of A's content codes."""
     from audiotok.train.trainer import Trainer
@@ -275,6 +276,11 @@ def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
     r = recipe("freecodec_16k_tiny", f"train.run_dir={tmp_path}", "train.disc_start_step=1000",
                "optim.lr=2e-3", "optim.warmup_steps=0", "optim.schedule=constant",
                "train.batch_size=4")
+    # frame streams too narrow for the timbre (4 content codes, 2 prosody codes): the test
+    # checks that the timbre codes reach the decoder, which a short run cannot show when the
+    # frames can carry everything
+    for stream, size in zip(r.model.quantizer["streams"], (2, 4)):
+        stream["quantizer"]["codebook_size"] = size
     trainer = Trainer(r)
 
     def voice(seed, f0_scale, tilt):
@@ -285,11 +291,11 @@ def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
     high = [voice(s, 1.5, -0.9) for s in range(2)]  # high pitch, dark (low-pass-ish)
     batch = torch.cat(low + high).float()
     losses = []
-    for _ in range(40):
+    for _ in range(60):
         out = trainer.train_step(batch)
         losses.append(out["mel"])
         trainer.step += 1
-    # measured: mel 1.9 -> 0.95 over 40 steps (ratio 0.5) on one thread
+    # measured: mel 0.53 -> 0.24 over 60 steps (ratio 0.46) on one thread
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     c = trainer.codec.eval()
     wav = clip(0.7, seed=5)
@@ -303,7 +309,9 @@ def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
     assert not torch.equal(ta.global_codes, tb.global_codes)
     own, conv = c.decode(ta), c.decode(ta.with_global(tb))
     target = log_spectrum(b)
-    assert (log_spectrum(conv) - target).abs().mean() < (log_spectrum(own) - target).abs().mean()
+    # measured (60 steps, one thread): 1.37 converted vs 1.71 for A's own reconstruction
+    far = (log_spectrum(own) - target).abs().mean()
+    assert (log_spectrum(conv) - target).abs().mean() < 0.9 * far
     kept = (c.encode(conv).codes[0, -1] == ta.codes[0, -1]).float().mean()
     assert kept > 0.5, kept
     assert math.isfinite(float(conv.abs().max()))

@@ -1,7 +1,19 @@
 """Codec families. Importing this registers every encoder/decoder family."""
 
-from . import dac, mimi, seanet, snac, spectral, ssl_kmeans, stft_encoder, vocos, xcodec, xcodec2  # noqa: F401  (register components)
-from . import freecodec, speaker_encoder  # noqa: F401  (register components)
+from . import (  # noqa: F401  (register components)  # noqa: F401  (register components)
+           dac,
+           freecodec,
+           mimi,
+           seanet,
+           snac,
+           speaker_encoder,
+           spectral,
+           ssl_kmeans,
+           stft_encoder,
+           vocos,
+           xcodec,
+           xcodec2,
+)
 from .base import Codec, CodecConfig, CodecOutput
 from .families import FAMILIES
 from .loading import list_codecs, load_codec, load_pretrained
