@@ -235,7 +235,7 @@ def test_lm_prefix_round_trip(codec):
 def test_corpus_tokenizer_writes_global_codes(codec, tmp_path, fmt):
     src = tmp_path / "corpus"
     src.mkdir()
-    for i, seconds in enumerate((0.3, 1.1, 0.7)):
+    for i, seconds in enumerate((0.3, 1.1, 0.31)):  # u0, u2: one batch of 16 frames
         sf.write(str(src / f"u{i}.wav"), speechlike(seconds, 16000, seed=i), 16000)
     codec_dir = codec.save_pretrained(tmp_path / "codec")
     out = tmp_path / "tokens"

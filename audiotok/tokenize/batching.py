@@ -74,7 +74,7 @@ def encode_exact(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
         short = [i for i in range(len(wavs)) if frames[i] == f]  # equal frames: no padding
         lens = torch.tensor([wavs[i].shape[-1] for i in short])
         codes = _frames(codec, _stack([wavs[i] for i in short], f * hop), n_codebooks,
-                             lengths=lens, chunk_seconds=chunk_seconds).codes
+                        lengths=lens, chunk_seconds=chunk_seconds)
         for j, i in enumerate(short):
             out[i] = codes[j]
     return out
@@ -92,7 +92,7 @@ def _encode_by_groups(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
         same = [i for i in range(len(wavs)) if padded[i] == length]
         lens = torch.tensor([wavs[i].shape[-1] for i in same])
         codes = _frames(codec, _stack([wavs[i] for i in same], length), n_codebooks,
-                             lengths=lens, chunk_seconds=chunk_seconds).codes
+                        lengths=lens, chunk_seconds=chunk_seconds)
         for j, i in enumerate(same):
             out[i] = codes[j]
     return out
