@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -235,6 +236,10 @@ def _print_tokens_info(path: Path) -> None:
           f"(sizes {list(s.codebook_sizes[:k])})")
     print(f"tokens/second   {s.tokens_per_second(k):g}")
     print(f"bitrate         {s.bitrate(k) / 1000:.3f} kbps")
+    if "global_shape" in h:  # per-utterance codes (FreeCodec's timbre): not in the bitrate
+        sizes = list(s.global_codebook_sizes[:h["global_shape"][1]])
+        print(f"global codes    {len(sizes)} per utterance (sizes {sizes}, "
+              f"{sum(math.log2(n) for n in sizes):g} bits each)")
 
 
 def _print_codec_list() -> None:

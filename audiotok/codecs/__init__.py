@@ -2,16 +2,31 @@
 
 from . import (  # noqa: F401  (register components)
     dac,
+    freecodec,
     mel_vae,
     mimi,
     seanet,
     snac,
+    speaker_encoder,
     spectral,
     ssl_kmeans,
     stft_encoder,
     vocos,
     xcodec,
     xcodec2,
+)
+           dac,
+           freecodec,
+           mimi,
+           seanet,
+           snac,
+           speaker_encoder,
+           spectral,
+           ssl_kmeans,
+           stft_encoder,
+           vocos,
+           xcodec,
+           xcodec2,
 )
 from .base import Codec, CodecConfig, CodecOutput
 from .families import FAMILIES

@@ -1,7 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "prvq".
+"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "prvq", "parallel".
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
 from .multiscale_rvq import MultiScaleRVQ, MultiScaleRVQConfig
+from .parallel import ParallelConfig, ParallelQuantizer
 from .pitch import PitchRVQ, PitchRVQConfig
 from .prvq import ProbabilisticResidualVQ, PRVQConfig
 from .rvq import ResidualVQ, RVQConfig
@@ -31,6 +32,8 @@ __all__ = [
     "MultiScaleRVQ",
     "MultiScaleRVQConfig",
     "PRVQConfig",
+    "ParallelConfig",
+    "ParallelQuantizer",
     "PitchRVQ",
     "PitchRVQConfig",
     "ProbabilisticResidualVQ",
