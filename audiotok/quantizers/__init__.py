@@ -1,14 +1,17 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
 Importing this package registers every family in QUANTIZERS; recipes name them by type:
-"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq".
+"vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "lfq", "bsq", "gsq".
 """
 
 from __future__ import annotations
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
+from .bsq import BinarySphericalQuantizer, BSQConfig
 from .fsq import FiniteScalarQuantizer, FSQConfig
 from .grvq import GroupedResidualVQ, GRVQConfig
+from .gsq import GroupedSphericalQuantizer, GSQConfig
+from .lfq import LFQConfig, LookupFreeQuantizer
 from .multiscale_rvq import MultiScaleRVQ, MultiScaleRVQConfig
 from .pitch import PitchRVQ, PitchRVQConfig
 from .rvq import ResidualVQ, RVQConfig
@@ -23,10 +26,16 @@ def build_quantizer(spec: dict, dim: int) -> Quantizer:
 
 __all__ = [
     "QUANTIZERS",
+    "BSQConfig",
+    "BinarySphericalQuantizer",
     "FSQConfig",
     "FiniteScalarQuantizer",
     "GRVQConfig",
+    "GSQConfig",
     "GroupedResidualVQ",
+    "GroupedSphericalQuantizer",
+    "LFQConfig",
+    "LookupFreeQuantizer",
     "MultiScaleRVQ",
     "MultiScaleRVQConfig",
     "PitchRVQ",
