@@ -79,7 +79,7 @@ def check_every_codebook(n_codebooks: int | None, total: int, family: str) -> in
     """`check_n_codebooks` of quantizers whose K codebooks are parallel parts of one code
     (bit groups, channel groups) rather than coarse-to-fine levels: only all K (or None)."""
     if n_codebooks is not None and int(n_codebooks) != total:
-        raise ValueError(f"n_codebooks must be {total} for a {family} quantizer: its "
+        raise ValueError(f"n_codebooks must be {total} for the {family} quantizer: its "
                          f"{total} codebooks code parallel parts of each frame, not "
                          f"coarse-to-fine levels, so none can be left out (got {n_codebooks})")
     return total

@@ -100,7 +100,9 @@ class GroupedSphericalQuantizer(Quantizer):
 
     def groups_on_sphere(self, z: Tensor) -> Tensor:
         """z [B, D, T] -> l2(u) [B, G, d, T], each group a unit vector."""
-        u = self.in_proj(z).unflatten(1, (self.cfg.groups, self.group_dim))
+        u = self.in_proj(z)
+        # reshape with the sizes read from u, not unflatten: ONNX export keeps them dynamic
+        u = u.reshape(u.shape[0], self.cfg.groups, self.group_dim, u.shape[-1])
         return F.normalize(u, dim=2)
 
     def search(self, u: Tensor) -> Tensor:
