@@ -285,6 +285,8 @@ def cmd_convert(args) -> int:
 
 
 def _print_codec_info(codec) -> None:
+    from .quantizers.base import encodable_counts
+
     s = codec.spec
     print(f"codec           {codec.ref}")
     print(f"family          {s.family}")
@@ -306,7 +308,7 @@ def _print_codec_info(codec) -> None:
         print(f"licence         {p['licence']}")
         print(f"matches         {p['matches']}")
     print("n_codebooks  tokens/s  kbps")
-    for k in range(1, len(s.codebook_sizes) + 1):
+    for k in encodable_counts(codec.quantizer):  # lfq, bsq, gsq: all codebooks only
         print(f"{k:>11}  {s.tokens_per_second(k):>8g}  {s.bitrate(k) / 1000:>6.3f}")
 
 

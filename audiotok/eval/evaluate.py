@@ -33,6 +33,7 @@ import torch
 
 from ..audio import load_audio, resample
 from ..errors import AudioError, AudiotokError
+from ..quantizers.base import encodable_counts
 from . import baselines as _baselines
 from . import metrics as M
 
@@ -149,7 +150,7 @@ def _codec_input(codec, wav: np.ndarray, sr: int, device: str) -> torch.Tensor:
 
 
 def _codec_systems(codec, label: str, n_list: list[int] | None, device: str) -> list[System]:
-    counts = n_list or list(range(1, codec.n_codebooks + 1))
+    counts = n_list or encodable_counts(codec.quantizer)
     for n in counts:
         codec.quantizer.check_n_codebooks(n)  # a clear error before any clip is processed
     systems = []

@@ -32,7 +32,7 @@ from ..quantizers.metrics import level_metrics
 from . import checkpoint as ckpt
 from .config import Recipe
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_module, init_distributed
-from .losses import ReconstructionLosses, total_loss
+from .losses import ReconstructionLosses, total_loss, with_quantizer_weights
 from .rates import check_segments, split_batch
 from .runlog import RunLogger
 from .schedule import lr_factor
@@ -53,6 +53,7 @@ class Trainer:
         self.run_dir = recipe.run_dir
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.codec = Codec(recipe.model).to(self.device)
+        self.recipe = recipe = with_quantizer_weights(recipe, self.codec.quantizer)
         if recipe.data is not None:
             check_segments(self.codec, recipe.data)
         # what the discriminators and losses see: the decoder's output and its target
@@ -203,7 +204,8 @@ class Trainer:
     def _latent_losses(self) -> list[str]:
         """Losses on latents or decoder internals rather than output audio: kept out of the
         balancer."""
-        return QUANTIZER_LOSSES + self._decoder_losses() + self._distill_names()
+        own = list(getattr(self.codec.quantizer, "loss_weights", ()))  # lfq/, bsq/, gsq/
+        return QUANTIZER_LOSSES + own + self._decoder_losses() + self._distill_names()
 
     def _decoder_losses(self) -> list[str]:
         """Losses a decoder computes on its own outputs (`loss_names`, codecs/spectral.py)."""
