@@ -195,12 +195,17 @@ class BEATsTrainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> int:
+        """Train to `train.steps`; returns a process exit code (0, or 128+signal). The run
+        directory is unlocked on return, so the same process may start it again."""
         try:
             return self._fit()
         except BaseException:
             if self.step == 0:
                 self._abandon()
             raise
+        finally:
+            if self._lock is not None:
+                self._lock.close()
 
     def _fit(self) -> int:
         cfg = self.cfg
