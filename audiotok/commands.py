@@ -82,7 +82,9 @@ def _open_codec(ref, device, backend: str | None = None):
     _check_device(device)
     ref = default_codec() if ref is None else ref
     codec = load_codec(ref, device=device)
-    if is_untrained(codec):
+    # a tokens-only codec (codecs/beats.py) makes no audio to call noise
+    tokens_only = hasattr(getattr(codec, "decoder", None), "refuse_decode")
+    if is_untrained(codec) and not tokens_only:
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)
     return _with_backend(codec, ref, backend)

@@ -1,6 +1,7 @@
 """Codec families. Importing this registers every encoder/decoder family."""
 
 from . import (  # noqa: F401  (register components)
+    beats,
     dac,
     freecodec,
     mel_vae,

@@ -415,7 +415,10 @@ class Codec(nn.Module):
     def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
                ) -> Tensor:
         """Tokens -> wav [B, C, max(num_samples)] (at `output_sample_rate`: scaled to it);
-        refuses tokens of another codec."""
+        refuses tokens of another codec, and every call on a tokens-only codec (no decoder)."""
+        refuse = getattr(self.decoder, "refuse_decode", None)  # codecs/beats.py NoDecoder
+        if refuse is not None:
+            refuse(self.config.family)
         self.check_tokens(tokens)
         codes = tokens.codes.to(self._device())
         vector = self._global_vector(tokens)
