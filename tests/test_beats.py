@@ -222,6 +222,8 @@ def test_tiny_iterations_train_chain_and_reload(corpus, tmp_path, capsys):
     ssl.export(_quiet_log(tmp_path))
     teacher = tmp_path / "it1" / "model"
     assert json.loads((teacher / "config.json").read_text())["format"] == "beats_ssl"
+    with pytest.raises(AudiotokError, match="is a BEATs SSL model, not a codec"):
+        load_codec(teacher)
 
     # iteration 2 reads that model through beats.teacher
     r2 = recipe("beats_iter2_tiny", *sets, f"train.run_dir={tmp_path / 'it2'}",
