@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (register components)
     spectral,
     ssl_kmeans,
     stft_encoder,
+    tadicodec,
     vocos,
     xcodec,
     xcodec2,

@@ -28,6 +28,8 @@ from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
 from .global_branch import GlobalBranch, GlobalBranchConfig, condition
+from .sampling import META_KEY as SAMPLING_KEY
+from .sampling import decode_sampled, default_sampling, sampling_options
 from .streaming import StreamingCodec, check_streamable
 
 CHECKPOINT_FORMAT = 1
@@ -257,7 +259,8 @@ class Codec(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, wav: Tensor, n_codebooks: int | None = None,
-                semantic_audio: bool = False) -> CodecOutput:
+                semantic_audio: bool = False, text: list[str | None] | None = None
+                ) -> CodecOutput:
         """wav [B, C, T] at `sample_rate` -> CodecOutput with audio [B, C, output_samples(T)]
         at `output_sample_rate`; T is padded to whole frames (by the encoder itself for
         `pads_itself` encoders, as in `encode`), the output cut back to the input's span.
@@ -265,7 +268,8 @@ class Codec(nn.Module):
         A codec that decodes at another rate (NeuCodec: 16 kHz in, 24 kHz out) is trained
         against a target at its output rate, which the trainer resamples to make `wav`
         (train/rates.py). `semantic_audio` also decodes the semantic part alone, inside this
-        call so that DistributedDataParallel sees every use of the decoder's weights."""
+        call so that DistributedDataParallel sees every use of the decoder's weights.
+        `text`: each item's transcript, for decoders conditioned on it (`takes_text`)."""
         self._check_training_input(wav)
         length = self.output_samples(wav.shape[-1])
         # an encoder with its publisher's own padding frames the waveform as `encode` does
@@ -289,8 +293,11 @@ class Codec(nn.Module):
         # decoders with a loss of their own (the spectral decoder's magnitude loss) see the
         # padded input through `forward_train`
         forward_train = getattr(self.decoder, "forward_train", None)
+        if text is not None and not getattr(self.decoder, "takes_text", False):
+            raise ValueError("text: this codec's decoder is not conditioned on a transcript")
         if forward_train is not None:
-            audio, decoder_losses = forward_train(z_q, x)
+            extra = {} if text is None else {"text": list(text)}
+            audio, decoder_losses = forward_train(z_q, x, **extra)
             losses.update(decoder_losses)
         else:
             audio = self.decoder(z_q)
@@ -409,19 +416,33 @@ class Codec(nn.Module):
         # frames that hold the signal (token files check it); an encoder with `pad_samples`
         # (X-Codec-2) may return one code more, which covers its padding only
         frames = torch.tensor([spec.frames_for(int(n)) for n in num_samples], dtype=torch.long)
+        sampling = default_sampling(self.decoder)  # how a diffusion decoder will decode
+        meta = {} if sampling is None else {SAMPLING_KEY: sampling.to_meta()}
         return Tokens(codes=codes.long(), spec=spec, lengths=frames,
-                      num_samples=num_samples, codec_ref=self.ref, scales=scales)
+                      num_samples=num_samples, codec_ref=self.ref, scales=scales, meta=meta)
 
-    def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+    def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS, *,
+               steps: int | None = None, seed: int | None = None,
+               text: str | list[str | None] | None = None, prompt: Tensor | None = None
                ) -> Tensor:
         """Tokens -> wav [B, C, max(num_samples)] (at `output_sample_rate`: scaled to it);
-        refuses tokens of another codec, and every call on a tokens-only codec (no decoder)."""
+        refuses tokens of another codec, and every call on a tokens-only codec (no decoder).
+
+        Diffusion decoders (codecs/sampling.py) sample: `steps` Euler steps from noise of
+        `seed` (defaults: the tokens' "sampling" metadata, else the decoder's), conditioned on
+        `text` (one transcript, or one per item) and `prompt` (wav [B, C, P], a clean prefix);
+        they decode in one piece (no chunks). Other decoders refuse these options."""
         refuse = getattr(self.decoder, "refuse_decode", None)  # codecs/beats.py NoDecoder
         if refuse is not None:
             refuse(self.config.family)
         self.check_tokens(tokens)
+        sampling = sampling_options(self.decoder, tokens.meta, steps, seed, text, prompt)
         codes = tokens.codes.to(self._device())
         vector = self._global_vector(tokens)
+        if sampling is not None:
+            self._chunk_frames(chunk_seconds, 1)  # still refuse a bad value
+            wav = decode_sampled(self, codes, sampling, text, prompt, vector)
+            return fit_length(wav, self.output_samples(int(tokens.num_samples.max()))).clone()
         if self.config.segment is not None:
             from . import segments
 

@@ -172,6 +172,7 @@ class Trainer:
         heads = self.heads
         extra = {"semantic_audio": True} if heads is not None and heads.needs_semantic_audio \
             else {}
+        extra.update(self._transcripts(inputs, batch))
         with self._autocast():
             out = self.codec_ddp(inputs, **extra)
         values = {}
@@ -200,6 +201,16 @@ class Trainer:
         values.update({k: float(v.detach()) for k, v in out.metrics.items()})
         values["lr"] = self.sched_g.get_last_lr()[0]
         return values
+
+    def _transcripts(self, inputs: Tensor, batch: dict | None) -> dict:
+        """{"text": each excerpt's transcript} for a decoder conditioned on text (TaDiCodec),
+        else {}; the excerpt's part of its file's transcript (modules/chars.py)."""
+        if not getattr(self.codec.decoder, "takes_text", False) or batch is None \
+                or "text" not in batch:
+            return {}
+        from ..modules.chars import batch_texts
+
+        return {"text": batch_texts(batch, inputs.shape[-1] / self.codec.sample_rate)}
 
     def _latent_losses(self) -> list[str]:
         """Losses on latents or decoder internals rather than output audio: kept out of the
@@ -343,7 +354,7 @@ class Trainer:
             if i >= self.cfg.val_batches:
                 break
             inputs, wav = split_batch(self.codec, batch["wav"].to(self.device))
-            out = self.codec(inputs)
+            out = self.codec(inputs, **self._transcripts(inputs, batch))
             mel.append(mel_distance(wav, out.audio, sr))
             sdr.append(si_sdr(wav, out.audio))
             codes.append(out.codes)
