@@ -6,7 +6,7 @@ import math
 import sys
 from pathlib import Path
 
-from .argtypes import positive_float, positive_int
+from .argtypes import nonneg_int, positive_float, positive_int
 from .errors import AudiotokError
 
 TOKEN_SUFFIX = ".atok"
@@ -36,6 +36,15 @@ def add_encode_decode_info(sub) -> None:
     dec.add_argument("--codec", default=None, help="override the codec recorded in the file")
     dec.add_argument("--format", default="wav", choices=["wav", "flac"],
                      help="audio format when writing into a directory (default wav)")
+    dec.add_argument("--steps", type=positive_int, default=None,
+                     help="diffusion decoders (tadicodec): sampling steps (default: as the "
+                     "token file records)")
+    dec.add_argument("--seed", type=nonneg_int, default=None,
+                     help="diffusion decoders: noise seed; the same seed gives the same audio")
+    dec.add_argument("--text", default=None,
+                     help="diffusion decoders conditioned on text: the transcript")
+    dec.add_argument("--prompt", type=Path, default=None,
+                     help="diffusion decoders: audio of the utterance's start, given clean")
     _add_common(dec)
     dec.set_defaults(func=cmd_decode)
 
@@ -176,11 +185,15 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from .audio import save_audio
+    from .audio import load_audio, save_audio
+    from .codecs import Codec
     from .tokens import Tokens
 
     outs = _outputs(args.tokens, args.output, "." + args.format)
     codecs: dict = {}
+    # given only when asked for: deterministic decoders refuse them
+    sampling = {k: v for k, v in (("steps", args.steps), ("seed", args.seed),
+                                  ("text", args.text)) if v is not None}
 
     def work(src: Path, dst: Path) -> None:
         tokens = Tokens.load(src)
@@ -195,7 +208,13 @@ def cmd_decode(args) -> int:
             codec.check_tokens(tokens)
         except AudiotokError as e:
             raise AudiotokError(f"{src}: {e}") from None
-        wav = codec.decode(tokens, chunk_seconds=args.chunk_seconds)
+        if args.prompt is not None:
+            prompt, _ = load_audio(args.prompt, codec.sample_rate, codec.channels)
+            sampling["prompt"] = prompt[None].expand(tokens.codes.shape[0], -1, -1)
+        if sampling and not isinstance(codec, Codec):
+            raise AudiotokError(f"{', '.join(sampling)}: an ONNX export decodes "
+                                f"deterministically; these options need the torch codec")
+        wav = codec.decode(tokens, chunk_seconds=args.chunk_seconds, **sampling)
         for i in range(wav.shape[0]):
             target = dst if wav.shape[0] == 1 else dst.with_name(f"{dst.stem}_{i}{dst.suffix}")
             length = codec.output_samples(int(tokens.num_samples[i]))

@@ -87,6 +87,8 @@ class System:
     codec: str | None = None
     n_codebooks: int | None = None
     codebook_sizes: list[int] | None = None
+    # a diffusion decoder's sampling (codecs/sampling.py): {"steps", "seed", "text": False}
+    sampling: dict | None = None
 
 
 @dataclass
@@ -160,8 +162,14 @@ def _codec_systems(codec, label: str, n_list: list[int] | None, device: str) -> 
             y = codec.decode(tokens)[0].mean(0).double().cpu().numpy()
             return SystemOutput(y, codec.output_sample_rate, tokens.bitrate / 1000,
                                 tokens.tokens_per_second, tokens.codes[0].cpu())
+        from ..codecs.sampling import default_sampling
+
+        sampling = default_sampling(getattr(codec, "decoder", None))
         systems.append(System(f"{label}@{n}", "codec", run, codec=label, n_codebooks=n,
-                              codebook_sizes=list(codec.codebook_sizes[:n])))
+                              codebook_sizes=list(codec.codebook_sizes[:n]),
+                              # decoded from the tokens alone: no transcript, no prompt
+                              sampling=None if sampling is None else
+                              {**sampling.to_meta(), "text": False, "prompt": False}))
     return systems
 
 
@@ -375,6 +383,8 @@ def _pool(system: System, clips: list[dict], codes: list[torch.Tensor]) -> dict:
            # spread of the per-clip values is the alignment's own error)
            "delay_ms": float(np.median([s["delay_ms"] for s in scores])) if scores else None,
            "metrics": {}}
+    if system.sampling is not None:
+        row["sampling"] = system.sampling
     for m in METRICS:
         values = [s[m] for s in scores if s[m] is not None]
         row["metrics"][m] = {"mean": _mean(values), "n": len(values),
