@@ -12,6 +12,19 @@ distances per decode, averaged over utterances:
   flow mel L1   |sampled log-mel - true log-mel|, the decoder's own output (no vocoder)
   audio mel     audiotok.metrics.mel_distance of the vocoded audio against the input
 Prints a table and writes OUT_DIR/ablation.json.
+
+Measured (800 training steps of batch 8, no discriminator, 8 Euler steps, seed 0, one CPU
+thread, ~40 min; 80 training / 16 held-out clips; tokens 6.25 Hz x 8 bits in every row):
+
+                 flow mel L1 (train / held out)   audio mel distance (train / held out)
+    true text    1.887 / 1.921                    5.129 / 5.204
+    no text      2.139 / 2.113                    5.255 / 5.253
+    wrong text   1.908 / 1.952                    5.156 / 5.229
+
+Any transcript lowers the flow's error by 9-12 %, but another utterance's does nearly as
+well as the true one (1-2 % apart): at this size and training the gain is mostly from having
+a prefix at all (the model trained with text 80 % of the time), little from its content.
+The vocoder's own error dominates the audio distances. One run, one seed: no error bars.
 """
 
 from __future__ import annotations
