@@ -138,8 +138,8 @@ class KMeansQuantizer(Quantizer):
         centroids, meta = load_units(cfg.units)
         if centroids.ndim not in (2, 3) or tuple(centroids.shape[-2:]) != (
                 cfg.codebook_size, dim):
-            raise ValueError(f"{cfg.units} holds {tuple(centroids.shape)} centres; the config "
-                             f"needs ({cfg.codebook_size}, {dim}) per layer")
+            raise ValueError(f"quantizer.units: {cfg.units} holds {tuple(centroids.shape)} "
+                             f"centres; the config needs ({cfg.codebook_size}, {dim}) per layer")
         self.cfg, self.dim = cfg, dim
         self.n_layers = 1 if centroids.ndim == 2 else len(centroids)
         self.codebook_sizes = [cfg.codebook_size] * self.n_layers
@@ -159,8 +159,9 @@ class KMeansQuantizer(Quantizer):
         if n != self.n_layers:
             hint = (f"; to average hidden states into one stream, nest them: layers: "
                     f"[{encoder.cfg.layers}]") if self.n_layers == 1 else ""
-            raise ConfigError(f"encoder.layers gives {n} layer streams but quantizer.units "
-                              f"({self.cfg.units}) holds k-means of {self.n_layers}{hint}")
+            raise ConfigError(f"encoder.layers gives {n} layer stream{'s' * (n != 1)} but "
+                              f"quantizer.units ({self.cfg.units}) holds k-means of "
+                              f"{self.n_layers}{hint}")
         if self.unit_streams is None or not isinstance(encoder, SSLEncoder):
             return
         streams = layer_streams(encoder.cfg.layers)
