@@ -125,6 +125,8 @@ class Codec(nn.Module):
                   "sample_rate": config.sample_rate}
         self.encoder = ENCODERS.build(config.encoder, "encoder", **wiring)
         self.quantizer = QUANTIZERS.build(config.quantizer, "quantizer", dim=config.latent_dim)
+        if hasattr(self.quantizer, "check_encoder"):  # ssl_kmeans: one k-means per SSL layer
+            self.quantizer.check_encoder(self.encoder)
         self.global_branch: GlobalBranch | None = None
         if config.global_branch is not None:
             self.global_branch = GlobalBranch(GlobalBranchConfig(**config.global_branch),
