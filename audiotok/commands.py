@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
-from .argtypes import positive_float, positive_int
+from .argtypes import nonneg_int, positive_float, positive_int
 from .errors import AudiotokError
 
 TOKEN_SUFFIX = ".atok"
@@ -35,6 +36,15 @@ def add_encode_decode_info(sub) -> None:
     dec.add_argument("--codec", default=None, help="override the codec recorded in the file")
     dec.add_argument("--format", default="wav", choices=["wav", "flac"],
                      help="audio format when writing into a directory (default wav)")
+    dec.add_argument("--steps", type=positive_int, default=None,
+                     help="diffusion decoders (tadicodec): sampling steps (default: as the "
+                     "token file records)")
+    dec.add_argument("--seed", type=nonneg_int, default=None,
+                     help="diffusion decoders: noise seed; the same seed gives the same audio")
+    dec.add_argument("--text", default=None,
+                     help="diffusion decoders conditioned on text: the transcript")
+    dec.add_argument("--prompt", type=Path, default=None,
+                     help="diffusion decoders: audio of the utterance's start, given clean")
     _add_common(dec)
     dec.set_defaults(func=cmd_decode)
 
@@ -81,7 +91,9 @@ def _open_codec(ref, device, backend: str | None = None):
     _check_device(device)
     ref = default_codec() if ref is None else ref
     codec = load_codec(ref, device=device)
-    if is_untrained(codec):
+    # a tokens-only codec (codecs/beats.py) makes no audio to call noise
+    tokens_only = hasattr(getattr(codec, "decoder", None), "refuse_decode")
+    if is_untrained(codec) and not tokens_only:
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)
     return _with_backend(codec, ref, backend)
@@ -173,11 +185,15 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from .audio import save_audio
+    from .audio import load_audio, save_audio
+    from .codecs import Codec
     from .tokens import Tokens
 
     outs = _outputs(args.tokens, args.output, "." + args.format)
     codecs: dict = {}
+    # given only when asked for: deterministic decoders refuse them
+    sampling = {k: v for k, v in (("steps", args.steps), ("seed", args.seed),
+                                  ("text", args.text)) if v is not None}
 
     def work(src: Path, dst: Path) -> None:
         tokens = Tokens.load(src)
@@ -192,7 +208,13 @@ def cmd_decode(args) -> int:
             codec.check_tokens(tokens)
         except AudiotokError as e:
             raise AudiotokError(f"{src}: {e}") from None
-        wav = codec.decode(tokens, chunk_seconds=args.chunk_seconds)
+        if args.prompt is not None:
+            prompt, _ = load_audio(args.prompt, codec.sample_rate, codec.channels)
+            sampling["prompt"] = prompt[None].expand(tokens.codes.shape[0], -1, -1)
+        if sampling and not isinstance(codec, Codec):
+            raise AudiotokError(f"{', '.join(sampling)}: an ONNX export decodes "
+                                f"deterministically; these options need the torch codec")
+        wav = codec.decode(tokens, chunk_seconds=args.chunk_seconds, **sampling)
         for i in range(wav.shape[0]):
             target = dst if wav.shape[0] == 1 else dst.with_name(f"{dst.stem}_{i}{dst.suffix}")
             length = codec.output_samples(int(tokens.num_samples[i]))
@@ -235,6 +257,10 @@ def _print_tokens_info(path: Path) -> None:
           f"(sizes {list(s.codebook_sizes[:k])})")
     print(f"tokens/second   {s.tokens_per_second(k):g}")
     print(f"bitrate         {s.bitrate(k) / 1000:.3f} kbps")
+    if "global_shape" in h:  # per-utterance codes (FreeCodec's timbre): not in the bitrate
+        sizes = list(s.global_codebook_sizes[:h["global_shape"][1]])
+        print(f"global codes    {len(sizes)} per utterance (sizes {sizes}, "
+              f"{sum(math.log2(n) for n in sizes):g} bits each)")
 
 
 def _print_codec_list() -> None:
@@ -280,6 +306,8 @@ def cmd_convert(args) -> int:
 
 
 def _print_codec_info(codec) -> None:
+    from .quantizers.base import encodable_counts
+
     s = codec.spec
     print(f"codec           {codec.ref}")
     print(f"family          {s.family}")
@@ -301,7 +329,7 @@ def _print_codec_info(codec) -> None:
         print(f"licence         {p['licence']}")
         print(f"matches         {p['matches']}")
     print("n_codebooks  tokens/s  kbps")
-    for k in range(1, len(s.codebook_sizes) + 1):
+    for k in encodable_counts(codec.quantizer):  # lfq, bsq, gsq: all codebooks only
         print(f"{k:>11}  {s.tokens_per_second(k):>8g}  {s.bitrate(k) / 1000:>6.3f}")
 
 

@@ -35,6 +35,7 @@ from .demo_core import (
 )
 from .errors import AudiotokError
 from .eval.evaluate import _labels
+from .quantizers.base import encodable_counts
 
 # One request at a time: the codec already uses every core (torch threads), so parallel runs
 # would only split them and multiply memory. Others wait in the queue, which is bounded so a
@@ -54,11 +55,11 @@ class DemoHandlers:
 
     def codec_changed(self, name: str, k: float) -> tuple[gr.Slider, str]:
         codec = self.codecs[name]
-        k = min(int(k), codec.n_codebooks)
-        return gr.Slider(maximum=codec.n_codebooks, value=k), bitrate_hint(codec, k)
+        k = _usable_count(codec, k)
+        return gr.Slider(value=k, **_slider_range(codec)), bitrate_hint(codec, k)
 
     def codebooks_changed(self, name: str, k: float) -> str:
-        return bitrate_hint(self.codecs[name], min(int(k), self.codecs[name].n_codebooks))
+        return bitrate_hint(self.codecs[name], _usable_count(self.codecs[name], k))
 
     def listen(self, clip: str | None, name: str, k: float) -> tuple:
         """-> status, original, reconstruction, their spectrograms, token grid, metrics,
@@ -164,13 +165,32 @@ def build_demo(codecs: dict[str, Codec | str | Path], max_seconds: float = 60.0,
     return demo.queue(max_size=QUEUE_SIZE)
 
 
+def _fewest_codebooks(codec: Codec) -> int:
+    """The slider's low end: 1 for residual quantizers, K for those whose codebooks code
+    parallel parts of a frame (lfq, bsq, gsq), which take all K or none."""
+    return encodable_counts(codec.quantizer)[0]
+
+
+def _slider_range(codec: Codec) -> dict:
+    """Slider bounds for `codec`; a codec with one usable count (a single codebook, or lfq's
+    all-or-none) gets a fixed slider (gradio needs minimum < maximum)."""
+    lo, hi = _fewest_codebooks(codec), codec.n_codebooks
+    if lo == hi:
+        return {"minimum": hi - 1, "maximum": hi, "interactive": False}
+    return {"minimum": lo, "maximum": hi, "interactive": True}
+
+
+def _usable_count(codec: Codec, k: float) -> int:
+    return min(max(int(k), _fewest_codebooks(codec)), codec.n_codebooks)
+
+
 def _picker(h: DemoHandlers, label: str, name: str, k: int, elem: str
             ) -> tuple[gr.Dropdown, gr.Slider]:
     """A codec dropdown and a codebook-count slider whose range and bitrate hint follow it."""
     codec = h.codecs[name]
     dropdown = gr.Dropdown(list(h.codecs), value=name, label=label, elem_id=f"{elem}-codec")
-    slider = gr.Slider(1, codec.n_codebooks, value=k, step=1, label="codebooks (bitrate)",
-                       elem_id=f"{elem}-codebooks")
+    slider = gr.Slider(value=k, step=1, label="codebooks (bitrate)",
+                       elem_id=f"{elem}-codebooks", **_slider_range(codec))
     hint = gr.Markdown(bitrate_hint(codec, k), elem_id=f"{elem}-hint")
     ui_only = {"queue": False, "api_visibility": "undocumented"}
     dropdown.change(h.codec_changed, [dropdown, slider], [slider, hint], **ui_only)

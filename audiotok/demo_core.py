@@ -222,7 +222,9 @@ def decode_token_file(path, codecs: dict[str, Codec], out_dir: Path, max_seconds
     items = tokens.codes.shape[0]
     note = f"The file holds {items} items; this is the first." if items > 1 else ""
     tokens = replace(tokens, codes=tokens.codes[:1], lengths=tokens.lengths[:1],
-                     num_samples=tokens.num_samples[:1])
+                     num_samples=tokens.num_samples[:1],
+                     global_codes=None if tokens.global_codes is None
+                     else tokens.global_codes[:1])
     wav = codec.decode(tokens.to(next(codec.parameters()).device))[0].float().cpu()
     audio = out_dir / f"{_safe(path.stem)}.wav"
     save_audio(audio, wav, codec.output_sample_rate)

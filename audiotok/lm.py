@@ -14,6 +14,13 @@ error, not silently wrong audio.
     ids = vocab.encode(codes); codes = vocab.decode(ids)
     tokens = flatten_tree(codes, sizes, strides)   # multi-rate codecs (SNAC): each code once
     codes = unflatten_tree(tokens, sizes, strides)
+    ids = prepend_global(global_codes, tokens, global_sizes, offset=sum(sizes))
+    global_codes, tokens = split_global(ids, global_sizes, offset=sum(sizes))
+
+Per-utterance codes (Tokens.global_codes, FreeCodec's timbre) go first, as a prefix the LM
+reads before the frames (a speaker prompt), in ids of their own after the frame levels':
+`offset` is the first free id, sum(codebook_sizes) (+ the text vocabulary, if any) for
+streams made by flatten / flatten_tree / TextAudioVocab.
 """
 
 from __future__ import annotations
@@ -181,6 +188,35 @@ def unflatten_tree(tokens, codebook_sizes: Sequence[int], level_strides: Sequenc
     codes = out.reshape(*out.shape[:-2], -1)
     _check_range(codes, codebook_sizes, "tokens (after removing level offsets)")
     return _back(codes, to_numpy)
+
+
+def prepend_global(global_codes, stream, global_sizes: Sequence[int], offset: int):
+    """Per-utterance codes [..., G] and a flattened frame stream [..., N] -> [..., G + N]:
+    global code g shifted to `offset` + global_sizes[0] + ... + global_sizes[g-1], so each
+    (position, code) has its own id after the frame ids, then the stream as it is."""
+    g, to_numpy = _tensor(global_codes)
+    x, _ = _tensor(stream)
+    if g.dim() < 1 or g.shape[-1] != len(global_sizes):
+        raise ValueError(f"global codes must be [..., G={len(global_sizes)}], got shape "
+                         f"{tuple(g.shape)}")
+    if g.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"global codes {tuple(g.shape)} and stream {tuple(x.shape)} differ "
+                         f"in their leading dimensions")
+    _check_range(g[..., None], global_sizes, "global codes")
+    shifted = g + torch.tensor(level_offsets(global_sizes, offset))
+    return _back(torch.cat([shifted, x], -1), to_numpy)
+
+
+def split_global(ids, global_sizes: Sequence[int], offset: int) -> tuple:
+    """Inverse of `prepend_global`: ids [..., G + N] -> (global codes [..., G], stream
+    [..., N]); ValueError if the first G ids are not global codes of their positions."""
+    x, to_numpy = _tensor(ids)
+    k = len(global_sizes)
+    if x.dim() < 1 or x.shape[-1] < k:
+        raise ValueError(f"{tuple(x.shape)[-1:]} ids cannot hold {k} global codes")
+    g = x[..., :k] - torch.tensor(level_offsets(global_sizes, offset))
+    _check_range(g[..., None], global_sizes, "global ids (after removing their offsets)")
+    return _back(g, to_numpy), _back(x[..., k:], to_numpy)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,13 @@ from .errors import ConfigError
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """Return `base` updated by `override`; nested mappings merge, everything else replaces."""
+    """Return `base` updated by `override`; nested mappings merge, everything else replaces.
+    A component mapping whose `type` the override changes is replaced whole: the options of
+    the old type mean nothing to the new one (an overlay swapping `model.quantizer`)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) \
+                and value.get("type", out[key].get("type")) == out[key].get("type"):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

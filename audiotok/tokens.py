@@ -1,14 +1,19 @@
 """Tokens: integer codes plus the spec of the codec that made them, and the token file format.
 
-File layout (little-endian), version 2:
+File layout (little-endian), version 3:
     magic    b"ATOK"                   4 bytes
     version  uint16                    format version
     hlen     uint32                    header length in bytes
     hcrc     uint32                    crc32 of magic, version, hlen and header
     header   UTF-8 JSON                spec, shape, lengths, bits per code, crc32 of payload
-    payload  codes [B, K, T], row-major, bit-packed at `bits` bits per code
+    payload  codes [B, K, T], row-major, bit-packed at `bits` bits per code, then (only when
+             the header has "global_shape") global codes [B, G], row-major, bit-packed at
+             `global_bits` bits per code, starting on the next whole byte
 
-Version 1 (audiotok before the header checksum) is the same without `hcrc`; it is still
+Version 3 added the per-utterance codes (`Tokens.global_codes`, FreeCodec's timbre: the
+header's "global_shape" and "global_bits", the spec's "global_codebook_sizes"). Files without
+them are still written as version 2, byte for byte as before, so older audiotok reads them.
+Version 1 (audiotok before the header checksum) is version 2 without `hcrc`; it is still
 read. Every header field is checked for type and range on reading and writing, so a flipped
 bit anywhere is either caught by a checksum or refused by the checks, never decoded into
 audio of the wrong length.
@@ -35,8 +40,9 @@ from .errors import TokenFileError
 from .fileio import atomic_write_bytes
 
 MAGIC = b"ATOK"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+GLOBAL_CODES_VERSION = 3  # the first version that holds per-utterance codes
 _PREFIX_V1 = struct.Struct("<4sHI")
 _PREFIX = struct.Struct("<4sHII")
 _CRC_BLOCK = 1 << 20  # bytes per step when checking a payload's crc32 from disk
@@ -59,6 +65,9 @@ class CodecSpec:
     # segmented codecs (EnCodec 48 kHz, codecs/segments.py): (samples per segment, samples
     # between segment starts); every segment has its own frames; () = one uniform frame grid
     segment: tuple[int, ...] = ()
+    # codecs with a global branch (FreeCodec's timbre): entries of each of the G codes that
+    # every utterance gets once (Tokens.global_codes); () = none
+    global_codebook_sizes: tuple[int, ...] = ()
 
     @property
     def frame_rate(self) -> float:
@@ -76,8 +85,14 @@ class CodecSpec:
         """Frames per code of each level (1 for single-rate codecs)."""
         return self.level_strides or (1,) * len(self.codebook_sizes)
 
+    @property
+    def global_bits(self) -> float:
+        """Bits of the per-utterance codes, paid once per utterance (not in `bitrate`)."""
+        return sum(math.log2(size) for size in self.global_codebook_sizes)
+
     def bitrate(self, n_codebooks: int | None = None) -> float:
-        """Nominal bits per second when the first `n_codebooks` levels are kept."""
+        """Nominal bits per second when the first `n_codebooks` levels are kept (the frame
+        streams; per-utterance codes add `global_bits` per utterance)."""
         n = n_codebooks or len(self.codebook_sizes)
         return sum(self.frame_rate / s * math.log2(size)
                    for size, s in zip(self.codebook_sizes[:n], self.strides()[:n]))
@@ -90,7 +105,7 @@ class CodecSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["codebook_sizes"] = list(self.codebook_sizes)
-        for key in ("level_strides", "segment"):
+        for key in ("level_strides", "segment", "global_codebook_sizes"):
             if getattr(self, key):
                 d[key] = list(getattr(self, key))
             else:  # written as before multi-rate and segmented codecs existed
@@ -101,7 +116,7 @@ class CodecSpec:
     @classmethod
     def from_dict(cls, d: dict) -> CodecSpec:
         keys = ("family", "sample_rate", "channels", "hop_length", "codebook_sizes", "fingerprint",
-                "level_strides", "segment")
+                "level_strides", "segment", "global_codebook_sizes")
         try:
             return cls(**{k: d[k] for k in keys if k in d}).normalised()
         except (TypeError, KeyError) as e:
@@ -110,7 +125,8 @@ class CodecSpec:
     def normalised(self) -> CodecSpec:
         return replace(self, codebook_sizes=tuple(int(s) for s in self.codebook_sizes),
                        level_strides=tuple(int(s) for s in self.level_strides),
-                       segment=tuple(int(s) for s in self.segment))
+                       segment=tuple(int(s) for s in self.segment),
+                       global_codebook_sizes=tuple(int(s) for s in self.global_codebook_sizes))
 
     def describe(self) -> str:
         fp = self.fingerprint[:12] or "unknown"
@@ -130,6 +146,9 @@ class Tokens:
     codec_ref:   where the codec came from (directory or name), so `decode` can find it
     scales:      float [B, S] or None: segmented codecs' per-segment loudness (EnCodec 48
                  kHz, spec.segment); codes without them decode at unit loudness
+    global_codes: long [B, G] or None: codes each utterance gets once, beside the frame
+                 streams, from codecs with a global branch (FreeCodec's timbre; sizes in
+                 spec.global_codebook_sizes). Swap them between clips with `with_global`.
     """
 
     codes: Tensor
@@ -139,11 +158,16 @@ class Tokens:
     codec_ref: str | None = None
     meta: dict = field(default_factory=dict)
     scales: Tensor | None = None
+    global_codes: Tensor | None = None
 
     def __post_init__(self):
         if self.codes.dim() != 3:
             raise ValueError(f"codes must be [B, K, T], got shape {tuple(self.codes.shape)}")
         b, _, t = self.codes.shape
+        if self.global_codes is not None and (
+                self.global_codes.dim() != 2 or self.global_codes.shape[0] != b):
+            raise ValueError(f"global_codes must be [B={b}, G], got shape "
+                             f"{tuple(self.global_codes.shape)}")
         if self.lengths is None:
             self.lengths = torch.full((b,), t, dtype=torch.long)
         if self.num_samples is None:
@@ -169,7 +193,31 @@ class Tokens:
         return self.spec.bitrate(self.n_codebooks)
 
     def to(self, device) -> Tokens:
-        return replace(self, codes=self.codes.to(device))
+        g = None if self.global_codes is None else self.global_codes.to(device)
+        return replace(self, codes=self.codes.to(device), global_codes=g)
+
+    def with_global(self, other: Tokens | Tensor) -> Tokens:
+        """These frame codes with another clip's per-utterance codes: `other` is Tokens of the
+        same codec (or global codes long [B, G]), with B items or one for every item.
+
+        FreeCodec: the content and prosody of these tokens in the timbre of `other`
+        (voice conversion), `codec.decode(tokens_a.with_global(tokens_b))`."""
+        if isinstance(other, Tokens):
+            if (other.spec.global_codebook_sizes != self.spec.global_codebook_sizes
+                    or other.spec.fingerprint != self.spec.fingerprint):
+                raise TokenFileError(f"global codes of codec {other.spec.describe()} cannot "
+                                     f"go with tokens of {self.spec.describe()}")
+            other = other.global_codes
+        if other is None or not self.spec.global_codebook_sizes:
+            raise TokenFileError(f"codec {self.spec.describe()} has no per-utterance codes "
+                                 f"to swap")
+        b = self.codes.shape[0]
+        if other.dim() != 2 or other.shape[0] not in (1, b):
+            raise ValueError(f"global codes must be [1 or {b}, G], got {tuple(other.shape)}")
+        g = other.to(self.codes.device).long().expand(b, -1).clone()
+        out = replace(self, global_codes=g)
+        out.check_range()
+        return out
 
     def check_range(self) -> None:
         """Raise if any code is negative or beyond its level's codebook size."""
@@ -187,6 +235,17 @@ class Tokens:
                 raise TokenFileError(
                     f"code {bad} at codebook level {k} is out of range [0, {size})"
                 )
+        if self.global_codes is not None:
+            sizes = self.spec.global_codebook_sizes
+            if not 1 <= self.global_codes.shape[1] <= len(sizes):
+                raise TokenFileError(f"tokens have {self.global_codes.shape[1]} global codes "
+                                     f"but the codec has {len(sizes)}")
+            for g in range(self.global_codes.shape[1]):
+                col = self.global_codes[:, g]
+                lo, hi = int(col.min()), int(col.max())
+                if lo < 0 or hi >= sizes[g]:
+                    raise TokenFileError(f"global code {lo if lo < 0 else hi} at position {g} "
+                                         f"is out of range [0, {sizes[g]})")
 
     # ---------------------------------------------------------------- file format
     def save(self, path) -> None:
@@ -194,6 +253,13 @@ class Tokens:
         codes = self.codes.detach().cpu().numpy()
         bits = max(1, math.ceil(math.log2(max(self.spec.codebook_sizes))))
         payload = _pack(codes.reshape(-1), bits)
+        extra = {}
+        if self.global_codes is not None:
+            g = self.global_codes.detach().cpu().numpy()
+            extra = {"global_shape": list(g.shape),
+                     "global_bits": _bits(self.spec.global_codebook_sizes)}
+            payload += _pack(g.reshape(-1), extra["global_bits"])
+        version = GLOBAL_CODES_VERSION if extra else 2
         header = {
             "spec": self.spec.to_dict(),
             "shape": list(codes.shape),
@@ -203,13 +269,14 @@ class Tokens:
             "crc32": zlib.crc32(payload),
             "codec_ref": self.codec_ref,
             "meta": self.meta,
+            **extra,
         }
         if self.scales is not None:  # float32 values: JSON's doubles hold them exactly
             header["scales"] = self.scales.detach().cpu().float().tolist()
         check_header(header, Path(path))
         head = json.dumps(header).encode()
-        start = _PREFIX_V1.pack(MAGIC, FORMAT_VERSION, len(head))
-        prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head), zlib.crc32(head, zlib.crc32(start)))
+        start = _PREFIX_V1.pack(MAGIC, version, len(head))
+        prefix = _PREFIX.pack(MAGIC, version, len(head), zlib.crc32(head, zlib.crc32(start)))
         atomic_write_bytes(Path(path), prefix + head + payload)
 
     @classmethod
@@ -223,6 +290,12 @@ class Tokens:
         n = math.prod(header["shape"])
         codes = torch.from_numpy(
             _unpack(payload, n, header["bits"]).reshape(header["shape"]).astype(np.int64))
+        global_codes = None
+        if "global_shape" in header:
+            g = math.prod(header["global_shape"])
+            rest = payload[_payload_bytes(n, header["bits"]):]
+            global_codes = torch.from_numpy(_unpack(rest, g, header["global_bits"]).reshape(
+                header["global_shape"]).astype(np.int64))
         tokens = cls(
             codes=codes, spec=CodecSpec.from_dict(header["spec"]),
             lengths=torch.tensor(header["lengths"], dtype=torch.long),
@@ -230,6 +303,7 @@ class Tokens:
             codec_ref=header.get("codec_ref"), meta=header.get("meta") or {},
             scales=None if header.get("scales") is None
             else torch.tensor(header["scales"], dtype=torch.float32),
+            global_codes=global_codes,
         )
         tokens.check_range()
         return tokens
@@ -290,6 +364,9 @@ def _split(data: bytes, path: Path) -> tuple[dict, bytes]:
     except ValueError as e:
         raise TokenFileError(f"{path}: corrupt token header ({e})") from None
     check_header(header, path)
+    if "global_shape" in header and version < GLOBAL_CODES_VERSION:
+        raise TokenFileError(f"{path}: invalid token header: a version {version} file cannot "
+                             f"hold global codes")
     return header, data[end:]
 
 
@@ -364,14 +441,46 @@ def check_header(h, path) -> None:
                     and math.isfinite(v) and v > 0 for v in row) for row in scales)):
             fail(f"'scales' must be {b} list(s) of at least {need} positive finite numbers, "
                  f"one per segment")
+    _check_global(h, spec, b, fail)
     if h.get("codec_ref") is not None and not isinstance(h["codec_ref"], str):
         fail(f"'codec_ref' must be a string, got {h['codec_ref']!r}")
     if h.get("meta") is not None and not isinstance(h["meta"], dict):
         fail(f"'meta' must be an object, got {h['meta']!r}")
 
 
+def _check_global(h: dict, spec: dict, b: int, fail) -> None:
+    """The per-utterance codes' fields: sizes in the spec, [B, G] shape and bits."""
+    sizes = spec.get("global_codebook_sizes", [])
+    if not (isinstance(sizes, list) and all(isinstance(s, int) and not isinstance(s, bool)
+                                            and s >= 2 for s in sizes)):
+        fail(f"spec 'global_codebook_sizes' must be a list of integers >= 2, got {sizes!r}")
+    if "global_shape" not in h:
+        if "global_bits" in h:
+            fail("'global_bits' given without 'global_shape'")
+        return
+    shape = h["global_shape"]
+    if not sizes:
+        fail("'global_shape' given for a codec without global codes")
+    if not (isinstance(shape, list) and len(shape) == 2 and shape[0] == b
+            and isinstance(shape[1], int) and 1 <= shape[1] <= len(sizes)):
+        fail(f"'global_shape' must be [{b}, G] with 1 <= G <= {len(sizes)}, got {shape!r}")
+    if h.get("global_bits") != _bits(sizes):
+        fail(f"'global_bits' is {h.get('global_bits')!r}, global codebooks of up to "
+             f"{max(sizes)} entries take {_bits(sizes)}")
+
+
+def _bits(sizes) -> int:
+    return max(1, math.ceil(math.log2(max(sizes))))
+
+
+def _payload_bytes(n: int, bits: int) -> int:
+    return math.ceil(n * bits / 8)
+
+
 def _check_payload(header: dict, length: int, crc: int, path: Path) -> None:
-    need = math.ceil(math.prod(header["shape"]) * header["bits"] / 8)
+    need = _payload_bytes(math.prod(header["shape"]), header["bits"])
+    if "global_shape" in header:
+        need += _payload_bytes(math.prod(header["global_shape"]), header["global_bits"])
     if length != need:
         raise TokenFileError(
             f"{path}: truncated or padded token file: expected {need} bytes of codes, "

@@ -4,6 +4,7 @@ The page in a real browser is tested in test_demo_browser.py."""
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,20 @@ def test_handlers_listen_compare_decode(handlers, write_audio):
     assert spec.shape[2] == 3
     assert "with **tiny**: 2 codebooks" in status and audio.endswith(".wav") and grid.ndim == 3
     assert handlers.codec_changed("tiny", 9)[1].startswith("**4 of 4**")
+
+
+def test_slider_keeps_to_the_counts_a_quantizer_accepts(tmp_path):
+    """lfq's 4 codebooks code parallel bits of a frame: the slider is pinned to 4 (a lower
+    count would be refused by encode), and a stale lower value is raised to it."""
+    from audiotok import load_codec
+    from audiotok.demo_app import DemoHandlers
+
+    lfq = load_codec(str(Path(__file__).parents[1] / "recipes" / "lfq_16k_tiny.yaml"))
+    h = DemoHandlers({"lfq": lfq}, 5.0, tmp_path)
+    slider, hint = h.codec_changed("lfq", 1)
+    assert (slider.maximum, slider.value) == (4, 4)
+    assert not slider.interactive and hint.startswith("**4 of 4**")
+    assert h.codebooks_changed("lfq", 2).startswith("**4 of 4**")
 
 
 def test_build_demo_notes_untrained_codecs(codec, tmp_path):

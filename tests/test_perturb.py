@@ -220,6 +220,18 @@ def test_bad_perturbation_settings_are_one_line_errors(override, match):
     assert match in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
+def test_near_codes_need_code_vectors(tmp_path):
+    """Lookup-free codes have no codebook to search for neighbours: a one-line error before
+    any run directory exists, pointing at mode: random."""
+    from audiotok.train.trainer import Trainer
+
+    with pytest.raises(ConfigError) as err:
+        Trainer(read_recipe("recipes/lfq_16k_tiny.yaml", [
+            "data.train=x", "train.perturb={rate: 0.1}", f"train.run_dir={tmp_path / 'r'}"]))
+    assert "train.perturb.mode near" in str(err.value) and "mode: random" in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "r").exists()
+
+
 def test_post_training_refuses_distillation():
     with pytest.raises(ConfigError, match="freezes the encoder that the distill heads train"):
         read_recipe("recipes/speechtokenizer_16k_tiny.yaml",

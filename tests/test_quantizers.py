@@ -28,6 +28,7 @@ SPECS = {
     "fsq": {"type": "fsq", "levels": [5, 4, 3]},
     "grvq": {"type": "grvq", "groups": 2, "n_codebooks": 4, "codebook_size": 16,
              "quantizer_dropout": 0.5},
+    "prvq": {"type": "prvq", "n_codebooks": 3, "codebook_size": 16, "quantizer_dropout": 0.5},
 }
 LEARNED = ["vq", "vq_factorised_l2", "rvq", "grvq"]
 

@@ -28,6 +28,9 @@ from ..quantizers.perturb import Perturbation, perturb_codes
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
+from .global_branch import GlobalBranch, GlobalBranchConfig, condition
+from .sampling import META_KEY as SAMPLING_KEY
+from .sampling import decode_sampled, default_sampling, sampling_options
 from .streaming import StreamingCodec, check_streamable
 
 CHECKPOINT_FORMAT = 1
@@ -47,6 +50,8 @@ class CodecConfig:
     decoder: dict = field(default_factory=lambda: {"type": "seanet"})
     # code fixed-length segments each at its own loudness (EnCodec 48 kHz; codecs/segments.py)
     segment: dict | None = None
+    # one vector per utterance coded into Tokens.global_codes (codecs/global_branch.py)
+    global_branch: dict | None = None
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.channels <= 0 or self.latent_dim <= 0:
@@ -55,6 +60,12 @@ class CodecConfig:
             from .segments import SegmentConfig
 
             self.segment = to_dict(from_dict(SegmentConfig, self.segment, "segment"))
+        if self.global_branch is not None:
+            if self.segment is not None:
+                raise ConfigError("global_branch and segment cannot be combined: a segmented "
+                                  "codec codes each segment apart")
+            self.global_branch = to_dict(from_dict(GlobalBranchConfig, self.global_branch,
+                                                   "global_branch"))
         self.encoder = ENCODERS.normalise(self.encoder, "encoder")
         self.quantizer = QUANTIZERS.normalise(self.quantizer, "quantizer")
         self.decoder = DECODERS.normalise(self.decoder, "decoder")
@@ -115,6 +126,14 @@ class Codec(nn.Module):
                   "sample_rate": config.sample_rate}
         self.encoder = ENCODERS.build(config.encoder, "encoder", **wiring)
         self.quantizer = QUANTIZERS.build(config.quantizer, "quantizer", dim=config.latent_dim)
+        if hasattr(self.quantizer, "check_encoder"):  # ssl_kmeans: one k-means per SSL layer
+            self.quantizer.check_encoder(self.encoder)
+        self.global_branch: GlobalBranch | None = None
+        if config.global_branch is not None:
+            self.global_branch = GlobalBranch(GlobalBranchConfig(**config.global_branch),
+                                              config.channels, config.sample_rate)
+            # the decoder reads the frame latents with the utterance's vector appended
+            wiring = {**wiring, "latent_dim": config.latent_dim + self.global_branch.cfg.dim}
         try:
             self.decoder = DECODERS.build(config.decoder, "decoder",
                                           hop_length=self.encoder.hop_length, **wiring)
@@ -198,7 +217,13 @@ class Codec(nn.Module):
         strides = tuple(getattr(self.quantizer, "level_strides", ()))
         return CodecSpec(self.config.family, self.sample_rate, self.channels, self.hop_length,
                          tuple(self.codebook_sizes), self.fingerprint(), strides,
-                         self.segment_layout or ())
+                         self.segment_layout or (), tuple(self.global_codebook_sizes))
+
+    @property
+    def global_codebook_sizes(self) -> list[int]:
+        """Entries of each per-utterance code (Tokens.global_codes); [] for codecs without
+        a global branch."""
+        return [] if self.global_branch is None else self.global_branch.codebook_sizes
 
     @property
     def segment_layout(self) -> tuple[int, int] | None:
@@ -216,8 +241,9 @@ class Codec(nn.Module):
         if self.config_record is not None:
             return self.config_record
         config = to_dict(self.config)
-        if config.get("segment") is None:  # as written before segmented codecs existed
-            config.pop("segment", None)
+        for key in ("segment", "global_branch"):  # as written before these options existed
+            if config.get(key) is None:
+                config.pop(key, None)
         return config
 
     def fingerprint(self) -> str:
@@ -229,13 +255,15 @@ class Codec(nn.Module):
             for name in sorted(state):
                 t = state[name].detach().cpu().contiguous()
                 h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                # reshape: a 0-dim counter (BatchNorm's num_batches_tracked) views as bytes too
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self._fingerprint = (key, h.hexdigest()[:16])
         return self._fingerprint[1]
 
     # ------------------------------------------------------------------ training
     def forward(self, wav: Tensor, n_codebooks: int | None = None,
-                semantic_audio: bool = False, perturb: Perturbation | None = None
+                semantic_audio: bool = False, text: list[str | None] | None = None,
+                perturb: Perturbation | None = None
                 ) -> CodecOutput:
         """wav [B, C, T] at `sample_rate` -> CodecOutput with audio [B, C, output_samples(T)]
         at `output_sample_rate`; T is padded to whole frames (by the encoder itself for
@@ -245,6 +273,7 @@ class Codec(nn.Module):
         against a target at its output rate, which the trainer resamples to make `wav`
         (train/rates.py). `semantic_audio` also decodes the semantic part alone, inside this
         call so that DistributedDataParallel sees every use of the decoder's weights.
+        `text`: each item's transcript, for decoders conditioned on it (`takes_text`).
         `perturb` has the decoder read perturbed codes (`_perturbed`); the codes, losses and
         semantic part returned stay those of the quantizer."""
         self._check_training_input(wav)
@@ -262,11 +291,22 @@ class Codec(nn.Module):
         z_q = q.z_q
         if perturb is not None:
             z_q, metrics["perturb/changed"] = self._perturbed(q, perturb)
+        vector = None
+        if self.global_branch is not None:
+            g = self.global_branch(x)
+            vector = g.z_q
+            for name, value in g.losses.items():  # one "vq/commit" for the recipe to weigh
+                losses[name] = losses[name] + value if name in losses else value
+            metrics.update({f"global/{k}": v for k, v in g.metrics.items()})
+        z_q = z_q if vector is None else condition(z_q, vector)
         # decoders with a loss of their own (the spectral decoder's magnitude loss) see the
         # padded input through `forward_train`
         forward_train = getattr(self.decoder, "forward_train", None)
+        if text is not None and not getattr(self.decoder, "takes_text", False):
+            raise ValueError("text: this codec's decoder is not conditioned on a transcript")
         if forward_train is not None:
-            audio, decoder_losses = forward_train(z_q, x)
+            extra = {} if text is None else {"text": list(text)}
+            audio, decoder_losses = forward_train(z_q, x, **extra)
             losses.update(decoder_losses)
         else:
             audio = self.decoder(z_q)
@@ -276,7 +316,7 @@ class Codec(nn.Module):
             if q.semantic is None:
                 raise ValueError(f"{type(self.quantizer).__name__} has no semantic levels to "
                                  f"decode alone (use an rvq or split_rvq quantizer)")
-            sem = self.decoder(q.semantic)
+            sem = self.decoder(q.semantic if vector is None else condition(q.semantic, vector))
             sem_audio = fit_length(sem if scale is None else sem * scale, length)
         return CodecOutput(audio, q.codes, latents, z_q, losses, metrics, q.semantic,
                            sem_audio)
@@ -334,7 +374,21 @@ class Codec(nn.Module):
         `lengths` [B] gives the valid samples of each item of a padded batch. Long inputs are
         encoded `chunk_seconds` at a time (None: all at once); for convolutional encoders the
         codes are identical either way.
+
+        A codec with a global branch (FreeCodec's timbre) also returns `global_codes` long
+        [B, G], each item's from all of its valid samples (never chunked).
         """
+        tokens = self._encode_frames(wav, n_codebooks, lengths, chunk_seconds)
+        if self.global_branch is not None:
+            with torch.inference_mode():
+                codes = self.global_branch.encode(wav, tokens.num_samples)
+            tokens.global_codes = codes.clone()
+        return tokens
+
+    def _encode_frames(self, wav: Tensor, n_codebooks: int | None = None,
+                       lengths: Tensor | None = None,
+                       chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS) -> Tokens:
+        """`encode` without the global codes (the corpus tokenizer batches frames apart)."""
         self._check_wav(wav)
         n = self.quantizer.check_n_codebooks(n_codebooks)
         num_samples = _lengths(lengths, wav)
@@ -384,15 +438,33 @@ class Codec(nn.Module):
         # frames that hold the signal (token files check it); an encoder with `pad_samples`
         # (X-Codec-2) may return one code more, which covers its padding only
         frames = torch.tensor([spec.frames_for(int(n)) for n in num_samples], dtype=torch.long)
+        sampling = default_sampling(self.decoder)  # how a diffusion decoder will decode
+        meta = {} if sampling is None else {SAMPLING_KEY: sampling.to_meta()}
         return Tokens(codes=codes.long(), spec=spec, lengths=frames,
-                      num_samples=num_samples, codec_ref=self.ref, scales=scales)
+                      num_samples=num_samples, codec_ref=self.ref, scales=scales, meta=meta)
 
-    def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+    def decode(self, tokens: Tokens, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS, *,
+               steps: int | None = None, seed: int | None = None,
+               text: str | list[str | None] | None = None, prompt: Tensor | None = None
                ) -> Tensor:
         """Tokens -> wav [B, C, max(num_samples)] (at `output_sample_rate`: scaled to it);
-        refuses tokens of another codec."""
+        refuses tokens of another codec, and every call on a tokens-only codec (no decoder).
+
+        Diffusion decoders (codecs/sampling.py) sample: `steps` Euler steps from noise of
+        `seed` (defaults: the tokens' "sampling" metadata, else the decoder's), conditioned on
+        `text` (one transcript, or one per item) and `prompt` (wav [B, C, P], a clean prefix);
+        they decode in one piece (no chunks). Other decoders refuse these options."""
+        refuse = getattr(self.decoder, "refuse_decode", None)  # codecs/beats.py NoDecoder
+        if refuse is not None:
+            refuse(self.config.family)
         self.check_tokens(tokens)
+        sampling = sampling_options(self.decoder, tokens.meta, steps, seed, text, prompt)
         codes = tokens.codes.to(self._device())
+        vector = self._global_vector(tokens)
+        if sampling is not None:
+            self._chunk_frames(chunk_seconds, 1)  # still refuse a bad value
+            wav = decode_sampled(self, codes, sampling, text, prompt, vector)
+            return fit_length(wav, self.output_samples(int(tokens.num_samples.max()))).clone()
         if self.config.segment is not None:
             from . import segments
 
@@ -414,6 +486,8 @@ class Codec(nn.Module):
 
         def run(chunk: Tensor, start: int) -> Tensor:
             z = self.quantizer.decode(chunk)
+            if vector is not None:
+                z = condition(z, vector)
             return self.decoder(z, frame_offset=start) if offset else self.decoder(z)
 
         chunk_frames = self._chunk_frames(chunk_seconds, codes.shape[-1])
@@ -431,10 +505,24 @@ class Codec(nn.Module):
                                  group)
         return fit_length(wav, self.output_samples(int(tokens.num_samples.max()))).clone()
 
+    def _global_vector(self, tokens: Tokens) -> Tensor | None:
+        """The decoder's per-utterance vector [B, dim] from `tokens.global_codes`; None for
+        codecs without a global branch."""
+        if self.global_branch is None:
+            return None
+        if tokens.global_codes is None:
+            raise TokenFileError(f"codec {self.spec.describe()} decodes with per-utterance "
+                                 f"codes; these tokens have none (take them from another "
+                                 f"clip with tokens.with_global(other))")
+        with torch.inference_mode():
+            return self.global_branch.decode(tokens.global_codes.to(self._device()))
+
     def _streams_by_stage(self) -> bool:
         """True for causal codecs that stream layer by layer (SEANet/Mimi `stream_stages`):
         long inputs then go through the streaming path, which carries each layer's state
         across chunks instead of recomputing a (possibly long) left context per chunk."""
+        if self.global_branch is not None:
+            return False
         if not hasattr(self.encoder, "stream_stages") or not hasattr(self.decoder,
                                                                      "stream_stages"):
             return False
@@ -455,6 +543,9 @@ class Codec(nn.Module):
     def stream(self, n_codebooks: int | None = None) -> StreamingCodec:
         """A StreamingCodec (codecs/streaming.py): encode audio and decode codes piece by piece
         with results equal to `encode`/`decode` of the whole. ValueError unless causal."""
+        if self.global_branch is not None:
+            raise ValueError("a codec with a global branch codes each utterance's vector from "
+                             "all of its samples: it does not stream")
         return StreamingCodec(self, n_codebooks)
 
     def check_tokens(self, tokens: Tokens) -> None:
@@ -542,9 +633,9 @@ def check_tokens(mine: CodecSpec, tokens: Tokens) -> None:
     weights, where both record a fingerprint) and are in range."""
     theirs = tokens.spec
     same_shape = (theirs.sample_rate, theirs.hop_length, tuple(theirs.codebook_sizes),
-                  theirs.strides(), theirs.segment) == (
+                  theirs.strides(), theirs.segment, theirs.global_codebook_sizes) == (
         mine.sample_rate, mine.hop_length, tuple(mine.codebook_sizes), mine.strides(),
-        mine.segment)
+        mine.segment, mine.global_codebook_sizes)
     if not same_shape or (theirs.fingerprint and theirs.fingerprint != mine.fingerprint):
         raise TokenFileError(
             f"tokens were made by codec {theirs.describe()}, not by this codec "

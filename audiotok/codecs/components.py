@@ -14,6 +14,11 @@ that name it):
     ``forward(z [B, D, T']) -> wav [B, C, T' * H]``
     ``receptive_field() -> (left, right) | None`` in frames: how many neighbouring frames on
         each side can change the samples of a frame; None = unbounded.
+
+Global encoder contract (registered in GLOBAL_ENCODERS, built as
+``build(cfg, channels=C, sample_rate=SR, dim=D)``; codecs/global_branch.py):
+    ``forward(wav [B, C, T]) -> [B, D]``: one vector per item over all of its samples (the
+        caller passes each item's valid samples alone, so no padding reaches it).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..registry import Registry
 
 ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
+GLOBAL_ENCODERS = Registry("global encoder")
 
 
 def check_hop(strides, hop_length: int) -> None:

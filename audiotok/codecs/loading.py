@@ -129,6 +129,9 @@ def load_pretrained(path, device="cpu") -> Codec:
     except ValueError as e:
         raise AudiotokError(f"{config_file}: invalid JSON ({e})") from None
     version = meta.get("format_version")
+    if version is None and meta.get("format") == "beats_ssl":
+        raise AudiotokError(f"{path} is a BEATs SSL model, not a codec: the tokenizer that "
+                            f"labelled its training is the run's `tokenizer` folder")
     if version != CHECKPOINT_FORMAT:
         raise AudiotokError(
             f"{path}: checkpoint format {version}; this audiotok reads {CHECKPOINT_FORMAT}"

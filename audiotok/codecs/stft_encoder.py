@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same, stft_same_parts
+from ..modules.mel import LogMel
 from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from .components import ENCODERS
 from .vocos import _init_backbone
@@ -58,9 +59,15 @@ class STFTEncoderConfig:
     # sharpen YIN's F0 on the harmonics of the frame's spectrum (modules/pitch.py
     # `refine_f0`); off in the releases before the sixth, whose codes it would change
     pitch_refine: bool = False
+    # > 0: the features are a log-mel spectrogram of this many bands (modules/mel.py) instead
+    # of the STFT's log-magnitude and compressed spectrum, the input of CLaM-TTS's Mel-VAE
+    # (Kim et al. 2024, sec. 3.1; recipes/clam_melvae_16k.yaml)
+    n_mels: int = 0
 
     def __post_init__(self):
         check_stft_sizes(self.n_fft, self.hop_length)
+        if self.n_mels < 0:
+            raise ValueError(f"n_mels must be >= 0 (0: STFT features), got {self.n_mels}")
         if not 0 < self.voicing_threshold <= 1:
             raise ValueError(f"voicing_threshold must be in (0, 1], got {self.voicing_threshold}")
         if self.pitch_refine and not self.pitch:
@@ -110,9 +117,11 @@ class STFTEncoder(nn.Module):
         self.n_fft, self.stft_hop = cfg.n_fft, cfg.hop_length
         self.hop_length = cfg.hop_length * math.prod(int(s) for s in cfg.strides)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
-        n_bins = cfg.n_fft // 2 + 1
+        self.mel = LogMel(sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels) if cfg.n_mels \
+            else None
+        n_features = cfg.n_mels if cfg.n_mels else 3 * (cfg.n_fft // 2 + 1)
         conv = {"norm": "none"}
-        layers: list[nn.Module] = [Conv1d(3 * n_bins * channels, cfg.dim, cfg.kernel_size, **conv),
+        layers: list[nn.Module] = [Conv1d(n_features * channels, cfg.dim, cfg.kernel_size, **conv),
                                    _ChannelNorm(cfg.dim),
                                    *_blocks(cfg.dim, cfg.num_layers, cfg.mlp_ratio)]
         dim = cfg.dim
@@ -141,9 +150,13 @@ class STFTEncoder(nn.Module):
         return left, right
 
     def features(self, wav: Tensor) -> Tensor:
-        """wav [B, C, T] -> [B, 3 * n_bins * C, T / stft_hop]: log|X|, Re and Im of X|X|^-0.7."""
+        """wav [B, C, T] -> [B, 3 * n_bins * C, T / stft_hop]: log|X|, Re and Im of X|X|^-0.7;
+        with `n_mels`, [B, n_mels * C, T / stft_hop]: the log-mel spectrogram."""
         b, c, t = wav.shape
         x = wav.reshape(b * c, t)
+        if self.mel is not None:
+            mel = self.mel(x)
+            return mel.reshape(b, c * mel.shape[1], mel.shape[-1])
         x = x if x.dtype == torch.float64 else x.float()  # half inputs take the STFT in float32
         window = self.window.to(x.dtype)
         if torch.jit.is_tracing():  # ONNX export: no complex tensors (stft_same_parts)

@@ -26,15 +26,22 @@ def add_distill(sub) -> None:
     p.set_defaults(func=cmd_distill_cache)
 
     p = sub.add_parser(
-        "kmeans", help="fit k-means units on an SSL model's layer over a corpus",
+        "kmeans", help="fit k-means units on SSL model layers over a corpus",
         description="Mini-batch k-means (bounded memory) on the frame features of a "
-        "HuBERT / WavLM / wav2vec 2.0 layer; the units file feeds the ssl_kmeans codec.")
+        "HuBERT / WavLM / wav2vec 2.0 layer, or one k-means per layer for several layers at "
+        "once (--layers 3,7,12: one token stream per layer); the units file feeds the "
+        "ssl_kmeans codec.")
     p.add_argument("--teacher", required=True, help="SSL model: local directory or hub id")
     p.add_argument("--data", required=True, help="folder of audio files or .jsonl manifest")
     p.add_argument("-k", type=positive_int, default=500, help="number of units (default 500)")
     p.add_argument("-o", "--output", required=True, help="units file (.safetensors)")
-    p.add_argument("--layers", default="", metavar="I[,I...]",
-                   help="hidden states to average (0 = embeddings; default: every layer)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--layers", default=None, metavar="I[,I...]",
+                       help="hidden states, one k-means each (0 = embeddings): 6 is one "
+                       "stream, 3,7,12 three; join with + to average into one stream "
+                       "(3+4+5); default: one stream averaging every layer")
+    which.add_argument("--layer", type=nonneg_int, default=None, metavar="I",
+                       help="one hidden state (the same as --layers I)")
     p.add_argument("--sample-rate", type=positive_int, default=16000, help="the model's input rate")
     p.add_argument("--normalize", action="store_true",
                    help="zero-mean unit-variance input (WavLM-Large, wav2vec2-large-lv60)")
@@ -83,15 +90,32 @@ def cmd_kmeans(args) -> int:
     for flag in ("batch_frames", "epochs", "max_files"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise AudiotokError(f"--{flag.replace('_', '-')} must be at least 1")
-    try:
-        layers = [int(x) for x in args.layers.split(",") if x.strip()]
-    except ValueError:
-        raise AudiotokError(f"--layers: expected integers like 6 or 3,4,5, got "
-                            f"'{args.layers}'") from None
-    cfg = TeacherConfig(type="ssl", path=args.teacher, layers=layers,
+    streams = [[args.layer]] if args.layer is not None else parse_layers(args.layers)
+    # one stream is the single-layer units file ([K, D]) it always was
+    cfg = TeacherConfig(type="ssl", path=args.teacher,
+                        layers=streams[0] if len(streams) == 1 else [],
                         sample_rate=args.sample_rate, normalize=args.normalize)
     items = index_files(args.data).items[: args.max_files]
     out = fit_units(cfg, items, args.k, args.output, args.batch_frames, args.epochs,
-                    args.device, args.seed)
-    print(f"{args.k} units on {len(items)} files written to {out}")
+                    args.device, args.seed, streams=streams if len(streams) > 1 else None)
+    what = f"{len(streams)} layers x {args.k} units" if len(streams) > 1 else f"{args.k} units"
+    print(f"{what} on {len(items)} files written to {out}")
     return 0
+
+
+def parse_layers(text: str | None) -> list[list[int]]:
+    """`--layers` -> the hidden states of each stream: None -> [[]] (every layer averaged),
+    "3,7,12" -> [[3], [7], [12]], "3+4+5,12" -> [[3, 4, 5], [12]]."""
+    from .teachers import layer_streams
+
+    if text is None:
+        return [[]]
+    try:
+        spec = [[int(i) for i in part.split("+")] for part in text.split(",")]
+    except ValueError:
+        raise AudiotokError(f"--layers: expected integers like 6, 3,7,12 or 3+4+5, got "
+                            f"'{text}'") from None
+    try:
+        return layer_streams(spec, "--layers")
+    except ValueError as e:
+        raise AudiotokError(str(e)) from None

@@ -9,6 +9,13 @@ large the corpus. The first buffer seeds the centres with k-means++.
 
     <units>.safetensors: "centroids" float32 [K, D]; metadata: teacher settings, frame rate,
     the mean squared distance of the last pass ("inertia").
+
+Several layers at once (Mousavi et al. 2024, "How Should We Extract Discrete Audio Tokens from
+Self-Supervised Models?", sec. 2: one k-means per SSL layer, each layer a token stream) fit one
+k-means per stream from the same teacher passes, each as the single-layer fit would:
+
+    <units>.safetensors: "centroids" float32 [L, K, D]; metadata "teacher" with "layers" the
+    L streams (a list of hidden-state lists), "inertia" a JSON list of L values.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from torch import Tensor
 from ..errors import AudiotokError
 from ..fileio import atomic_path
 from .config import TeacherConfig
-from .teachers import SSLTeacher
+from .teachers import SSLTeacher, pick_layers
 
 
 def kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -77,48 +84,70 @@ class MiniBatchKMeans:
 
 
 def fit_units(cfg: TeacherConfig, items, k: int, out_path, batch_frames: int = 20000,
-              epochs: int = 1, device: str = "cpu", seed: int = 0, progress: bool = True
-              ) -> Path:
-    """Fit k-means units on `cfg`'s layer over `items` (AudioItems); write `out_path`."""
+              epochs: int = 1, device: str = "cpu", seed: int = 0, progress: bool = True,
+              streams: list[list[int]] | None = None) -> Path:
+    """Fit k-means units on `cfg`'s layer (average) over `items` (AudioItems); write
+    `out_path`. With `streams` (hidden-state lists, `layer_streams`): one k-means per
+    stream instead, stream i seeded with `seed + i`, into one [L, K, D] file."""
     from safetensors.torch import save_file
+
+    teacher = SSLTeacher(cfg, cfg.sample_rate).to(device)
+    multi = streams is not None
+    groups = [pick_layers(s, teacher.n_layers, cfg.path, "layers") for s in streams] if multi \
+        else [teacher.layers]
+    kms = [MiniBatchKMeans(k, seed + i) for i in range(len(groups))]
+    failed = _fit_passes(teacher, groups, kms, items, batch_frames, epochs, device, progress)
+    if kms[0].centres is None:
+        raise AudiotokError(f"no readable audio among {len(items)} files")
+    layers = [list(s) for s in streams] if multi else cfg.layers
+    meta = {"teacher": json.dumps({"path": cfg.path, "layers": layers,
+                                   "sample_rate": cfg.sample_rate, "normalize": cfg.normalize}),
+            "frame_rate": str(teacher.frame_rate),
+            "inertia": json.dumps([km.inertia for km in kms]) if multi else str(kms[0].inertia),
+            "failed_files": str(failed)}
+    centroids = torch.stack([km.centres for km in kms]) if multi else kms[0].centres
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        save_file({"centroids": centroids.contiguous()}, str(tmp), metadata=meta)
+    return out
+
+
+def _fit_passes(teacher: SSLTeacher, groups: list[list[int]], kms: list[MiniBatchKMeans],
+                items, batch_frames: int, epochs: int, device: str, progress: bool) -> int:
+    """Stream `items` through the teacher `epochs` times, updating k-means i with the frames
+    of stream i in buffers of `batch_frames`; returns the number of unreadable files."""
     from tqdm import tqdm
 
     from ..audio import load_audio
     from ..errors import AudioError
 
-    teacher = SSLTeacher(cfg, cfg.sample_rate).to(device)
-    km = MiniBatchKMeans(k, seed)
-    chunk = 30 * cfg.sample_rate  # bounded teacher memory on long files
+    rate = teacher.cfg.sample_rate
+    chunk = 30 * rate  # bounded teacher memory on long files
     for epoch in range(epochs):
-        buffer, size, failed = [], 0, 0
+        buffers, size, failed = [[] for _ in groups], 0, 0
         for item in tqdm(items, desc=f"kmeans pass {epoch + 1}/{epochs}", disable=not progress):
             try:
-                wav, _ = load_audio(item.path, cfg.sample_rate, 1)
+                wav, _ = load_audio(item.path, rate, 1)
             except AudioError:
                 failed += 1
                 continue
             with torch.no_grad():
                 for i in range(0, wav.shape[-1], chunk):
                     piece = wav[None, :, i:i + chunk].to(device)
-                    n = max(1, round(piece.shape[-1] * teacher.frame_rate / cfg.sample_rate))
-                    buffer.append(teacher.audio_features(piece, n)[0].cpu())
+                    n = max(1, round(piece.shape[-1] * teacher.frame_rate / rate))
+                    feats = teacher.stream_features(piece, n, groups)
+                    for buffer, f in zip(buffers, feats):
+                        buffer.append(f[0].cpu())
                     size += n
             if size >= batch_frames:
+                for km, buffer in zip(kms, buffers):
+                    km.update(torch.cat(buffer))
+                buffers, size = [[] for _ in groups], 0
+        if buffers[0]:
+            for km, buffer in zip(kms, buffers):
                 km.update(torch.cat(buffer))
-                buffer, size = [], 0
-        if buffer:
-            km.update(torch.cat(buffer))
-        if km.centres is None:
-            raise AudiotokError(f"no readable audio among {len(items)} files")
-    meta = {"teacher": json.dumps({"path": cfg.path, "layers": cfg.layers,
-                                   "sample_rate": cfg.sample_rate, "normalize": cfg.normalize}),
-            "frame_rate": str(teacher.frame_rate), "inertia": str(km.inertia),
-            "failed_files": str(failed)}
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        save_file({"centroids": km.centres.contiguous()}, str(tmp), metadata=meta)
-    return out
+    return failed
 
 
 def load_units(path) -> tuple[Tensor, dict]:

@@ -86,6 +86,9 @@ class UnitLabeller:
         if not isinstance(teacher, dict) or not teacher.get("path"):
             raise AudiotokError(f"{path}: no teacher recorded in the units file (write it "
                                 f"with `audiotok kmeans`)")
+        if centroids.ndim == 3:
+            raise AudiotokError(f"{path}: holds the units of {len(centroids)} layers; the probe "
+                                f"takes one layer's (audiotok kmeans --layer N)")
         if centroids.ndim != 2 or len(centroids) < 2 or not torch.isfinite(centroids).all():
             raise AudiotokError(f"{path}: centroids must be a finite [K >= 2, D] matrix, got "
                                 f"shape {tuple(centroids.shape)}")

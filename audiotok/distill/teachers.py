@@ -38,18 +38,46 @@ def load_frozen(path: str):
     return model
 
 
-def pick_layers(layers: list[int], n_layers: int, path: str) -> list[int]:
-    """The hidden_states indices to average: `layers`, or 1..n_layers when empty."""
+def pick_layers(layers: list[int], n_layers: int, path: str, key: str | None = None
+                ) -> list[int]:
+    """The hidden_states indices to average: `layers`, or 1..n_layers when empty; errors
+    start with `key`, the setting that named them, when given."""
     layers = list(layers) or list(range(1, n_layers + 1))
     bad = [i for i in layers if i > n_layers]
     if bad:
-        raise AudiotokError(f"teacher '{path}' has {n_layers} layers (hidden states 0.."
-                            f"{n_layers}); layers {bad} do not exist")
+        raise AudiotokError(f"{key + ': ' if key else ''}teacher '{path}' has {n_layers} "
+                            f"layers (hidden states 0..{n_layers}); layers {bad} do not exist")
     return layers
 
 
 def average_layers(hidden_states: tuple[Tensor, ...], layers: list[int]) -> Tensor:
     return torch.stack([hidden_states[i] for i in layers]).mean(0)
+
+
+def layer_streams(layers: list, key: str = "layers") -> list[list[int]]:
+    """A layer setting -> the hidden states of each stream (one k-means, one code row each).
+
+    An integer is one hidden state (0 = the input embeddings, i = output of layer i), a list
+    of integers is averaged into one stream, and [] is one stream averaging every layer:
+    [6] -> [[6]], [3, 7, 12] -> [[3], [7], [12]] (the multi-layer tokens of Mousavi et al.
+    2024), [[3, 4, 5], 12] -> [[3, 4, 5], [12]], [] -> [[]]. ValueError naming `key` for
+    negative indices, an empty group, a layer twice in a group, or a stream given twice."""
+    if not layers:
+        return [[]]
+    streams: list[list[int]] = []
+    for i, item in enumerate(layers):
+        group = [item] if isinstance(item, int) else list(item)
+        if not group:
+            raise ValueError(f"{key}[{i}] is an empty list: name the layers to average")
+        if any(j < 0 for j in group):
+            raise ValueError(f"{key}: hidden-state indices are >= 0, got {item}")
+        if len(set(group)) < len(group):
+            raise ValueError(f"{key}[{i}] names a layer twice: {item}")
+        if sorted(group) in (sorted(s) for s in streams):
+            name = group[0] if len(group) == 1 else group
+            raise ValueError(f"{key}: layer {name} is listed twice")
+        streams.append(group)
+    return streams
 
 
 def align_frames(features: Tensor, n_frames: int) -> Tensor:
@@ -126,13 +154,24 @@ class SSLTeacher(AudioTeacher):
         stride, self.pad = conv_geometry(config)
         self.frame_rate = cfg.sample_rate / stride
 
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
     def audio_features(self, wav: Tensor, n_frames: int) -> Tensor:
         """wav [B, C, T] at the codec's rate -> [B, n_frames, D]."""
+        return self.stream_features(wav, n_frames, [self.layers])[0]
+
+    def stream_features(self, wav: Tensor, n_frames: int, streams: list[list[int]]
+                        ) -> list[Tensor]:
+        """wav [B, C, T] -> one [B, n_frames, D] per stream (its hidden states averaged; see
+        `pick_layers`), all from one pass of the model."""
         x = F.pad(to_mono_rate(wav, self.sample_rate, self.cfg.sample_rate), self.pad)
         if self.cfg.normalize:
             x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + 1e-7)
         out = self.model(x, output_hidden_states=True)
-        return align_frames(average_layers(out.hidden_states, self.layers), n_frames).float()
+        return [align_frames(average_layers(out.hidden_states, s), n_frames).float()
+                for s in streams]
 
 
 class WhisperTeacher(AudioTeacher):

@@ -40,6 +40,7 @@ import torch
 
 from ..audio import load_audio, resample
 from ..errors import AudioError, AudiotokError
+from ..quantizers.base import encodable_counts
 from . import baselines as _baselines
 from . import metrics as M
 from .robustness import check_perturb, perturbed_tokens
@@ -100,6 +101,8 @@ class System:
     n_codebooks: int | None = None
     codebook_sizes: list[int] | None = None
     perturb: float | None = None  # fraction of tokens perturbed; None for baselines
+    # a diffusion decoder's sampling (codecs/sampling.py): {"steps", "seed", "text": False}
+    sampling: dict | None = None
 
 
 @dataclass
@@ -166,7 +169,7 @@ def _codec_systems(codec, label: str, cfg: EvalConfig) -> list[System]:
     """One system per codebook count, and with `cfg.perturb` one per count and fraction (its
     tokens perturbed before decoding, named e.g. "tiny@8~0.1"); the encoding of a clip is
     shared by a count's systems."""
-    counts = cfg.n_codebooks or list(range(1, codec.n_codebooks + 1))
+    counts = cfg.n_codebooks or encodable_counts(codec.quantizer)
     for n in counts:
         codec.quantizer.check_n_codebooks(n)  # a clear error before any clip is processed
     if cfg.perturb and cfg.perturb_mode == "near":
@@ -189,12 +192,18 @@ def _codec_systems(codec, label: str, cfg: EvalConfig) -> list[System]:
             y = codec.decode(tokens)[0].mean(0).double().cpu().numpy()
             return SystemOutput(y, codec.output_sample_rate, tokens.bitrate / 1000,
                                 tokens.tokens_per_second, tokens.codes[0].cpu(), changed)
+        from ..codecs.sampling import default_sampling
+
+        sampling = default_sampling(getattr(codec, "decoder", None))
         for fraction in [0.0, *cfg.perturb]:
             name = f"{label}@{n}" + (f"~{fraction:g}" if fraction else "")
             systems.append(System(name, "codec", functools.partial(run, fraction=fraction),
                                   codec=label, n_codebooks=n,
                                   codebook_sizes=list(codec.codebook_sizes[:n]),
-                                  perturb=fraction))
+                                  perturb=fraction,
+                                  # decoded from the tokens alone: no transcript, no prompt
+                                  sampling=None if sampling is None else
+                                  {**sampling.to_meta(), "text": False, "prompt": False}))
     return systems
 
 
@@ -421,6 +430,8 @@ def _pool(system: System, clips: list[dict], codes: list[torch.Tensor]) -> dict:
            "metrics": {}}
     if system.perturb:  # the fraction actually changed (each token draws independently)
         row["perturbed_fraction"] = _mean([s.get("perturbed_fraction") for s in scores])
+    if system.sampling is not None:
+        row["sampling"] = system.sampling
     for m in METRICS:
         values = [s[m] for s in scores if s[m] is not None]
         row["metrics"][m] = {"mean": _mean(values), "n": len(values),

@@ -86,9 +86,15 @@ def _perturbed(rows: list[dict]) -> bool:
 def table_rows(rows: list[dict]) -> list[list[str]]:
     cols = columns(rows)
     header = ["system"] + [c[0] for c in cols] + ["clips"]
-    body = [[r["name"]] + [_cell(r, key, d) for _, key, d in cols] + [str(r["n_clips"])]
+    body = [[_system(r)] + [_cell(r, key, d) for _, key, d in cols] + [str(r["n_clips"])]
             for r in rows]
     return [header] + body
+
+
+def _system(row: dict) -> str:
+    """The row's name; a diffusion decoder's with the sampling it decoded with."""
+    s = row.get("sampling")
+    return row["name"] if not s else f"{row['name']} ({s['steps']} steps, seed {s['seed']})"
 
 
 def markdown_table(rows: list[dict]) -> str:

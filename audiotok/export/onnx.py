@@ -68,6 +68,9 @@ def check_exportable(codec) -> None:
     if codec.config.segment is not None:
         raise AudiotokError(f"cannot export {name} to ONNX: it codes loudness-normalised "
                             f"segments (EnCodec 48 kHz), not yet exported")
+    if codec.global_branch is not None:
+        raise AudiotokError(f"cannot export {name} to ONNX: it codes a vector per utterance "
+                            f"beside the frames (a global branch), not yet exported")
     if getattr(codec.encoder, "pad_samples", 0) or \
             "lengths" in inspect.signature(codec.encoder.forward).parameters:
         raise AudiotokError(f"cannot export {name} to ONNX: its encoder's feature extractor "

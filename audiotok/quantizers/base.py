@@ -58,6 +58,13 @@ class Quantizer(nn.Module):
     def n_codebooks(self) -> int:
         return len(self.codebook_sizes)
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The losses this family returns besides "vq/commit" and "vq/codebook", with the
+        weights its paper trains them at; the trainer applies these where a recipe's
+        `losses.weights` does not name the loss (lfq.py, bsq.py, gsq.py)."""
+        return {}
+
     def check_n_codebooks(self, n_codebooks: int | None) -> int:
         """Resolve `n_codebooks` (None = all) and check it against what this quantizer has."""
         n = self.n_codebooks if n_codebooks is None else int(n_codebooks)
@@ -92,3 +99,24 @@ def hold_state(quantizer: Quantizer) -> None:
     for module in quantizer.modules():
         if isinstance(module, Quantizer):
             module.state_held = True
+def check_every_codebook(n_codebooks: int | None, total: int, family: str) -> int:
+    """`check_n_codebooks` of quantizers whose K codebooks are parallel parts of one code
+    (bit groups, channel groups) rather than coarse-to-fine levels: only all K (or None)."""
+    if n_codebooks is not None and int(n_codebooks) != total:
+        raise ValueError(f"n_codebooks must be {total} for the {family} quantizer: its "
+                         f"{total} codebooks code parallel parts of each frame, not "
+                         f"coarse-to-fine levels, so none can be left out (got {n_codebooks})")
+    return total
+
+
+def encodable_counts(quantizer) -> list[int]:
+    """The codebook counts k in 1..K that `quantizer.check_n_codebooks` accepts (any object
+    with `codebook_sizes` and that method: an ONNX codec's levels too)."""
+    counts = []
+    for k in range(1, len(quantizer.codebook_sizes) + 1):
+        try:
+            quantizer.check_n_codebooks(k)
+        except ValueError:
+            continue
+        counts.append(k)
+    return counts

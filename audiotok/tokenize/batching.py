@@ -44,10 +44,11 @@ def encode_exact(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
                  chunk_seconds: float | None) -> list[Tensor]:
     """wavs: [C, T_i] at the codec's rate -> codes long [K, ceil(T_i / hop)] each (rounded up
     to whole groups for codecs with a frame_multiple), equal to
-    `codec.encode(wav[None], n_codebooks, chunk_seconds=chunk_seconds)` of each item alone."""
+    `codec.encode(wav[None], n_codebooks, chunk_seconds=chunk_seconds).codes` of each item alone.
+    Frame codes only: a global branch's per-utterance codes are the caller's (run.py)."""
     reach = codec.encoder.receptive_field()
     if reach is None or len(wavs) == 1:
-        return [codec.encode(w[None], n_codebooks, chunk_seconds=chunk_seconds).codes[0]
+        return [_frames(codec, w[None], n_codebooks, chunk_seconds=chunk_seconds)[0]
                 for w in wavs]
     hop = codec.hop_length
     if codec.frame_multiple > 1:
@@ -55,7 +56,8 @@ def encode_exact(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
     frames = [max(1, math.ceil(w.shape[-1] / hop)) for w in wavs]
     lengths = torch.tensor([w.shape[-1] for w in wavs])
     batch = _stack([w for w in wavs], max(frames) * hop)
-    body = codec.encode(batch, n_codebooks, lengths=lengths, chunk_seconds=chunk_seconds).codes
+    body = _frames(codec, batch, n_codebooks, lengths=lengths,
+                   chunk_seconds=chunk_seconds)
     out = [body[i, :, :f] for i, f in enumerate(frames)]
 
     right = math.ceil(reach[1] / hop) + 1  # tail frames the padding may have touched
@@ -65,14 +67,14 @@ def encode_exact(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
         # each item zero-padded to whole frames, as encode does alone, then its last frames
         tails = torch.stack([_stack([wavs[i]], frames[i] * hop)[0, :, -window * hop:]
                              for i in long])
-        codes = codec.encode(tails, n_codebooks, chunk_seconds=None).codes
+        codes = _frames(codec, tails, n_codebooks, chunk_seconds=None)
         for j, i in enumerate(long):
             out[i] = torch.cat([out[i][:, :-right], codes[j, :, -right:]], -1)
     for f in sorted({frames[i] for i in range(len(wavs)) if frames[i] <= window}):
         short = [i for i in range(len(wavs)) if frames[i] == f]  # equal frames: no padding
         lens = torch.tensor([wavs[i].shape[-1] for i in short])
-        codes = codec.encode(_stack([wavs[i] for i in short], f * hop), n_codebooks,
-                             lengths=lens, chunk_seconds=chunk_seconds).codes
+        codes = _frames(codec, _stack([wavs[i] for i in short], f * hop), n_codebooks,
+                        lengths=lens, chunk_seconds=chunk_seconds)
         for j, i in enumerate(short):
             out[i] = codes[j]
     return out
@@ -89,11 +91,19 @@ def _encode_by_groups(codec: Codec, wavs: list[Tensor], n_codebooks: int | None,
     for length in sorted(set(padded)):
         same = [i for i in range(len(wavs)) if padded[i] == length]
         lens = torch.tensor([wavs[i].shape[-1] for i in same])
-        codes = codec.encode(_stack([wavs[i] for i in same], length), n_codebooks,
-                             lengths=lens, chunk_seconds=chunk_seconds).codes
+        codes = _frames(codec, _stack([wavs[i] for i in same], length), n_codebooks,
+                        lengths=lens, chunk_seconds=chunk_seconds)
         for j, i in enumerate(same):
             out[i] = codes[j]
     return out
+
+
+def _frames(codec: Codec, wav: Tensor, n_codebooks: int | None, **kwargs) -> Tensor:
+    """`codec.encode(...).codes` without a global branch's per-utterance codes, which the
+    corpus tokenizer takes from each item alone (run.py); codecs without one (an OnnxCodec
+    among them) encode as they always do."""
+    encode = getattr(codec, "_encode_frames", codec.encode)
+    return encode(wav, n_codebooks, **kwargs).codes
 
 
 def _stack(wavs: list[Tensor], length: int) -> Tensor:

@@ -123,7 +123,9 @@ def cmd_detokenize(args) -> int:
                 raise AudiotokError(f"{rec.id}: another id already wrote {dst}")
             tokens = Tokens(codes=torch.from_numpy(rec.codes.astype(np.int64))[None],
                             spec=spec, lengths=torch.tensor([rec.n_frames]),
-                            num_samples=torch.tensor([rec.num_samples]))
+                            num_samples=torch.tensor([rec.num_samples]),
+                            global_codes=None if rec.global_codes is None else
+                            torch.from_numpy(rec.global_codes.astype(np.int64))[None])
             codec.check_tokens(tokens)
             wav = codec.decode(tokens.to(args.device), chunk_seconds=args.chunk_seconds)
             save_audio(dst, wav[0].cpu(), codec.sample_rate)

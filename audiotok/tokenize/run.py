@@ -184,6 +184,7 @@ def run_worker(opts: TokenizeOptions, plan: Plan, job: dict, codec: Codec, worke
 
         def step(batch: DecodedBatch) -> None:
             codes = _encode_batch(codec, batch, job)
+            codes = _with_global(codec, batch, codes)
             with done:
                 buf = buffers.setdefault(batch.shard, _ShardBuffer(len(plan.shard(batch.shard))))
                 _add_batch(batch, codes, plan, buf, dtype)
@@ -252,6 +253,21 @@ def _encode_batch(codec: Codec, batch: DecodedBatch, job: dict) -> list[torch.Te
         return [_encode_one(codec, w, job) for w in wavs]
 
 
+def _with_global(codec: Codec, batch: DecodedBatch, codes: list) -> list:
+    """Each encoded item's codes as (frame codes, global codes or None): a codec with a
+    global branch codes every utterance from all of its samples, one item at a time."""
+    branch = getattr(codec, "global_branch", None)  # an OnnxCodec has none
+    if branch is None:
+        return [c if isinstance(c, str) else (c, None) for c in codes]
+    out = []
+    for wav, c in zip(batch.wavs, codes):
+        if not isinstance(c, str):
+            w = wav.to(codec._device())[None]
+            c = (c, branch.encode(w, torch.tensor([w.shape[-1]]))[0])
+        out.append(c)
+    return out
+
+
 def _add_batch(batch: DecodedBatch, codes: list, plan: Plan, buf: _ShardBuffer,
                dtype) -> None:
     utts = plan.shard(batch.shard)
@@ -261,8 +277,10 @@ def _add_batch(batch: DecodedBatch, codes: list, plan: Plan, buf: _ShardBuffer,
         if isinstance(c, str):
             buf.failed[i] = c
             continue
-        buf.records[i] = Record(utts[i].id, c.cpu().numpy().astype(dtype), wav.shape[-1],
-                                utts[i].meta, plan.first_index(batch.shard) + i)
+        frames, g = c
+        buf.records[i] = Record(utts[i].id, frames.cpu().numpy().astype(dtype), wav.shape[-1],
+                                utts[i].meta, plan.first_index(batch.shard) + i,
+                                None if g is None else g.cpu().numpy().astype(dtype))
 
 
 def _encode_one(codec: Codec, wav: torch.Tensor, job: dict) -> torch.Tensor | str:

@@ -8,7 +8,10 @@ Every record has the same fields in every format:
     n_frames     T
     num_samples  audio samples at the codec's rate (decode trims to this)
     codec        the codec spec: family, sample_rate, hop_length, frame_rate,
-                 codebook_sizes, fingerprint
+                 codebook_sizes, fingerprint (+ global_codebook_sizes)
+    global_codes [G] the utterance's per-utterance codes (Tokens.global_codes: FreeCodec's
+                 timbre), only for codecs with a global branch (spec global_codebook_sizes):
+                 a list<uint16> column in Parquet, a list in the WebDataset/npy JSON
     ...          every metadata key of the manifest line (text, speaker, path, ...)
 """
 
@@ -37,6 +40,7 @@ class Record:
     num_samples: int
     meta: dict = field(default_factory=dict)
     key: int = 0
+    global_codes: np.ndarray | None = None  # [G], codecs with a global branch only
 
     @property
     def n_frames(self) -> int:
@@ -52,14 +56,19 @@ def shard_name(shard: int) -> str:
 
 
 def _fields(rec: Record, spec: dict) -> dict:
-    return {"id": rec.id, "n_frames": rec.n_frames, "num_samples": rec.num_samples,
-            "codec": spec, **rec.meta}
+    out = {"id": rec.id, "n_frames": rec.n_frames, "num_samples": rec.num_samples,
+           "codec": spec, **rec.meta}
+    if rec.global_codes is not None:
+        out["global_codes"] = [int(c) for c in rec.global_codes]
+    return out
 
 
 def _from_fields(fields: dict, codes: np.ndarray) -> Record:
-    meta = {k: v for k, v in fields.items()
-            if k not in ("id", "n_frames", "num_samples", "codec", "codes", "file")}
-    return Record(fields["id"], codes, int(fields["num_samples"]), meta)
+    meta = {k: v for k, v in fields.items() if k not in (
+        "id", "n_frames", "num_samples", "codec", "codes", "file", "global_codes")}
+    g = fields.get("global_codes")
+    return Record(fields["id"], codes, int(fields["num_samples"]), meta,
+                  global_codes=None if g is None else np.asarray(g, dtype=codes.dtype))
 
 
 class ParquetFormat:
@@ -79,6 +88,9 @@ class ParquetFormat:
             "num_samples": pa.array([r.num_samples for r in records], pa.int64()),
             "codec": pa.array([json.dumps(spec, sort_keys=True)] * len(records), pa.string()),
         }
+        if spec.get("global_codebook_sizes"):
+            data["global_codes"] = pa.array([r.global_codes.astype(dtype) for r in records],
+                                            pa.list_(pa.from_numpy_dtype(dtype)))
         for key, kind in columns.items():
             data[key] = _meta_column([r.meta.get(key) for r in records], kind)
         table = pa.table(data).replace_schema_metadata(

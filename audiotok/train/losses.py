@@ -9,12 +9,17 @@ Names (bind weights to these in a recipe):
     stoi         1 - STOI, differentiable (losses/intelligibility.py): band-envelope
                  correlation over 384 ms windows, the intelligibility metric `eval` reports
     vq/commit, vq/codebook   from the quantizer
+    lfq/entropy, lfq/commit, bsq/entropy, bsq/commit, gsq/codebook, gsq/commit, gsq/entropy
+                             from the lookup-free and spherical quantizers; weighted as their
+                             papers train them unless the recipe names them
     decoder/magnitude, decoder/compressed   from the spectral decoder (codecs/spectral.py):
                              log-magnitude L1 and |X|^0.3 MSE of its predicted spectrogram
     adv/gen, feat            adversarial and feature matching, once the discriminator starts
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +37,7 @@ from ..losses import (
     STOILoss,
     check_weights,
 )
-from .config import LossConfig
+from .config import LossConfig, Recipe
 
 RECONSTRUCTION = ("mel", "msstft", "stft", "waveform", "phase", "stoi")
 ADVERSARIAL = ("adv/gen", "feat")
@@ -78,3 +83,13 @@ def total_loss(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     if not terms:
         return torch.zeros((), device=next(iter(losses.values())).device, requires_grad=True)
     return torch.stack([t.float() for t in terms]).sum()
+
+
+def with_quantizer_weights(recipe: Recipe, quantizer) -> Recipe:
+    """`recipe` with its quantizer's own losses at the weights the quantizer's paper uses
+    (`Quantizer.loss_weights`) wherever `losses.weights` does not name them."""
+    defaults = dict(getattr(quantizer, "loss_weights", {}))
+    if not defaults:
+        return recipe
+    weights = {**defaults, **recipe.losses.weights}
+    return replace(recipe, losses=replace(recipe.losses, weights=weights))

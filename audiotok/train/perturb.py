@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from ..quantizers.perturb import MODES, Perturbation
 
 
@@ -87,3 +88,14 @@ class PerturbConfig:
         return Perturbation(rate=rate, mode=self.mode,
                             neighbours=max(1, round(self.neighbours * ratio)),
                             items=self.items, levels=tuple(self.levels))
+
+
+def check_perturbable(cfg: PerturbConfig | None, quantizer) -> None:
+    """ConfigError, one line, when near codes are asked of a quantizer without code vectors
+    (lookup-free and binary codes, whose implicit codebooks are too large to search)."""
+    if cfg is None or cfg.mode != "near":
+        return
+    try:
+        quantizer.code_vectors()
+    except NotImplementedError as e:
+        raise ConfigError(f"train.perturb.mode near: {e}; use mode: random") from None

@@ -33,7 +33,8 @@ from ..quantizers.perturb import Perturbation
 from . import checkpoint as ckpt
 from .config import Recipe
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_module, init_distributed
-from .losses import ReconstructionLosses, total_loss
+from .losses import ReconstructionLosses, total_loss, with_quantizer_weights
+from .perturb import check_perturbable
 from .rates import check_segments, split_batch
 from .runlog import RunLogger
 from .schedule import lr_factor
@@ -55,8 +56,10 @@ class Trainer:
         self.run_dir = recipe.run_dir
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.codec = Codec(recipe.model).to(self.device)
+        self.recipe = recipe = with_quantizer_weights(recipe, self.codec.quantizer)
         if self.cfg.trainable == "decoder":
             freeze_all_but_decoder(self.codec)
+        check_perturbable(self.cfg.perturb, self.codec.quantizer)
         if recipe.data is not None:
             check_segments(self.codec, recipe.data)
         # what the discriminators and losses see: the decoder's output and its target
@@ -188,6 +191,7 @@ class Trainer:
         perturb = None if self.cfg.perturb is None else self.cfg.perturb.at(self.step)
         if perturb is not None:
             extra["perturb"] = perturb
+        extra.update(self._transcripts(inputs, batch))
         with self._autocast():
             out = self.codec_ddp(inputs, **extra)
         values = {}
@@ -219,10 +223,21 @@ class Trainer:
             values["perturb/rate"] = 0.0 if perturb is None else perturb.rate
         return values
 
+    def _transcripts(self, inputs: Tensor, batch: dict | None) -> dict:
+        """{"text": each excerpt's transcript} for a decoder conditioned on text (TaDiCodec),
+        else {}; the excerpt's part of its file's transcript (modules/chars.py)."""
+        if not getattr(self.codec.decoder, "takes_text", False) or batch is None \
+                or "text" not in batch:
+            return {}
+        from ..modules.chars import batch_texts
+
+        return {"text": batch_texts(batch, inputs.shape[-1] / self.codec.sample_rate)}
+
     def _latent_losses(self) -> list[str]:
         """Losses on latents or decoder internals rather than output audio: kept out of the
         balancer."""
-        return QUANTIZER_LOSSES + self._decoder_losses() + self._distill_names()
+        own = list(getattr(self.codec.quantizer, "loss_weights", ()))  # lfq/, bsq/, gsq/
+        return QUANTIZER_LOSSES + own + self._decoder_losses() + self._distill_names()
 
     def _decoder_losses(self) -> list[str]:
         """Losses a decoder computes on its own outputs (`loss_names`, codecs/spectral.py)."""
@@ -361,7 +376,7 @@ class Trainer:
             if i >= self.cfg.val_batches:
                 break
             inputs, wav = split_batch(self.codec, batch["wav"].to(self.device))
-            out = self.codec(inputs)
+            out = self.codec(inputs, **self._transcripts(inputs, batch))
             mel.append(mel_distance(wav, out.audio, sr))
             sdr.append(si_sdr(wav, out.audio))
             codes.append(out.codes)
