@@ -251,14 +251,15 @@ def test_demo_and_eval_score_at_the_input_rate(release, codec, tmp_path):
     from conftest import speechlike
 
     from audiotok.demo_core import run_clip
-    from audiotok.eval.evaluate import _codec_systems, score
+    from audiotok.eval.evaluate import EvalConfig, _codec_systems, score
 
     sf.write(str(tmp_path / "a.wav"), speechlike(1.0, 16000, seed=2), 16000)
     result = run_clip(codec, "neucodec", tmp_path / "a.wav", 1, tmp_path, 10.0)
     assert sf.info(str(result.reconstruction)).samplerate == 16000
     assert abs(len(result.rec) - len(result.ref)) < HOP and "stoi" in result.metrics
     wav = speechlike(1.0, 16000, seed=2).reshape(-1).astype("float64")
-    out = _codec_systems(codec, "neucodec", [1], "cpu")[0].run(wav, 16000)
+    cfg = EvalConfig(codecs=[], data="", n_codebooks=[1])
+    out = _codec_systems(codec, "neucodec", cfg)[0].run(wav, 16000)
     assert out.sample_rate == 24000
     assert score(wav, out)["stoi"] is not None
 
