@@ -163,6 +163,7 @@ def _missing_audio(e):
     (["--task", "speaker", "--codec", CODEC, "--n-codebooks", "99"], None, None,
      "n_codebooks must be between 1 and 9"),
     (["--task", "speaker", "--shards", "x"], None, None, "--shards is for --task lm"),
+    (["--task", "ctc", "--head", "pool"], None, None, "--head pool leaves no frames to align"),
 ])
 def test_bad_downstream_inputs(phrases, tmp_path, capsys, args, train_edit, test_edit, match):
     train, test = _manifests(tmp_path, phrases, train_edit, test_edit)

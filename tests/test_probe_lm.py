@@ -85,6 +85,10 @@ def test_lm_probe_finds_the_known_entropy(copy_corpus, tmp_path, capsys):
         assert 2.9 <= level0 <= 3.5, (name, row)
         assert level1 < 0.5, (name, row)
         assert 145 <= row["bits_per_second"] <= 180, (name, row)
+    # 64 steps of context: 32 frames interleaved, 64 delayed or per group
+    assert report["layouts"]["flatten"]["context_seconds"] == pytest.approx([0.64])
+    assert report["layouts"]["delay"]["context_seconds"] == pytest.approx([1.28])
+    assert report["layouts"]["group"]["context_seconds"] == pytest.approx([1.28, 1.28])
     assert report["layouts"]["group"]["groups"] == [1, 1]
     assert len(report["layouts"]["group"]["training"]) == 2   # one model per group
     assert "| delay LM |" in captured.out and "| nominal (context-free) |" in captured.out

@@ -129,8 +129,6 @@ def _lm(args) -> int:
 
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     groups = _int_list("--groups", args.groups) if args.groups else None
-    if not 0 < args.held_out < 1:
-        raise AudiotokError(f"--held-out must be between 0 and 1, got {args.held_out}")
     cfg = LMProbeConfig(layouts=layouts, groups=groups, dim=args.dim,
                         heads=max(1, args.dim // 32), context=args.context,
                         steps=args.steps or 500, batch_size=args.batch_size,

@@ -48,6 +48,9 @@ class ProbeConfig:
             self.head = "lstm" if self.task == "ctc" else "tdnn"
         if self.head not in HEADS:
             raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.task == "ctc" and self.head == "pool":
+            raise ValueError("--head pool leaves no frames to align: --task ctc takes lstm "
+                             "or tdnn")
         if self.combine not in COMBINES:
             raise ValueError(f"--combine must be one of {', '.join(COMBINES)}, got "
                              f"{self.combine!r}")

@@ -228,6 +228,10 @@ def lm_probe(shards, cfg: LMProbeConfig) -> dict:
             bits += score_lm(model, [per_utt[j][g] for j in held], ids, cfg)
             curves.append(curve)
         layouts[layout] = _figures(bits, frames, seconds, k)
+        # steps per frame: K interleaved, 1 delayed, a group's size per group's model
+        per_frame = {"flatten": [k], "delay": [1], "group": groups}[layout]
+        layouts[layout]["context_seconds"] = [cfg.context / (n * corpus.frame_rate)
+                                              for n in per_frame]
         layouts[layout]["training"] = curves
         if layout == "group":
             layouts[layout]["groups"] = groups

@@ -31,17 +31,18 @@ def downstream_table(report: dict) -> str:
 
 
 def lm_table(report: dict) -> str:
-    lines = ["| layout | bits/token | bits/s | training bits/code start -> end |",
-             "|---|---|---|---|"]
+    lines = ["| layout | bits/token | bits/s | context (s) | training bits/code start -> end |",
+             "|---|---|---|---|---|"]
     for name, row in report["baselines"].items():
         lines.append(f"| {name.replace('_', ' ')} (context-free) | {row['bits_per_token']:.3f} "
-                     f"| {row['bits_per_second']:.1f} | - |")
+                     f"| {row['bits_per_second']:.1f} | - | - |")
     for name, row in report["layouts"].items():
         label = f"group {row['groups']}" if name == "group" else name
+        context = ", ".join(f"{c:.2f}" for c in row["context_seconds"])
         curve = "; ".join(f"{c['bits_per_code_start']:.2f} -> {c['bits_per_code_end']:.2f}"
                           for c in row["training"])
         lines.append(f"| {label} LM | {row['bits_per_token']:.3f} | "
-                     f"{row['bits_per_second']:.1f} | {curve} |")
+                     f"{row['bits_per_second']:.1f} | {context} | {curve} |")
     return "\n".join(lines)
 
 
