@@ -93,7 +93,9 @@ def asterisk_set(out: Path, n: int, test_fraction: float = 0.15) -> dict[str, li
     folder, voice = out / "asterisk", SOUNDS / "en_US_f_Allison"
     folder.mkdir(parents=True, exist_ok=True)
     texts = transcripts("en")
-    names = sorted((k for k, t in texts.items() if "[" not in t and len(t.split()) >= 2
+    # bracketed, parenthesised and <angled> texts describe tones and silences, not words
+    names = sorted((k for k, t in texts.items() if not set(t) & set("[(<")
+                    and len(t.split()) >= 2
                     and (voice / f"{k}.g722").is_file()),
                    key=lambda k: hashlib.sha1(k.encode()).hexdigest())[:n]
     entries = []
