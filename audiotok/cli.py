@@ -1,5 +1,5 @@
 """The `audiotok` command line: encode, decode, info, train, eval, tokenize, detokenize,
-export, demo."""
+export, probe, demo."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill.cli import add_distill
     from .eval.cli import add_eval
     from .export.cli import add_export
+    from .probe.cli import add_probe
     from .tokenize.cli import add_detokenize, add_tokenize
 
     add_encode_decode_info(sub)
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokenize(sub)
     add_detokenize(sub)
     add_export(sub)
+    add_probe(sub)
     add_demo(sub)
     return p
 

@@ -98,6 +98,16 @@ def _index_manifest(manifest: Path, min_seconds: float) -> FileIndex:
     return index
 
 
+def manifest_entries(manifest) -> list[tuple[int, dict]]:
+    """(line number, entry) of each non-blank line of a `.jsonl` manifest, every entry checked
+    as indexing checks it (a JSON object with a "path"; "duration", "text", "speaker",
+    "language" well typed), with every other key kept as written."""
+    manifest = Path(manifest)
+    with open(manifest, encoding="utf-8") as f:
+        return [(n, _parse_line(manifest, n, line)) for n, line in enumerate(f, 1)
+                if line.strip()]
+
+
 def _parse_line(manifest: Path, number: int, line: str) -> dict:
     where = f"{manifest} line {number}"
     try:
