@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError
 from ..fileio import atomic_path

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError, TokenFileError
 from ..fileio import atomic_path

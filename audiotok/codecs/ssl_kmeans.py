@@ -29,6 +29,14 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..modules.layer_attention import LayerAttention, sample_kept_layers
+from ..modules.ssl import (
+    average_layers,
+    conv_geometry,
+    layer_streams,
+    load_frozen,
+    load_units,
+    pick_layers,
+)
 from ..quantizers.base import QUANTIZERS, Quantizer, QuantizerOutput
 from ..quantizers.metrics import level_metrics
 from ..quantizers.vq import check_code_rows
@@ -48,8 +56,6 @@ class SSLEncoderConfig:
     normalize: bool = False
 
     def __post_init__(self):
-        from ..distill.teachers import layer_streams
-
         if not self.path:
             raise ValueError("path must name the SSL model (a local directory or a hub id)")
         layer_streams(self.layers)
@@ -63,8 +69,6 @@ class SSLEncoder(nn.Module):
 
     def __init__(self, cfg: SSLEncoderConfig, channels: int, latent_dim: int):
         super().__init__()
-        from ..distill.teachers import conv_geometry, layer_streams, load_frozen, pick_layers
-
         self.cfg = cfg
         self.model = load_frozen(cfg.path)
         config = self.model.config
@@ -89,8 +93,6 @@ class SSLEncoder(nn.Module):
         return None  # self-attention over the whole input
 
     def forward(self, wav: Tensor) -> Tensor:
-        from ..distill.teachers import average_layers
-
         x = F.pad(wav.float().mean(1), self.pad)
         if self.cfg.normalize:
             x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + 1e-7)
@@ -132,9 +134,6 @@ class KMeansQuantizer(Quantizer):
 
     def __init__(self, cfg: KMeansQuantizerConfig, dim: int):
         super().__init__()
-        from ..distill.kmeans import load_units
-        from ..distill.teachers import layer_streams
-
         centroids, meta = load_units(cfg.units)
         if centroids.ndim not in (2, 3) or tuple(centroids.shape[-2:]) != (
                 cfg.codebook_size, dim):
@@ -153,8 +152,6 @@ class KMeansQuantizer(Quantizer):
 
     def check_encoder(self, encoder: nn.Module) -> None:
         """ConfigError unless the encoder gives one stream per k-means of the units file."""
-        from ..distill.teachers import layer_streams
-
         n = getattr(encoder, "n_streams", 1)
         if n != self.n_layers:
             hint = (f"; to average hidden states into one stream, nest them: layers: "

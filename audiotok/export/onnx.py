@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AudiotokError
 from ..fileio import _umask, write_error
 from ..modules.noise import NoiseBlock
