@@ -34,8 +34,7 @@ from ..beats.quantizers import (
 from ..errors import AudiotokError
 from ..quantizers.base import QUANTIZERS
 from .components import DECODERS, ENCODERS
-
-TOKENS_ONLY = "has no decoder: it makes tokens only (labels for SSL training), not audio"
+from .contracts import TOKENS_ONLY, Decoder, Encoder
 
 
 @dataclass
@@ -43,7 +42,8 @@ class PatchEncoderConfig(PatchConfig):
     """The flattened fbank patches themselves; latent_dim must be patch * patch."""
 
 
-class PatchEncoder(nn.Module):
+@ENCODERS.register("fbank_patches", PatchEncoderConfig)
+class PatchEncoder(Encoder):
     """wav [B, C, T] -> patches [B, patch^2, T / hop_length] (no parameters)."""
 
     def __init__(self, cfg: PatchEncoderConfig, latent_dim: int, sample_rate: int):
@@ -79,7 +79,8 @@ class BEATsEncoderConfig(PatchConfig):
             raise ValueError(f"embed_dim must be >= 1, got {self.embed_dim}")
 
 
-class BEATsEncoder(nn.Module):
+@ENCODERS.register("beats", BEATsEncoderConfig)
+class BEATsEncoder(Encoder):
     """wav [B, C, T] -> latents [B, latent_dim, T / hop_length]."""
 
     def __init__(self, cfg: BEATsEncoderConfig, latent_dim: int, sample_rate: int):
@@ -105,30 +106,23 @@ class NoDecoderConfig:
     """No options: the codec has no decoder."""
 
 
-class NoDecoder(nn.Module):
-    """The decoder of a tokens-only codec: using it is a one-line error."""
+@DECODERS.register("none", NoDecoderConfig)
+class NoDecoder(Decoder):
+    """The decoder of a tokens-only codec: using it is a one-line error (`Codec.decode`
+    refuses every call first, whatever the tokens)."""
+
+    tokens_only = True
+
+    def __init__(self, cfg: NoDecoderConfig):
+        super().__init__()
 
     def receptive_field(self) -> None:
         return None
-
-    def refuse_decode(self, family: str) -> None:
-        """`Codec.decode` calls this first: decoding is an error, whatever the tokens."""
-        raise AudiotokError(f"codec '{family}' {TOKENS_ONLY}")
 
     def forward(self, z: Tensor) -> Tensor:
         raise AudiotokError(f"this codec {TOKENS_ONLY}")
 
 
-@ENCODERS.register("fbank_patches", PatchEncoderConfig)
-def build_patch_encoder(cfg: PatchEncoderConfig, latent_dim: int, sample_rate: int
-                        ) -> PatchEncoder:
-    return PatchEncoder(cfg, latent_dim, sample_rate)
-
-
-@ENCODERS.register("beats", BEATsEncoderConfig)
-def build_beats_encoder(cfg: BEATsEncoderConfig, latent_dim: int, sample_rate: int
-                        ) -> BEATsEncoder:
-    return BEATsEncoder(cfg, latent_dim, sample_rate)
 
 
 @QUANTIZERS.register("random_projection", RandomProjectionConfig)
@@ -139,8 +133,3 @@ def build_random_projection(cfg: RandomProjectionConfig, dim: int) -> RandomProj
 @QUANTIZERS.register("norm_ema_vq", NormEMAVQConfig)
 def build_norm_ema_vq(cfg: NormEMAVQConfig, dim: int) -> NormEMAQuantizer:
     return NormEMAQuantizer(cfg, dim)
-
-
-@DECODERS.register("none", NoDecoderConfig)
-def build_no_decoder(cfg: NoDecoderConfig) -> NoDecoder:
-    return NoDecoder()

@@ -41,6 +41,7 @@ from ..quantizers.base import QUANTIZERS, Quantizer, QuantizerOutput
 from ..quantizers.metrics import level_metrics
 from ..quantizers.vq import check_code_rows
 from .components import ENCODERS
+from .contracts import Encoder
 
 
 @dataclass
@@ -61,7 +62,8 @@ class SSLEncoderConfig:
         layer_streams(self.layers)
 
 
-class SSLEncoder(nn.Module):
+@ENCODERS.register("ssl", SSLEncoderConfig)
+class SSLEncoder(Encoder):
     """wav [B, C, T] (T a multiple of the model's stride) -> features [B, L * D, T / stride],
     the L streams' features one after the other on the channel axis, padded as the
     distillation teachers pad (`conv_geometry`), so frame i is centred on samples
@@ -152,7 +154,7 @@ class KMeansQuantizer(Quantizer):
 
     def check_encoder(self, encoder: nn.Module) -> None:
         """ConfigError unless the encoder gives one stream per k-means of the units file."""
-        n = getattr(encoder, "n_streams", 1)
+        n = encoder.n_streams
         if n != self.n_layers:
             hint = (f"; to average hidden states into one stream, nest them: layers: "
                     f"[{encoder.cfg.layers}]") if self.n_layers == 1 else ""
@@ -215,10 +217,6 @@ class KMeansQuantizer(Quantizer):
         """Each layer's k-means centres [K, D]: the space its codes are searched in."""
         return list(self.centroids) if self.centroids.ndim == 3 else [self.centroids]
 
-
-@ENCODERS.register("ssl", SSLEncoderConfig)
-def build_ssl_encoder(cfg: SSLEncoderConfig, channels: int, latent_dim: int) -> SSLEncoder:
-    return SSLEncoder(cfg, channels, latent_dim)
 
 
 @QUANTIZERS.register("kmeans", KMeansQuantizerConfig)

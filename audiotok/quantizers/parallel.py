@@ -88,7 +88,7 @@ class ParallelQuantizer(Quantizer):
         self.rows = [q.n_codebooks for q in self.streams]
         self.codebook_sizes = [size for q in self.streams for size in q.codebook_sizes]
         self.level_strides = [s for s, r in zip(self.strides, self.rows) for _ in range(r)]
-        inner = [int(getattr(q, "frame_multiple", 1)) * s
+        inner = [int(q.frame_multiple) * s
                  for q, s in zip(self.streams, self.strides)]
         self.frame_multiple = math.lcm(*inner)
 
