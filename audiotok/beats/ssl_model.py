@@ -25,8 +25,8 @@ from .._version import __version__
 from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError
 from ..fileio import atomic_path
-from .backbone import Backbone, BackboneConfig
-from .frontend import PatchConfig, PatchEmbedding
+from ..modules.beats_transformer import Backbone, BackboneConfig
+from ..modules.fbank_patches import PatchConfig, PatchEmbedding
 
 FORMAT = "beats_ssl"
 

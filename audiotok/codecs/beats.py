@@ -1,13 +1,13 @@
 """The `beats` family: BEATs' acoustic tokenizers as tokens-only codecs.
 
-    wav (16 kHz) -> Kaldi fbank patches (beats/frontend.py) -> encoder -> quantizer
+    wav (16 kHz) -> Kaldi fbank patches (modules/fbank_patches.py) -> encoder -> quantizer
                  -> one label per patch: codes [B, 1, N], 50 patches a second for 16 x 16
                     patches of 128 mel bins, time-major within each 160 ms stretch
 
 Encoders: "fbank_patches" (the raw flattened patches, for the random-projection tokenizer of
 iteration 1) and "beats" (BEATs' tokenizer encoder: patch embedding, Transformer, and the
 Linear-Tanh-Linear map into the codebook space of unilm beats/Tokenizers.py). Quantizers:
-"random_projection" and "norm_ema_vq" (beats/quantizers.py). Decoder: "none" — these codecs
+"random_projection" and "norm_ema_vq" (quantizers/beats.py). Decoder: "none" — these codecs
 make labels for SSL training and nothing decodes them back to audio; `Codec.decode` refuses
 them in one line (TOKENS_ONLY).
 
@@ -23,16 +23,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..beats.backbone import Backbone, BackboneConfig
-from ..beats.frontend import PatchConfig, PatchEmbedding, check_rate, fbank, patches
-from ..beats.quantizers import (
-    NormEMAQuantizer,
-    NormEMAVQConfig,
-    RandomProjectionConfig,
-    RandomProjectionQuantizer,
-)
 from ..errors import AudiotokError
-from ..quantizers.base import QUANTIZERS
+from ..modules.beats_transformer import Backbone, BackboneConfig
+from ..modules.fbank_patches import PatchConfig, PatchEmbedding, check_rate, fbank, patches
 from .components import DECODERS, ENCODERS
 from .contracts import TOKENS_ONLY, Decoder, Encoder
 
@@ -125,11 +118,3 @@ class NoDecoder(Decoder):
 
 
 
-@QUANTIZERS.register("random_projection", RandomProjectionConfig)
-def build_random_projection(cfg: RandomProjectionConfig, dim: int) -> RandomProjectionQuantizer:
-    return RandomProjectionQuantizer(cfg, dim)
-
-
-@QUANTIZERS.register("norm_ema_vq", NormEMAVQConfig)
-def build_norm_ema_vq(cfg: NormEMAVQConfig, dim: int) -> NormEMAQuantizer:
-    return NormEMAQuantizer(cfg, dim)
