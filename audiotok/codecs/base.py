@@ -207,7 +207,8 @@ class Codec(nn.Module):
 
     @property
     def spec(self) -> CodecSpec:
-        strides = tuple(self.quantizer.level_strides)
+        q = self.quantizer
+        strides = tuple(q.level_strides) if q.multi_rate else ()
         return CodecSpec(self.config.family, self.sample_rate, self.channels, self.hop_length,
                          tuple(self.codebook_sizes), self.fingerprint(), strides,
                          self.segment_layout or (), tuple(self.global_codebook_sizes))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -45,9 +46,10 @@ class Quantizer(nn.Module, Component):
     # frames coded as one group (multi-scale levels pooled over `level_strides`): the codec
     # pads inputs to, and cuts chunks at, multiples of it
     frame_multiple: int = 1
-    # frames each level's code spans, one entry per level, for multi-rate quantizers
-    # (multiscale_rvq, parallel); () for one rate (every level one frame)
-    level_strides: tuple[int, ...] = ()
+    # multi-rate (multiscale_rvq, parallel): the instance sets `level_strides`, the frames
+    # each level's code spans, one entry per level; single-rate quantizers have no such
+    # attribute (every level codes every frame)
+    multi_rate: ClassVar[bool] = False
 
     # Set by `hold_state` (a post-training that fine-tunes the decoder alone): training mode
     # keeps its quantizer dropout, but codebooks, usage counts and k-means state stay as

@@ -74,6 +74,8 @@ class ParallelQuantizer(Quantizer):
     """z [B, D, T] -> codes long [B, K, T]: stream i quantizes channels
     [sum(dims[:i]), sum(dims[:i+1])) every strides[i] frames."""
 
+    multi_rate = True
+
     def __init__(self, cfg: ParallelConfig, dim: int):
         super().__init__()
         dims = [s["dim"] for s in cfg.streams]
