@@ -6,8 +6,7 @@
     wav_hat = codec.decode(tokens)
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .codecs import Codec, CodecConfig, CodecOutput, list_codecs, load_codec
 from .errors import AudiotokError
 from .tokens import CodecSpec, Tokens

@@ -92,7 +92,7 @@ def _open_codec(ref, device, backend: str | None = None):
     ref = default_codec() if ref is None else ref
     codec = load_codec(ref, device=device)
     # a tokens-only codec (codecs/beats.py) makes no audio to call noise
-    tokens_only = hasattr(getattr(codec, "decoder", None), "refuse_decode")
+    tokens_only = getattr(codec, "tokens_only", False)  # an ONNX export has none
     if is_untrained(codec) and not tokens_only:
         print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
               file=sys.stderr)

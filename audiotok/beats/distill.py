@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..codecs.base import Codec
 from ..distill.losses import cosine_loss
 from ..errors import ConfigError
-from .backbone import Backbone, BackboneConfig
+from ..modules.beats_transformer import Backbone, BackboneConfig
 from .config import EstimatorConfig
 from .ssl_model import SSLModel
 

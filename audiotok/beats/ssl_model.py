@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError
 from ..fileio import atomic_path
-from .backbone import Backbone, BackboneConfig
-from .frontend import PatchConfig, PatchEmbedding
+from ..modules.beats_transformer import Backbone, BackboneConfig
+from ..modules.fbank_patches import PatchConfig, PatchEmbedding
 
 FORMAT = "beats_ssl"
 

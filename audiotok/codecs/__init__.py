@@ -1,22 +1,7 @@
-"""Codec families. Importing this registers every encoder/decoder family."""
+"""Codec families: one file per family here registers its encoder and decoder classes
+(contracts: codecs/contracts.py). The registries find them by importing every module of this
+package on their first lookup, so no import list here has to name a new family."""
 
-from . import (  # noqa: F401  (register components)
-    beats,
-    dac,
-    freecodec,
-    mel_vae,
-    mimi,
-    seanet,
-    snac,
-    speaker_encoder,
-    spectral,
-    ssl_kmeans,
-    stft_encoder,
-    tadicodec,
-    vocos,
-    xcodec,
-    xcodec2,
-)
 from .base import Codec, CodecConfig, CodecOutput
 from .families import FAMILIES
 from .loading import list_codecs, load_codec, load_pretrained

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from .._version import __version__
 from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError, TokenFileError
 from ..fileio import atomic_path
@@ -28,6 +27,7 @@ from ..quantizers.perturb import Perturbation, perturb_codes
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
+from .contracts import TOKENS_ONLY
 from .global_branch import GlobalBranch, GlobalBranchConfig, condition
 from .sampling import META_KEY as SAMPLING_KEY
 from .sampling import decode_sampled, default_sampling, sampling_options
@@ -99,35 +99,23 @@ class CodecOutput:
     semantic_audio: Tensor | None = None
 
 
-def _check_pitch(config: CodecConfig) -> None:
-    """Pitch coding is three parts that need each other: an encoder that estimates F0 into
-    latent channel 0, the pitch_rvq quantizer that codes it, a decoder that draws its
-    harmonics; and one F0 per frame only means something for mono audio."""
-    flags = {"encoder": bool(config.encoder.get("pitch", False)),
-             "decoder": bool(config.decoder.get("pitch", False)),
-             "quantizer": config.quantizer.get("type") == "pitch_rvq"}
-    if not any(flags.values()):
-        return
-    if not all(flags.values()):
-        missing = ", ".join(k for k, v in flags.items() if not v)
-        raise ConfigError(f"pitch coding needs encoder pitch: true, quantizer type "
-                          f"pitch_rvq and decoder pitch: true together; not set: {missing}")
-    if config.channels != 1 or config.latent_dim < 2:
-        raise ConfigError(f"pitch coding needs mono audio and latent_dim >= 2 (F0 + content), "
-                          f"got {config.channels} channels, latent_dim {config.latent_dim}")
-
-
 class Codec(nn.Module):
+    """An encoder, a quantizer and a decoder (and optionally a global branch), each built
+    from its registry; what a family can do it declares on its encoder and decoder classes
+    (codecs/contracts.py), which this class reads, holding no family's logic itself."""
+
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
-        _check_pitch(config)
+        # checks a part makes of the others (pitch coding needs all three), before building
+        ENCODERS.check_codec(config.encoder, config)
+        QUANTIZERS.check_codec(config.quantizer, config)
+        DECODERS.check_codec(config.decoder, config)
         wiring = {"channels": config.channels, "latent_dim": config.latent_dim,
                   "sample_rate": config.sample_rate}
         self.encoder = ENCODERS.build(config.encoder, "encoder", **wiring)
         self.quantizer = QUANTIZERS.build(config.quantizer, "quantizer", dim=config.latent_dim)
-        if hasattr(self.quantizer, "check_encoder"):  # ssl_kmeans: one k-means per SSL layer
-            self.quantizer.check_encoder(self.encoder)
+        self.quantizer.check_encoder(self.encoder)  # ssl_kmeans: one k-means per SSL layer
         self.global_branch: GlobalBranch | None = None
         if config.global_branch is not None:
             self.global_branch = GlobalBranch(GlobalBranchConfig(**config.global_branch),
@@ -172,7 +160,7 @@ class Codec(nn.Module):
     def output_sample_rate(self) -> int:
         """Rate of decoded audio: the decoder's own where it declares one (NeuCodec decodes
         to 24 kHz what it encodes at 16 kHz), else `sample_rate`."""
-        return int(getattr(self.decoder, "sample_rate", None) or self.sample_rate)
+        return int(self.decoder.sample_rate or self.sample_rate)
 
     @property
     def output_hop_length(self) -> int:
@@ -194,6 +182,11 @@ class Codec(nn.Module):
         return samples
 
     @property
+    def tokens_only(self) -> bool:
+        """True for codecs without a decoder (BEATs' tokenizers): `decode` refuses."""
+        return self.decoder.tokens_only
+
+    @property
     def codebook_sizes(self) -> list[int]:
         return list(self.quantizer.codebook_sizes)
 
@@ -209,12 +202,13 @@ class Codec(nn.Module):
     def frame_multiple(self) -> int:
         """Frames that parts of the codec process as one group (SNAC: attention windows,
         pooled quantizer levels): inputs are padded to, and chunks cut at, multiples of it."""
-        return math.lcm(*(int(getattr(m, "frame_multiple", 1))
+        return math.lcm(*(int(m.frame_multiple)
                           for m in (self.encoder, self.quantizer, self.decoder)))
 
     @property
     def spec(self) -> CodecSpec:
-        strides = tuple(getattr(self.quantizer, "level_strides", ()))
+        q = self.quantizer
+        strides = tuple(q.level_strides) if q.multi_rate else ()
         return CodecSpec(self.config.family, self.sample_rate, self.channels, self.hop_length,
                          tuple(self.codebook_sizes), self.fingerprint(), strides,
                          self.segment_layout or (), tuple(self.global_codebook_sizes))
@@ -279,7 +273,7 @@ class Codec(nn.Module):
         self._check_training_input(wav)
         length = self.output_samples(wav.shape[-1])
         # an encoder with its publisher's own padding frames the waveform as `encode` does
-        x = wav if getattr(self.encoder, "pads_itself", False) else self._pad_to_frames(wav)
+        x = wav if self.encoder.pads_itself else self._pad_to_frames(wav)
         scale = None
         if self.config.segment is not None and self.config.segment["normalize"]:
             from .segments import unit_loudness
@@ -299,17 +293,13 @@ class Codec(nn.Module):
                 losses[name] = losses[name] + value if name in losses else value
             metrics.update({f"global/{k}": v for k, v in g.metrics.items()})
         z_q = z_q if vector is None else condition(z_q, vector)
-        # decoders with a loss of their own (the spectral decoder's magnitude loss) see the
-        # padded input through `forward_train`
-        forward_train = getattr(self.decoder, "forward_train", None)
-        if text is not None and not getattr(self.decoder, "takes_text", False):
+        # decoders with losses of their own (the spectral decoder's magnitude loss) see the
+        # padded input through `forward_train`; the others just decode
+        if text is not None and not self.decoder.takes_text:
             raise ValueError("text: this codec's decoder is not conditioned on a transcript")
-        if forward_train is not None:
-            extra = {} if text is None else {"text": list(text)}
-            audio, decoder_losses = forward_train(z_q, x, **extra)
-            losses.update(decoder_losses)
-        else:
-            audio = self.decoder(z_q)
+        extra = {} if text is None else {"text": list(text)}
+        audio, decoder_losses = self.decoder.forward_train(z_q, x, **extra)
+        losses.update(decoder_losses)
         audio = fit_length(audio if scale is None else audio * scale, length)
         sem_audio = None
         if semantic_audio:
@@ -342,8 +332,7 @@ class Codec(nn.Module):
             shape = tuple(wav.shape) if isinstance(wav, Tensor) else type(wav).__name__
             raise ValueError(f"wav must be a tensor [B, {self.channels}, T > 0] at "
                              f"{self.sample_rate} Hz, got {shape}")
-        if self.output_sample_rate != self.sample_rate and \
-                hasattr(self.decoder, "forward_train"):
+        if self.output_sample_rate != self.sample_rate and self.decoder.loss_names:
             raise ValueError(f"{type(self.decoder).__name__}'s own losses compare its output "
                              f"with the input, which a codec decoding at "
                              f"{self.output_sample_rate} Hz from {self.sample_rate} Hz "
@@ -361,7 +350,7 @@ class Codec(nn.Module):
         append `pad_samples` before rounding up to whole frames, as X-Codec-2 appends one
         zero (so a whole number of frames gains one more), ceil((T + pad) / hop). Works on
         ints and on tensors of lengths."""
-        pad = int(getattr(self.encoder, "pad_samples", 0))
+        pad = int(self.encoder.pad_samples)
         return (num_samples + pad + self.hop_length - 1) // self.hop_length
 
     # ------------------------------------------------------------------ inference
@@ -407,13 +396,13 @@ class Codec(nn.Module):
                                 None if scales is None else scales.clone())
         n_frames = max(1, self._frames(wav.shape[-1]))
         chunk_frames = self._chunk_frames(chunk_seconds, n_frames)
-        if getattr(self.encoder, "pads_itself", False) and chunk_frames >= n_frames:
+        if self.encoder.pads_itself and chunk_frames >= n_frames:
             # an encoder with its publisher's per-layer padding takes the waveform as it is
             # (in one piece: chunks would need whole frames); one whose publisher pads each
             # item of a batch apart (X-Codec-2's feature extractor) also takes their lengths
-            takes = "lengths" in inspect.signature(self.encoder.forward).parameters
             with torch.inference_mode():
-                codes = run(wav, lengths=num_samples) if takes else run(wav)
+                codes = run(wav, lengths=num_samples) if self.encoder.takes_lengths \
+                    else run(wav)
                 return self._tokens(codes.clone(), num_samples)
         x = self._pad_to_frames(wav)
         if chunk_frames < n_frames and self._streams_by_stage():
@@ -454,9 +443,8 @@ class Codec(nn.Module):
         `seed` (defaults: the tokens' "sampling" metadata, else the decoder's), conditioned on
         `text` (one transcript, or one per item) and `prompt` (wav [B, C, P], a clean prefix);
         they decode in one piece (no chunks). Other decoders refuse these options."""
-        refuse = getattr(self.decoder, "refuse_decode", None)  # codecs/beats.py NoDecoder
-        if refuse is not None:
-            refuse(self.config.family)
+        if self.tokens_only:
+            raise AudiotokError(f"codec '{self.config.family}' {TOKENS_ONLY}")
         self.check_tokens(tokens)
         sampling = sampling_options(self.decoder, tokens.meta, steps, seed, text, prompt)
         codes = tokens.codes.to(self._device())
@@ -482,7 +470,7 @@ class Codec(nn.Module):
 
         # decoders whose output depends on absolute position (the spectral decoder's
         # harmonic phase) take the chunk's first token index
-        offset = "frame_offset" in inspect.signature(self.decoder.forward).parameters
+        offset = self.decoder.supports_frame_offset
 
         def run(chunk: Tensor, start: int) -> Tensor:
             z = self.quantizer.decode(chunk)
@@ -523,8 +511,7 @@ class Codec(nn.Module):
         across chunks instead of recomputing a (possibly long) left context per chunk."""
         if self.global_branch is not None:
             return False
-        if not hasattr(self.encoder, "stream_stages") or not hasattr(self.decoder,
-                                                                     "stream_stages"):
+        if not (self.encoder.streams_in_stages and self.decoder.streams_in_stages):
             return False
         try:
             check_streamable(self)

@@ -1,13 +1,13 @@
 """The `beats` family: BEATs' acoustic tokenizers as tokens-only codecs.
 
-    wav (16 kHz) -> Kaldi fbank patches (beats/frontend.py) -> encoder -> quantizer
+    wav (16 kHz) -> Kaldi fbank patches (modules/fbank_patches.py) -> encoder -> quantizer
                  -> one label per patch: codes [B, 1, N], 50 patches a second for 16 x 16
                     patches of 128 mel bins, time-major within each 160 ms stretch
 
 Encoders: "fbank_patches" (the raw flattened patches, for the random-projection tokenizer of
 iteration 1) and "beats" (BEATs' tokenizer encoder: patch embedding, Transformer, and the
 Linear-Tanh-Linear map into the codebook space of unilm beats/Tokenizers.py). Quantizers:
-"random_projection" and "norm_ema_vq" (beats/quantizers.py). Decoder: "none" — these codecs
+"random_projection" and "norm_ema_vq" (quantizers/beats.py). Decoder: "none" — these codecs
 make labels for SSL training and nothing decodes them back to audio; `Codec.decode` refuses
 them in one line (TOKENS_ONLY).
 
@@ -23,19 +23,11 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..beats.backbone import Backbone, BackboneConfig
-from ..beats.frontend import PatchConfig, PatchEmbedding, check_rate, fbank, patches
-from ..beats.quantizers import (
-    NormEMAQuantizer,
-    NormEMAVQConfig,
-    RandomProjectionConfig,
-    RandomProjectionQuantizer,
-)
 from ..errors import AudiotokError
-from ..quantizers.base import QUANTIZERS
+from ..modules.beats_transformer import Backbone, BackboneConfig
+from ..modules.fbank_patches import PatchConfig, PatchEmbedding, check_rate, fbank, patches
 from .components import DECODERS, ENCODERS
-
-TOKENS_ONLY = "has no decoder: it makes tokens only (labels for SSL training), not audio"
+from .contracts import TOKENS_ONLY, Decoder, Encoder
 
 
 @dataclass
@@ -43,7 +35,8 @@ class PatchEncoderConfig(PatchConfig):
     """The flattened fbank patches themselves; latent_dim must be patch * patch."""
 
 
-class PatchEncoder(nn.Module):
+@ENCODERS.register("fbank_patches", PatchEncoderConfig)
+class PatchEncoder(Encoder):
     """wav [B, C, T] -> patches [B, patch^2, T / hop_length] (no parameters)."""
 
     def __init__(self, cfg: PatchEncoderConfig, latent_dim: int, sample_rate: int):
@@ -79,7 +72,8 @@ class BEATsEncoderConfig(PatchConfig):
             raise ValueError(f"embed_dim must be >= 1, got {self.embed_dim}")
 
 
-class BEATsEncoder(nn.Module):
+@ENCODERS.register("beats", BEATsEncoderConfig)
+class BEATsEncoder(Encoder):
     """wav [B, C, T] -> latents [B, latent_dim, T / hop_length]."""
 
     def __init__(self, cfg: BEATsEncoderConfig, latent_dim: int, sample_rate: int):
@@ -105,42 +99,22 @@ class NoDecoderConfig:
     """No options: the codec has no decoder."""
 
 
-class NoDecoder(nn.Module):
-    """The decoder of a tokens-only codec: using it is a one-line error."""
+@DECODERS.register("none", NoDecoderConfig)
+class NoDecoder(Decoder):
+    """The decoder of a tokens-only codec: using it is a one-line error (`Codec.decode`
+    refuses every call first, whatever the tokens)."""
+
+    tokens_only = True
+
+    def __init__(self, cfg: NoDecoderConfig):
+        super().__init__()
 
     def receptive_field(self) -> None:
         return None
-
-    def refuse_decode(self, family: str) -> None:
-        """`Codec.decode` calls this first: decoding is an error, whatever the tokens."""
-        raise AudiotokError(f"codec '{family}' {TOKENS_ONLY}")
 
     def forward(self, z: Tensor) -> Tensor:
         raise AudiotokError(f"this codec {TOKENS_ONLY}")
 
 
-@ENCODERS.register("fbank_patches", PatchEncoderConfig)
-def build_patch_encoder(cfg: PatchEncoderConfig, latent_dim: int, sample_rate: int
-                        ) -> PatchEncoder:
-    return PatchEncoder(cfg, latent_dim, sample_rate)
 
 
-@ENCODERS.register("beats", BEATsEncoderConfig)
-def build_beats_encoder(cfg: BEATsEncoderConfig, latent_dim: int, sample_rate: int
-                        ) -> BEATsEncoder:
-    return BEATsEncoder(cfg, latent_dim, sample_rate)
-
-
-@QUANTIZERS.register("random_projection", RandomProjectionConfig)
-def build_random_projection(cfg: RandomProjectionConfig, dim: int) -> RandomProjectionQuantizer:
-    return RandomProjectionQuantizer(cfg, dim)
-
-
-@QUANTIZERS.register("norm_ema_vq", NormEMAVQConfig)
-def build_norm_ema_vq(cfg: NormEMAVQConfig, dim: int) -> NormEMAQuantizer:
-    return NormEMAQuantizer(cfg, dim)
-
-
-@DECODERS.register("none", NoDecoderConfig)
-def build_no_decoder(cfg: NoDecoderConfig) -> NoDecoder:
-    return NoDecoder()

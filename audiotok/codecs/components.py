@@ -1,33 +1,21 @@
-"""Registries and contracts for the encoder and decoder halves of a codec.
+"""Registries of the encoder and decoder halves of a codec (contracts: codecs/contracts.py)
+and of the global encoders (codecs/global_branch.py).
 
-Encoder contract (registered in ENCODERS, built as ``build(cfg, channels=C, latent_dim=D)``,
-plus ``sample_rate=SR`` for builders that name it):
-    attribute ``hop_length: int``       samples per output frame (product of strides)
-    ``forward(wav [B, C, T]) -> z [B, D, T // hop_length]``; T is a multiple of hop_length
-    ``receptive_field() -> (left, right) | None``: input samples before/after a frame's
-        window that can change that frame (an upper bound is fine); None = unbounded (LSTM,
-        full attention).
-
-Decoder contract (registered in DECODERS, built as
-``build(cfg, channels=C, latent_dim=D, hop_length=H)``, plus ``sample_rate=SR`` for builders
-that name it):
-    ``forward(z [B, D, T']) -> wav [B, C, T' * H]``
-    ``receptive_field() -> (left, right) | None`` in frames: how many neighbouring frames on
-        each side can change the samples of a frame; None = unbounded.
-
-Global encoder contract (registered in GLOBAL_ENCODERS, built as
-``build(cfg, channels=C, sample_rate=SR, dim=D)``; codecs/global_branch.py):
-    ``forward(wav [B, C, T]) -> [B, D]``: one vector per item over all of its samples (the
-        caller passes each item's valid samples alone, so no padding reaches it).
+Every module of this package is imported on the first lookup, so a family registers by
+being a file here; encoders and decoders register their classes, which must subclass
+`Encoder` / `Decoder`.
 """
 
 from __future__ import annotations
 
 from ..registry import Registry
+from .contracts import Decoder, Encoder
 
-ENCODERS = Registry("encoder")
-DECODERS = Registry("decoder")
-GLOBAL_ENCODERS = Registry("global encoder")
+ENCODERS = Registry("encoder", packages=("audiotok.codecs",), contract=Encoder,
+                    classes_only=True)
+DECODERS = Registry("decoder", packages=("audiotok.codecs",), contract=Decoder,
+                    classes_only=True)
+GLOBAL_ENCODERS = Registry("global encoder", packages=("audiotok.codecs",))
 
 
 def check_hop(strides, hop_length: int) -> None:

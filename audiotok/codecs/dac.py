@@ -17,6 +17,7 @@ from ..modules.antialias import AntiAliased
 from ..modules.conv import Conv1d, ConvTranspose1d, decoder_frame_reach, module_reach
 from ..modules.snake import Snake1d, SnakeBeta
 from .components import DECODERS, ENCODERS, check_hop
+from .contracts import Decoder, Encoder
 
 DILATIONS = (1, 3, 9)
 ACTIVATIONS = ("snake", "snake_beta_aa")
@@ -88,7 +89,8 @@ def _units(dim: int, causal: bool, norm: str, act: str = "snake") -> list[nn.Mod
     return [DACResidualUnit(dim, d, causal, norm, act=act) for d in DILATIONS]
 
 
-class DACEncoder(nn.Module):
+@ENCODERS.register("dac", DACEncoderConfig)
+class DACEncoder(Encoder):
     """wav [B, C, T] -> z [B, D, T / hop]."""
 
     def __init__(self, cfg: DACEncoderConfig, channels: int, latent_dim: int):
@@ -113,7 +115,8 @@ class DACEncoder(nn.Module):
         return self.model(wav)
 
 
-class DACDecoder(nn.Module):
+@DECODERS.register("dac", DACDecoderConfig)
+class DACDecoder(Decoder):
     """z [B, D, T'] -> wav [B, C, T' * hop]."""
 
     def __init__(self, cfg: DACDecoderConfig, channels: int, latent_dim: int, hop_length: int):
@@ -138,13 +141,3 @@ class DACDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.model(z)
-
-
-@ENCODERS.register("dac", DACEncoderConfig)
-def build_dac_encoder(cfg: DACEncoderConfig, channels: int, latent_dim: int) -> DACEncoder:
-    return DACEncoder(cfg, channels, latent_dim)
-
-
-@DECODERS.register("dac", DACDecoderConfig)
-def build_dac_decoder(cfg, channels: int, latent_dim: int, hop_length: int) -> DACDecoder:
-    return DACDecoder(cfg, channels, latent_dim, hop_length)

@@ -35,6 +35,7 @@ from ..modules.convnext import ConvNeXtBlock
 from ..modules.mel import CenteredLogMel as LogMel
 from ..modules.transformer import CausalTransformer, TransformerConfig
 from .components import DECODERS, ENCODERS
+from .contracts import Decoder, Encoder
 from .seanet import SEANetConfig, SEANetDecoder, SEANetDecoderConfig, SEANetEncoder
 
 
@@ -83,7 +84,8 @@ class ProsodyEncoder(nn.Module):
         return self.out(h).repeat_interleave(self.stride, -1)
 
 
-class FreeCodecEncoder(nn.Module):
+@ENCODERS.register("freecodec", FreeCodecEncoderConfig)
+class FreeCodecEncoder(Encoder):
     def __init__(self, cfg: FreeCodecEncoderConfig, channels: int, latent_dim: int,
                  sample_rate: int):
         super().__init__()
@@ -144,7 +146,8 @@ class FreeCodecDecoderConfig:
                                           "decoder.upsample"))
 
 
-class FreeCodecDecoder(nn.Module):
+@DECODERS.register("freecodec", FreeCodecDecoderConfig)
+class FreeCodecDecoder(Decoder):
     def __init__(self, cfg: FreeCodecDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int):
         super().__init__()
@@ -172,17 +175,3 @@ class FreeCodecDecoder(nn.Module):
             h = self.transformer(h)
         h = self.norm(self.blocks(h).transpose(1, 2)).transpose(1, 2)
         return self.upsample(h)
-
-
-@ENCODERS.register("freecodec", FreeCodecEncoderConfig)
-def build_freecodec_encoder(cfg: FreeCodecEncoderConfig, channels: int, latent_dim: int,
-                            sample_rate: int) -> FreeCodecEncoder:
-    return FreeCodecEncoder(cfg, channels, latent_dim, sample_rate)
-
-
-@DECODERS.register("freecodec", FreeCodecDecoderConfig)
-def build_freecodec_decoder(cfg: FreeCodecDecoderConfig, channels: int, latent_dim: int,
-                            hop_length: int) -> FreeCodecDecoder:
-    return FreeCodecDecoder(cfg, channels, latent_dim, hop_length)
-
-

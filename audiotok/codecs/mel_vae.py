@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..modules.mel import LOG_FLOOR, LogMel
 from .components import DECODERS
+from .contracts import Decoder
 from .stft_encoder import _blocks
 from .vocos import _init_backbone
 
@@ -79,8 +80,13 @@ def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
     return norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-class MelVAEDecoder(nn.Module):
+@DECODERS.register("mel_vae", MelVAEDecoderConfig)
+class MelVAEDecoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
+
+    # the losses `forward_train` returns (plus the vocoder's own, in the instance's
+    # `loss_names`); the trainer accepts recipe weights for them
+    loss_names = ("decoder/mel",)
 
     def __init__(self, cfg: MelVAEDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
@@ -113,10 +119,9 @@ class MelVAEDecoder(nn.Module):
                                           hop_length=self.mel_hop, sample_rate=sample_rate)
         except ValueError as e:
             raise ConfigError(f"decoder.vocoder: {e}") from None
-        if getattr(self.vocoder, "sample_rate", sample_rate) != sample_rate:
+        if (self.vocoder.sample_rate or sample_rate) != sample_rate:
             raise ConfigError("decoder.vocoder must decode at the codec's sample rate")
-        # the losses `forward_train` returns; the trainer accepts recipe weights for them
-        self.loss_names = ("decoder/mel", *getattr(self.vocoder, "loss_names", ()))
+        self.loss_names = (*MelVAEDecoder.loss_names, *self.vocoder.loss_names)
 
     def receptive_field(self) -> tuple[int, int] | None:
         """Token frames each side that can change a frame's samples: embed (3), 3 per coarse
@@ -157,14 +162,5 @@ class MelVAEDecoder(nn.Module):
         ref = self.target_mel(target)
         losses = {"decoder/mel": (mel.float() - ref).abs().mean()}
         heard = ref.to(mel.dtype) if self.cfg.teacher_forcing and self.training else mel
-        vocoder_train = getattr(self.vocoder, "forward_train", None)
-        if vocoder_train is None:
-            return self.vocoder(heard), losses
-        wav, vocoder_losses = vocoder_train(heard, target)
+        wav, vocoder_losses = self.vocoder.forward_train(heard, target)
         return wav, {**losses, **vocoder_losses}
-
-
-@DECODERS.register("mel_vae", MelVAEDecoderConfig)
-def build_mel_vae_decoder(cfg: MelVAEDecoderConfig, channels: int, latent_dim: int,
-                          hop_length: int, sample_rate: int) -> MelVAEDecoder:
-    return MelVAEDecoder(cfg, channels, latent_dim, hop_length, sample_rate)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..modules.conv import Conv1d, ConvTranspose1d, chain_reach, decoder_frame_reach
 from ..modules.transformer import CausalTransformer, TransformerConfig
 from .components import DECODERS, ENCODERS, check_hop
+from .contracts import Decoder, Encoder
 from .seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .streaming import TransformerStage, sequential_stages
 
@@ -87,8 +88,11 @@ def _resample(cfg: MimiEncoderConfig, dim_in: int, dim_out: int, up: bool) -> nn
                   extra_padding=cfg.publisher_padding)
 
 
-class MimiEncoder(nn.Module):
+@ENCODERS.register("mimi", MimiEncoderConfig)
+class MimiEncoder(Encoder):
     """wav [B, C, T] -> z [B, latent_dim, T / hop_length]."""
+
+    streams_in_stages = True
 
     def __init__(self, cfg: MimiEncoderConfig, channels: int, latent_dim: int):
         super().__init__()
@@ -96,7 +100,7 @@ class MimiEncoder(nn.Module):
         self.seanet = SEANetEncoder(cfg, channels, width)
         self.transformer = CausalTransformer(cfg.transformer)
         self.downsample = _resample(cfg, width, latent_dim, up=False)
-        self.pads_itself = cfg.publisher_padding  # read by Codec.encode
+        self.pads_itself = cfg.publisher_padding
         self.frame_hop = self.seanet.hop_length  # samples per transformer frame
         self.hop_length = self.frame_hop * cfg.downsample
 
@@ -120,8 +124,11 @@ class MimiEncoder(nn.Module):
         return self.downsample(self.transformer(self.seanet(wav)))
 
 
-class MimiDecoder(nn.Module):
+@DECODERS.register("mimi", MimiDecoderConfig)
+class MimiDecoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, C, T' * hop_length]."""
+
+    streams_in_stages = True
 
     def __init__(self, cfg: MimiDecoderConfig, channels: int, latent_dim: int, hop_length: int):
         super().__init__()
@@ -154,14 +161,3 @@ class MimiDecoder(nn.Module):
 
 def _reach(module: nn.Module) -> tuple[int, int, int]:
     return module.reach() if hasattr(module, "reach") else (0, 0, 1)
-
-
-@ENCODERS.register("mimi", MimiEncoderConfig)
-def build_mimi_encoder(cfg: MimiEncoderConfig, channels: int, latent_dim: int) -> MimiEncoder:
-    return MimiEncoder(cfg, channels, latent_dim)
-
-
-@DECODERS.register("mimi", MimiDecoderConfig)
-def build_mimi_decoder(cfg: MimiDecoderConfig, channels: int, latent_dim: int,
-                       hop_length: int) -> MimiDecoder:
-    return MimiDecoder(cfg, channels, latent_dim, hop_length)

@@ -1,7 +1,8 @@
 """Decoding options of codecs whose decoder samples (TaDiCodec's flow matching): how many
 steps, which seed, which transcript and prompt. Deterministic decoders refuse them.
 
-A stochastic decoder has `sample(z, steps, seed, text, prompt)` and a default `cfg.steps`.
+A stochastic decoder (`stochastic`, codecs/contracts.py) has `sample(z, steps, seed, text,
+prompt)` and a default `cfg.steps`.
 `Codec.encode` records the defaults in the tokens' metadata ("sampling": {"steps", "seed"},
 so a token file says how it is meant to be decoded); `Codec.decode` takes them from its
 arguments, else from the tokens, else the decoder's defaults (seed 0). The same codes, steps,
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .contracts import Decoder
 
 META_KEY = "sampling"
 
@@ -28,7 +31,9 @@ class Sampling:
 
 
 def is_stochastic(decoder) -> bool:
-    return callable(getattr(decoder, "sample", None))
+    """True for a decoder that samples; False for the others, and for what is no `Decoder`
+    (None, or an ONNX export's decoder graph)."""
+    return isinstance(decoder, Decoder) and decoder.stochastic
 
 
 def default_sampling(decoder) -> Sampling | None:
@@ -53,7 +58,7 @@ def sampling_options(decoder, meta: dict, steps, seed, text, prompt) -> Sampling
             raise ValueError(f"{', '.join(given)}: this codec's decoder is deterministic; "
                              f"only diffusion decoders (tadicodec) sample")
         return None
-    if text is not None and not getattr(decoder, "takes_text", False):
+    if text is not None and not decoder.takes_text:
         raise ValueError("text: this codec's decoder is not conditioned on a transcript")
     recorded = meta.get(META_KEY) if isinstance(meta.get(META_KEY), dict) else {}
     steps = recorded.get("steps", decoder.cfg.steps) if steps is None else steps

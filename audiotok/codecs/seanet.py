@@ -23,6 +23,7 @@ from ..modules.conv import (
 )
 from ..modules.lstm import SLSTM
 from .components import DECODERS, ENCODERS, check_hop
+from .contracts import Decoder, Encoder
 from .streaming import sequential_stages
 
 
@@ -88,14 +89,17 @@ def _res_stack(dim: int, cfg: SEANetConfig) -> list[nn.Module]:
     return [SEANetResBlock(dim, cfg.dilation_base ** j, cfg) for j in range(cfg.n_residual_layers)]
 
 
-class SEANetEncoder(nn.Module):
+@ENCODERS.register("seanet", SEANetConfig)
+class SEANetEncoder(Encoder):
     """wav [B, C, T] -> z [B, D, T / hop]."""
+
+    streams_in_stages = True
 
     def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int):
         super().__init__()
         conv = {"causal": cfg.causal, "pad_mode": cfg.pad_mode, "norm": cfg.norm,
                 "extra_padding": cfg.publisher_padding}
-        self.pads_itself = cfg.publisher_padding  # read by Codec.encode
+        self.pads_itself = cfg.publisher_padding
         dim = cfg.n_filters
         layers: list[nn.Module] = [Conv1d(channels, dim, cfg.kernel_size, **conv)]
         for stride in cfg.strides:
@@ -135,8 +139,11 @@ class SEANetEncoder(nn.Module):
         return self.model(wav)
 
 
-class SEANetDecoder(nn.Module):
+@DECODERS.register("seanet", SEANetDecoderConfig)
+class SEANetDecoder(Decoder):
     """z [B, D, T'] -> wav [B, C, T' * hop]."""
+
+    streams_in_stages = True
 
     def __init__(self, cfg: SEANetConfig, channels: int, latent_dim: int, hop_length: int):
         super().__init__()
@@ -169,13 +176,3 @@ class SEANetDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.model(z)
-
-
-@ENCODERS.register("seanet", SEANetConfig)
-def build_seanet_encoder(cfg: SEANetConfig, channels: int, latent_dim: int) -> SEANetEncoder:
-    return SEANetEncoder(cfg, channels, latent_dim)
-
-
-@DECODERS.register("seanet", SEANetDecoderConfig)
-def build_seanet_decoder(cfg, channels: int, latent_dim: int, hop_length: int) -> SEANetDecoder:
-    return SEANetDecoder(cfg, channels, latent_dim, hop_length)

@@ -33,6 +33,7 @@ from ..modules.noise import NoiseBlock
 from ..modules.snake import Snake1d
 from ..modules.window_attention import WindowAttention
 from .components import DECODERS, ENCODERS, check_hop
+from .contracts import Decoder, Encoder
 from .dac import DILATIONS, DACResidualUnit
 
 
@@ -94,7 +95,8 @@ class SNACDecoderBlock(nn.Module):
         return self.block(x)
 
 
-class SNACEncoder(nn.Module):
+@ENCODERS.register("snac", SNACEncoderConfig)
+class SNACEncoder(Encoder):
     """wav [B, C, T] -> z [B, d_model * 2^len(strides), T / hop]; T a multiple of
     hop * attn_window."""
 
@@ -124,7 +126,8 @@ class SNACEncoder(nn.Module):
         return self.model(wav)
 
 
-class SNACDecoder(nn.Module):
+@DECODERS.register("snac", SNACDecoderConfig)
+class SNACDecoder(Decoder):
     """z [B, D, T'] -> wav [B, C, T' * hop]; T' a multiple of attn_window."""
 
     def __init__(self, cfg: SNACDecoderConfig, channels: int, latent_dim: int, hop_length: int):
@@ -153,13 +156,3 @@ class SNACDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.model(z)
-
-
-@ENCODERS.register("snac", SNACEncoderConfig)
-def build_snac_encoder(cfg: SNACEncoderConfig, channels: int, latent_dim: int) -> SNACEncoder:
-    return SNACEncoder(cfg, channels, latent_dim)
-
-
-@DECODERS.register("snac", SNACDecoderConfig)
-def build_snac_decoder(cfg, channels: int, latent_dim: int, hop_length: int) -> SNACDecoder:
-    return SNACDecoder(cfg, channels, latent_dim, hop_length)

@@ -50,7 +50,9 @@ from ..modules.pitch import (
     min_phase,
     upsample_f0,
 )
+from ..quantizers.pitch import check_pitch_coding
 from .components import DECODERS
+from .contracts import Decoder
 from .stft_encoder import _blocks
 from .vocos import _init_backbone
 
@@ -125,11 +127,17 @@ def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
     return norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-class SpectralDecoder(nn.Module):
+@DECODERS.register("spectral", SpectralDecoderConfig)
+class SpectralDecoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
 
     # the losses `forward_train` returns; the trainer accepts recipe weights for them
     loss_names = ("decoder/magnitude", "decoder/compressed")
+    supports_frame_offset = True  # the harmonic phase follows the absolute frame index
+
+    @classmethod
+    def check_codec(cls, codec) -> None:
+        check_pitch_coding(codec)  # `pitch` needs the stft encoder's F0 and pitch_rvq too
 
     def __init__(self, cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
@@ -287,9 +295,3 @@ class SpectralDecoder(nn.Module):
                 phase = spec / (spec.abs() + 1e-8)
         wav = self.istft(est.reshape(b * c, f, t) * phase).view(b, c, -1)
         return wav.to(z.dtype), {"decoder/magnitude": log_l1, "decoder/compressed": compressed}
-
-
-@DECODERS.register("spectral", SpectralDecoderConfig)
-def build_spectral_decoder(cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
-                           hop_length: int, sample_rate: int) -> SpectralDecoder:
-    return SpectralDecoder(cfg, channels, latent_dim, hop_length, sample_rate)

@@ -29,10 +29,19 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..modules.layer_attention import LayerAttention, sample_kept_layers
+from ..modules.ssl import (
+    average_layers,
+    conv_geometry,
+    layer_streams,
+    load_frozen,
+    load_units,
+    pick_layers,
+)
 from ..quantizers.base import QUANTIZERS, Quantizer, QuantizerOutput
 from ..quantizers.metrics import level_metrics
 from ..quantizers.vq import check_code_rows
 from .components import ENCODERS
+from .contracts import Encoder
 
 
 @dataclass
@@ -48,14 +57,13 @@ class SSLEncoderConfig:
     normalize: bool = False
 
     def __post_init__(self):
-        from ..distill.teachers import layer_streams
-
         if not self.path:
             raise ValueError("path must name the SSL model (a local directory or a hub id)")
         layer_streams(self.layers)
 
 
-class SSLEncoder(nn.Module):
+@ENCODERS.register("ssl", SSLEncoderConfig)
+class SSLEncoder(Encoder):
     """wav [B, C, T] (T a multiple of the model's stride) -> features [B, L * D, T / stride],
     the L streams' features one after the other on the channel axis, padded as the
     distillation teachers pad (`conv_geometry`), so frame i is centred on samples
@@ -63,8 +71,6 @@ class SSLEncoder(nn.Module):
 
     def __init__(self, cfg: SSLEncoderConfig, channels: int, latent_dim: int):
         super().__init__()
-        from ..distill.teachers import conv_geometry, layer_streams, load_frozen, pick_layers
-
         self.cfg = cfg
         self.model = load_frozen(cfg.path)
         config = self.model.config
@@ -89,8 +95,6 @@ class SSLEncoder(nn.Module):
         return None  # self-attention over the whole input
 
     def forward(self, wav: Tensor) -> Tensor:
-        from ..distill.teachers import average_layers
-
         x = F.pad(wav.float().mean(1), self.pad)
         if self.cfg.normalize:
             x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + 1e-7)
@@ -132,9 +136,6 @@ class KMeansQuantizer(Quantizer):
 
     def __init__(self, cfg: KMeansQuantizerConfig, dim: int):
         super().__init__()
-        from ..distill.kmeans import load_units
-        from ..distill.teachers import layer_streams
-
         centroids, meta = load_units(cfg.units)
         if centroids.ndim not in (2, 3) or tuple(centroids.shape[-2:]) != (
                 cfg.codebook_size, dim):
@@ -153,9 +154,7 @@ class KMeansQuantizer(Quantizer):
 
     def check_encoder(self, encoder: nn.Module) -> None:
         """ConfigError unless the encoder gives one stream per k-means of the units file."""
-        from ..distill.teachers import layer_streams
-
-        n = getattr(encoder, "n_streams", 1)
+        n = encoder.n_streams
         if n != self.n_layers:
             hint = (f"; to average hidden states into one stream, nest them: layers: "
                     f"[{encoder.cfg.layers}]") if self.n_layers == 1 else ""
@@ -218,10 +217,6 @@ class KMeansQuantizer(Quantizer):
         """Each layer's k-means centres [K, D]: the space its codes are searched in."""
         return list(self.centroids) if self.centroids.ndim == 3 else [self.centroids]
 
-
-@ENCODERS.register("ssl", SSLEncoderConfig)
-def build_ssl_encoder(cfg: SSLEncoderConfig, channels: int, latent_dim: int) -> SSLEncoder:
-    return SSLEncoder(cfg, channels, latent_dim)
 
 
 @QUANTIZERS.register("kmeans", KMeansQuantizerConfig)

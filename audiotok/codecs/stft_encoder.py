@@ -29,7 +29,9 @@ from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same, stft_same_parts
 from ..modules.mel import LogMel
 from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
+from ..quantizers.pitch import check_pitch_coding
 from .components import ENCODERS
+from .contracts import Encoder
 from .vocos import _init_backbone
 
 # |X|^0.3 amplitude compression of the complex spectrum, as speech-enhancement models use
@@ -104,8 +106,13 @@ def _blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
     return [ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n)]
 
 
-class STFTEncoder(nn.Module):
-    """wav [B, C, T] -> z [B, D, T / hop_length] (encoder contract, codecs/components.py)."""
+@ENCODERS.register("stft", STFTEncoderConfig)
+class STFTEncoder(Encoder):
+    """wav [B, C, T] -> z [B, D, T / hop_length] (encoder contract, codecs/contracts.py)."""
+
+    @classmethod
+    def check_codec(cls, codec) -> None:
+        check_pitch_coding(codec)  # `pitch` needs the pitch_rvq quantizer and decoder too
 
     def __init__(self, cfg: STFTEncoderConfig, channels: int, latent_dim: int,
                  sample_rate: int):
@@ -132,6 +139,12 @@ class STFTEncoder(nn.Module):
         layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim - cfg.pitch, 1, **conv)]
         self.model = nn.Sequential(*layers)
         self.model.apply(_init_backbone)  # Vocos' init, as the decoder uses
+
+    def onnx_blocker(self) -> str | None:
+        if self.pitch:
+            return ("its encoder's F0 estimator (YIN over FFTs, a median of voiced frames) "
+                    "has no ONNX form yet")
+        return None
 
     def receptive_field(self) -> tuple[int, int]:
         left_pad, _ = same_padding(self.n_fft, self.stft_hop)
@@ -180,9 +193,3 @@ class STFTEncoder(nn.Module):
             if self.pitch_refine:
                 f0 = refine_f0(wav[:, 0], f0, self.sample_rate, self.hop_length)
         return torch.cat([f0_to_latent(f0)[:, None].to(z.dtype), z], 1)
-
-
-@ENCODERS.register("stft", STFTEncoderConfig)
-def build_stft_encoder(cfg: STFTEncoderConfig, channels: int, latent_dim: int,
-                       sample_rate: int) -> STFTEncoder:
-    return STFTEncoder(cfg, channels, latent_dim, sample_rate)

@@ -179,14 +179,16 @@ def sequential_stages(layers) -> list:
 
 
 def encoder_stages(encoder, hop: int) -> list:
-    if hasattr(encoder, "stream_stages"):
+    """The encoder's own stages (`streams_in_stages`), else itself as one stage."""
+    if encoder.streams_in_stages:
         return encoder.stream_stages()
     left, _ = encoder.receptive_field()
     return [EncodeStage(encoder, hop, math.ceil(left / hop) + 1)]
 
 
 def decoder_stages(decoder, hop: int) -> list:
-    if hasattr(decoder, "stream_stages"):
+    """The decoder's own stages (`streams_in_stages`), else itself as one stage."""
+    if decoder.streams_in_stages:
         return decoder.stream_stages()
     left, _ = decoder.receptive_field()
     return [DecodeStage(decoder, hop, left + 1)]
@@ -194,16 +196,13 @@ def decoder_stages(decoder, hop: int) -> list:
 
 def _reach(part) -> tuple[int, int] | None:
     """A part's (left, right) reach for streaming: right away from the signal's start
-    (`lookahead()` where a part has it: the first frames are held back for reflect padding),
-    left inf for recurrent causal stacks (an LSTM, carried as state); None when unbounded
-    both ways."""
+    (`lookahead()`: the first frames are held back for reflect padding), left inf for
+    recurrent causal stacks (an LSTM, carried as state); None when unbounded to the right."""
+    right = part.lookahead()
+    if right is None:
+        return None
     reach = part.receptive_field()
-    if getattr(part, "lookahead", None) is not None:
-        right = part.lookahead()
-        if right is None:
-            return None
-        reach = (math.inf if reach is None else reach[0], right)
-    return reach
+    return (math.inf if reach is None else reach[0], right)
 
 
 def check_streamable(codec) -> None:

@@ -39,6 +39,7 @@ from ..modules.chars import VOCAB_SIZE, text_ids
 from ..modules.dit import DiffTransformer, TimeEmbedding
 from ..modules.mel import LogMel
 from .components import DECODERS, ENCODERS
+from .contracts import Decoder, Encoder
 
 # log-mel statistics (natural log, 1e-5 floor) of 16 kHz speech, to bring the flow's data
 # near unit scale as the authors' mel_mean / mel_var do
@@ -100,7 +101,8 @@ class MelFeatures(nn.Module):
         return (x * self.std + self.mean).transpose(1, 2)
 
 
-class TaDiEncoder(nn.Module):
+@ENCODERS.register("tadicodec", TaDiEncoderConfig)
+class TaDiEncoder(Encoder):
     """wav [B, C, T] -> z [B, latent_dim, T / hop_length] (encoder contract)."""
 
     def __init__(self, cfg: TaDiEncoderConfig, channels: int, latent_dim: int,
@@ -129,11 +131,6 @@ class TaDiEncoder(nn.Module):
         h = h.reshape(b, -1, self.cfg.downsample, d).mean(2)
         return self.out(h).transpose(1, 2)
 
-
-@ENCODERS.register("tadicodec", TaDiEncoderConfig)
-def build_tadicodec_encoder(cfg: TaDiEncoderConfig, channels: int, latent_dim: int,
-                            sample_rate: int) -> TaDiEncoder:
-    return TaDiEncoder(cfg, channels, latent_dim, sample_rate)
 
 
 def _default_vocoder() -> dict:
@@ -210,9 +207,13 @@ def _mlp(d_in: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
 
 
-class TaDiDecoder(nn.Module):
+@DECODERS.register("tadicodec", TaDiDecoderConfig)
+class TaDiDecoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract; a
     sample with `steps` steps and seed 0, no text, no prompt); `sample` takes all options."""
+
+    loss_names = ("decoder/flow",)  # plus the vocoder's own, in the instance's `loss_names`
+    stochastic = True
 
     def __init__(self, cfg: TaDiDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
@@ -241,9 +242,9 @@ class TaDiDecoder(nn.Module):
                                           sample_rate=sample_rate)
         except ValueError as e:
             raise ConfigError(f"decoder.vocoder: {e}") from None
-        if getattr(self.vocoder, "sample_rate", sample_rate) != sample_rate:
+        if (self.vocoder.sample_rate or sample_rate) != sample_rate:
             raise ConfigError("decoder.vocoder must decode at the codec's sample rate")
-        self.loss_names = ("decoder/flow", *getattr(self.vocoder, "loss_names", ()))
+        self.loss_names = (*TaDiDecoder.loss_names, *self.vocoder.loss_names)
 
     @property
     def takes_text(self) -> bool:
@@ -306,10 +307,7 @@ class TaDiDecoder(nn.Module):
         losses = {"decoder/flow": fm.masked_mse(v, v_target, ~prompt)}
         mel = self.mel.denormalise(x) if self.training else \
             self.mel.denormalise(self.sample_mel(z, cfg.steps, 0, text)[:, :f])
-        vocoder_train = getattr(self.vocoder, "forward_train", None)
-        if vocoder_train is None:
-            return self.vocoder(mel.to(z.dtype)), losses
-        wav, vocoder_losses = vocoder_train(mel.to(z.dtype), target)
+        wav, vocoder_losses = self.vocoder.forward_train(mel.to(z.dtype), target)
         return wav, {**losses, **vocoder_losses}
 
     # ------------------------------------------------------------------ sampling
@@ -356,9 +354,3 @@ class TaDiDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.sample(z, self.cfg.steps, 0)
-
-
-@DECODERS.register("tadicodec", TaDiDecoderConfig)
-def build_tadicodec_decoder(cfg: TaDiDecoderConfig, channels: int, latent_dim: int,
-                            hop_length: int, sample_rate: int) -> TaDiDecoder:
-    return TaDiDecoder(cfg, channels, latent_dim, hop_length, sample_rate)

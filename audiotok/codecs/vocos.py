@@ -20,6 +20,7 @@ from ..modules.attention import PosNet, Reach, add_reach
 from ..modules.convnext import ConvNeXtBlock, layer_norm
 from ..modules.istft import ISTFTHead, check_stft_sizes
 from .components import DECODERS
+from .contracts import Decoder
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def _init_backbone(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class VocosDecoder(nn.Module):
+@DECODERS.register("vocos", VocosDecoderConfig)
+class VocosDecoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract)."""
 
     def __init__(self, cfg: VocosDecoderConfig, channels: int, latent_dim: int, hop_length: int):
@@ -128,10 +130,3 @@ class VocosDecoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.final_norm(x.transpose(1, 2)))
-
-
-@DECODERS.register("vocos", VocosDecoderConfig)
-def build_vocos_decoder(
-    cfg: VocosDecoderConfig, channels: int, latent_dim: int, hop_length: int
-) -> VocosDecoder:
-    return VocosDecoder(cfg, channels, latent_dim, hop_length)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..config import from_dict
 from .components import DECODERS, ENCODERS
+from .contracts import Decoder, Encoder
 from .dac import DACDecoder, DACDecoderConfig, DACEncoder, DACEncoderConfig
 from .xcodec2 import semantic_model
 
@@ -142,7 +143,8 @@ def one_frame_per_hop(kernels, strides, hop_length: int) -> bool:
         conv_frames(hop_length + 2 * (hop_length // 2), kernels, strides) == 1
 
 
-class XCodecEncoder(nn.Module):
+@ENCODERS.register("xcodec", XCodecEncoderConfig)
+class XCodecEncoder(Encoder):
     """wav [B, 1, T] -> z [B, latent_dim, T / hop], T a whole number of frames (the publisher's
     feature extractor, DacFeatureExtractor, pads to them as `Codec` does)."""
 
@@ -204,7 +206,8 @@ class XCodecDecoderConfig:
     acoustic_dim: int = 256
 
 
-class XCodecDecoder(nn.Module):
+@DECODERS.register("xcodec", XCodecDecoderConfig)
+class XCodecDecoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, 1, T' * hop]."""
 
     def __init__(self, cfg: XCodecDecoderConfig, channels: int, latent_dim: int,
@@ -219,15 +222,3 @@ class XCodecDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.acoustic(self.fc(z.transpose(1, 2)).transpose(1, 2))
-
-
-@ENCODERS.register("xcodec", XCodecEncoderConfig)
-def build_xcodec_encoder(cfg: XCodecEncoderConfig, channels: int, latent_dim: int
-                         ) -> XCodecEncoder:
-    return XCodecEncoder(cfg, channels, latent_dim)
-
-
-@DECODERS.register("xcodec", XCodecDecoderConfig)
-def build_xcodec_decoder(cfg: XCodecDecoderConfig, channels: int, latent_dim: int,
-                         hop_length: int) -> XCodecDecoder:
-    return XCodecDecoder(cfg, channels, latent_dim, hop_length)

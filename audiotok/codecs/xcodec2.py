@@ -39,6 +39,7 @@ from ..modules.attention import ConvResBlock
 from ..modules.istft import ISTFTHead, check_stft_sizes
 from ..modules.transformer import CausalTransformer, TransformerConfig
 from .components import DECODERS, ENCODERS
+from .contracts import Decoder, Encoder
 from .dac import DACEncoder, DACEncoderConfig
 
 
@@ -99,12 +100,14 @@ def semantic_model(config: dict) -> nn.Module:
     return AutoModel.from_config(AutoConfig.for_model(config["model_type"], **settings))
 
 
-class XCodec2Encoder(nn.Module):
+@ENCODERS.register("xcodec2", XCodec2EncoderConfig)
+class XCodec2Encoder(Encoder):
     """wav [B, 1, T] -> z [B, latent_dim, floor(T / hop) + 1] (NeuCodec: floor(T / hop)) for
     any T: the publisher's own padding, so `Codec.encode` passes the waveform as it is, with
     the items' lengths."""
 
-    pads_itself = True  # read by Codec.encode
+    pads_itself = True
+    takes_lengths = True
 
     def __init__(self, cfg: XCodec2EncoderConfig, channels: int, latent_dim: int,
                  sample_rate: int):
@@ -122,7 +125,7 @@ class XCodec2Encoder(nn.Module):
         self.hop_length = self.acoustic.hop_length
         self.sample_rate = sample_rate
         self.kind = cfg.features
-        # read by Codec: the feature extractor appends one zero before padding to whole
+        # the feature extractor appends one zero before padding to whole
         # frames (floor(T / hop) + 1 codes); NeuCodec then drops the last (floor(T / hop))
         self.pad_samples = 1 if cfg.features == "xcodec2" else 1 - self.hop_length
         self._features = None
@@ -195,14 +198,15 @@ class XCodec2DecoderConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-class XCodec2Decoder(nn.Module):
+@DECODERS.register("xcodec2", XCodec2DecoderConfig)
+class XCodec2Decoder(Decoder):
     """z [B, latent_dim, T'] -> wav [B, channels, T' * hop_length] (decoder contract; at
     `sample_rate`, whose hop is hop_length scaled by the ratio of the rates)."""
 
     def __init__(self, cfg: XCodec2DecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
         super().__init__()
-        self.sample_rate = cfg.sample_rate or sample_rate  # read by Codec.output_sample_rate
+        self.sample_rate = cfg.sample_rate or sample_rate  # the decoder contract's output rate
         if (hop_length * self.sample_rate) % sample_rate:
             raise ValueError(f"a hop of {hop_length} samples at {sample_rate} Hz is no whole "
                              f"number of samples at {self.sample_rate} Hz")
@@ -236,15 +240,3 @@ class XCodec2Decoder(nn.Module):
         for block in self.post:
             x = block(x)
         return self.head(self.final_norm(x.transpose(1, 2)))
-
-
-@ENCODERS.register("xcodec2", XCodec2EncoderConfig)
-def build_xcodec2_encoder(cfg: XCodec2EncoderConfig, channels: int, latent_dim: int,
-                          sample_rate: int) -> XCodec2Encoder:
-    return XCodec2Encoder(cfg, channels, latent_dim, sample_rate)
-
-
-@DECODERS.register("xcodec2", XCodec2DecoderConfig)
-def build_xcodec2_decoder(cfg: XCodec2DecoderConfig, channels: int, latent_dim: int,
-                          hop_length: int, sample_rate: int) -> XCodec2Decoder:
-    return XCodec2Decoder(cfg, channels, latent_dim, hop_length, sample_rate)

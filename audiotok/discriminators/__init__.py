@@ -1,6 +1,7 @@
 """Discriminators for codec GAN training: wav [B, C, T] -> list of (logits, feature maps).
 
-Importing this package registers every family in DISCRIMINATORS; recipes name them by type:
+Every module here registers its family in DISCRIMINATORS (found on the first lookup, not
+through the imports below, which are the public API); recipes name them by type:
 "mpd" (multi-period), "msd" (multi-scale waveform), "msstft" (EnCodec's multi-scale STFT),
 "mrd" (multi-resolution magnitude spectrogram), "cqt" (multi-scale sub-band CQT). A recipe
 usually combines several; `MultiDiscriminator` runs them all and concatenates their outputs,

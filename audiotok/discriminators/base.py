@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 
-DISCRIMINATORS = Registry("discriminator")
+# every module of the package is imported on the first lookup: a family registers by being a file
+DISCRIMINATORS = Registry("discriminator", packages=("audiotok.discriminators",))
 
 DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
 

@@ -8,7 +8,8 @@ heads and their losses, teacher feature caches, SSL k-means units and content pr
 from .config import DistillConfig, HeadConfig, TeacherConfig
 from .heads import DistillHeads
 from .losses import LOSSES, cosine_loss, d_axis_loss, t_axis_loss
-from .teachers import SSLTeacher, WhisperTeacher, align_frames, build_teacher
+from .teacher_factory import build_teacher
+from .teachers import SSLTeacher, WhisperTeacher, align_frames
 
 __all__ = [
     "LOSSES", "DistillConfig", "DistillHeads", "HeadConfig", "SSLTeacher", "TeacherConfig",

@@ -19,7 +19,7 @@ from ..codecs.base import CodecConfig, CodecOutput
 from ..errors import ConfigError
 from .config import DistillConfig
 from .losses import LOSSES
-from .teachers import build_teacher
+from .teacher_factory import build_teacher
 
 SEMANTIC_QUANTIZERS = ("rvq", "split_rvq")
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..errors import AudiotokError
 from ..fileio import atomic_path
+from ..modules.ssl import load_units  # noqa: F401  (the units format lives with its reader)
 from .config import TeacherConfig
 from .teachers import SSLTeacher, pick_layers
 
@@ -148,21 +149,3 @@ def _fit_passes(teacher: SSLTeacher, groups: list[list[int]], kms: list[MiniBatc
             for km, buffer in zip(kms, buffers):
                 km.update(torch.cat(buffer))
     return failed
-
-
-def load_units(path) -> tuple[Tensor, dict]:
-    """A units file -> (centroids float32 [K, D], metadata with "teacher" decoded)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudiotokError(f"{path}: no such k-means units file (fit one with `audiotok "
-                            f"kmeans`)")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        if "centroids" not in f.keys():  # noqa: SIM118  (safe_open is not a dict)
-            raise AudiotokError(f"{path}: not a k-means units file (no 'centroids')")
-        centroids = f.get_tensor("centroids").float()
-    if "teacher" in meta:
-        meta["teacher"] = json.loads(meta["teacher"])
-    return centroids, meta

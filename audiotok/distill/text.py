@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ..errors import AudiotokError
+from ..modules.ssl import average_layers, load_frozen, pick_layers
 from .config import TeacherConfig
-from .teachers import average_layers, load_frozen, pick_layers
 
 
 class TextTeacher:

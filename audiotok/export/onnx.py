@@ -29,7 +29,6 @@ one (tracing can fix a length into a graph) and the figures are written to onnx.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AudiotokError
 from ..fileio import _umask, write_error
 from ..modules.noise import NoiseBlock
@@ -71,18 +70,18 @@ def check_exportable(codec) -> None:
     if codec.global_branch is not None:
         raise AudiotokError(f"cannot export {name} to ONNX: it codes a vector per utterance "
                             f"beside the frames (a global branch), not yet exported")
-    if getattr(codec.encoder, "pad_samples", 0) or \
-            "lengths" in inspect.signature(codec.encoder.forward).parameters:
+    if codec.encoder.pad_samples or codec.encoder.takes_lengths:
         raise AudiotokError(f"cannot export {name} to ONNX: its encoder's feature extractor "
                             f"pads each item by its own length (X-Codec-2, NeuCodec)")
     if any(isinstance(m, NoiseBlock) for m in codec.decoder.modules()):
         raise AudiotokError(f"cannot export {name} to ONNX: its decoder draws random noise "
                             f"at inference (SNAC's noise blocks), which a graph would draw "
                             f"from another generator; not exported yet")
-    if getattr(codec.encoder, "pitch", False):
-        raise AudiotokError(f"cannot export {name} to ONNX: its encoder's F0 estimator (YIN "
-                            f"over FFTs, a median of voiced frames) has no ONNX form yet")
-    if "frame_offset" in inspect.signature(codec.decoder.forward).parameters:
+    for part in (codec.encoder, codec.decoder):  # what a family says it cannot export yet
+        reason = part.onnx_blocker()
+        if reason is not None:
+            raise AudiotokError(f"cannot export {name} to ONNX: {reason}")
+    if codec.decoder.supports_frame_offset:
         kind = type(codec.decoder).__name__
         raise AudiotokError(f"cannot export {name} to ONNX: its decoder ({kind}) depends on "
                             f"each chunk's absolute position and "
@@ -201,7 +200,7 @@ def _manifest(codec, levels: list[int]) -> dict:
         "source": codec.ref, "spec": codec.spec.to_dict(),
         "output_sample_rate": codec.output_sample_rate, "frame_multiple": codec.frame_multiple,
         # the encoder pads every layer as its publisher does (EnCodec): it takes any length
-        "pads_itself": bool(getattr(codec.encoder, "pads_itself", False)),
+        "pads_itself": bool(codec.encoder.pads_itself),
         "n_codebooks": levels,
         "encoder": {"file": "encoder.onnx",
                     "receptive_field": None if enc_reach is None else list(enc_reach)},
@@ -223,7 +222,7 @@ def _check_offline(codec, files: dict, levels: list[int]) -> dict:
     diff = 0.0
     for frames in CHECK_FRAMES:
         wav = _signal(codec, 2, frames, seed=frames)
-        if getattr(codec.encoder, "pads_itself", False):  # any length: check a partial frame
+        if codec.encoder.pads_itself:  # any length: check a partial frame
             wav = wav[..., : wav.shape[-1] - codec.hop_length // 3]
         with torch.no_grad():
             ref = EncodeGraph(codec)(wav)

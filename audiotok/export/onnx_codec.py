@@ -76,7 +76,7 @@ class Levels:
 
 class Graph:
     """One exported graph's contract: `hop_length` and `receptive_field()` as the encoder and
-    decoder contracts state them (codecs/components.py), read from the manifest."""
+    decoder contracts state them (codecs/contracts.py), read from the manifest."""
 
     def __init__(self, info: dict, hop_length: int):
         self.info, self.hop_length = info, hop_length

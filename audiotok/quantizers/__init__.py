@@ -1,6 +1,7 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
-Importing this package registers every family in QUANTIZERS; recipes name them by type:
+Every module here registers its family in QUANTIZERS (found on the first lookup, not through
+the imports below, which are the public API); recipes name them by type:
 "vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "prvq", "parallel", "lfq",
 "bsq", "gsq".
 """

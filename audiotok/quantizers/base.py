@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..registry import Registry
-
-QUANTIZERS = Registry("quantizer")
+from ..registry import Component, Registry
 
 
 @dataclass
@@ -34,7 +33,7 @@ class QuantizerOutput:
     active: Tensor | None = None
 
 
-class Quantizer(nn.Module):
+class Quantizer(nn.Module, Component):
     """Maps latents [B, D, T] to codes [B, K, T] and back.
 
     Subclasses set `dim` (input/output latent channels) and `codebook_sizes` (one entry per
@@ -44,6 +43,14 @@ class Quantizer(nn.Module):
 
     dim: int
     codebook_sizes: list[int]
+    # frames coded as one group (multi-scale levels pooled over `level_strides`): the codec
+    # pads inputs to, and cuts chunks at, multiples of it
+    frame_multiple: int = 1
+    # multi-rate (multiscale_rvq, parallel): the instance sets `level_strides`, the frames
+    # each level's code spans, one entry per level; single-rate quantizers have no such
+    # attribute (every level codes every frame)
+    multi_rate: ClassVar[bool] = False
+
     # Set by `hold_state` (a post-training that fine-tunes the decoder alone): training mode
     # keeps its quantizer dropout, but codebooks, usage counts and k-means state stay as
     # they are, so the codes of the frozen encoder never change.
@@ -53,6 +60,10 @@ class Quantizer(nn.Module):
     def updates_state(self) -> bool:
         """Whether a forward pass may update codebooks and usage (training, state not held)."""
         return self.training and not self.state_held
+
+    def check_encoder(self, encoder: nn.Module) -> None:
+        """ConfigError unless the built encoder gives what this quantizer codes (the
+        k-means of ssl_kmeans: one stream per k-means); most quantizers take any."""
 
     @property
     def n_codebooks(self) -> int:
@@ -99,6 +110,13 @@ def hold_state(quantizer: Quantizer) -> None:
     for module in quantizer.modules():
         if isinstance(module, Quantizer):
             module.state_held = True
+
+# every module of these packages is imported on the first lookup; codec families may bring
+# a quantizer of their own (ssl_kmeans' k-means, BEATs' projections)
+QUANTIZERS = Registry("quantizer", packages=("audiotok.quantizers", "audiotok.codecs"),
+                      contract=Quantizer)
+
+
 def check_every_codebook(n_codebooks: int | None, total: int, family: str) -> int:
     """`check_n_codebooks` of quantizers whose K codebooks are parallel parts of one code
     (bit groups, channel groups) rather than coarse-to-fine levels: only all K (or None)."""

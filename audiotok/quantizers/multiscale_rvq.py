@@ -48,6 +48,8 @@ class MultiScaleRVQConfig(RVQConfig):
 class MultiScaleRVQ(ResidualVQ):
     """z [B, D, T] -> codes long [B, n, T], level k constant over runs of strides[k] frames."""
 
+    multi_rate = True
+
     def __init__(self, cfg: MultiScaleRVQConfig, dim: int):
         super().__init__(cfg, dim)
         self.level_strides = [int(s) for s in cfg.strides]

@@ -74,6 +74,8 @@ class ParallelQuantizer(Quantizer):
     """z [B, D, T] -> codes long [B, K, T]: stream i quantizes channels
     [sum(dims[:i]), sum(dims[:i+1])) every strides[i] frames."""
 
+    multi_rate = True
+
     def __init__(self, cfg: ParallelConfig, dim: int):
         super().__init__()
         dims = [s["dim"] for s in cfg.streams]
@@ -88,7 +90,7 @@ class ParallelQuantizer(Quantizer):
         self.rows = [q.n_codebooks for q in self.streams]
         self.codebook_sizes = [size for q in self.streams for size in q.codebook_sizes]
         self.level_strides = [s for s, r in zip(self.strides, self.rows) for _ in range(r)]
-        inner = [int(getattr(q, "frame_multiple", 1)) * s
+        inner = [int(q.frame_multiple) * s
                  for q, s in zip(self.streams, self.strides)]
         self.frame_multiple = math.lcm(*inner)
 

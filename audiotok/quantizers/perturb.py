@@ -77,7 +77,8 @@ def perturb_codes(quantizer: Quantizer, codes: Tensor, p: Perturbation,
     b, k, _ = codes.shape
     sizes = quantizer.codebook_sizes
     vectors = quantizer.code_vectors() if p.mode == "near" else None
-    strides = list(getattr(quantizer, "level_strides", ())) or [1] * len(sizes)
+    strides = list(quantizer.level_strides) if quantizer.multi_rate else []
+    strides = strides or [1] * len(sizes)
     chosen = _uniform((b,), generator, codes.device) < p.items
     out = codes.clone()
     for row in range(k):

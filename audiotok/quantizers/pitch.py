@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..modules.pitch import UNVOICED
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .metrics import code_metrics, shift_levels
@@ -35,7 +36,32 @@ class PitchRVQConfig(RVQConfig):
             raise ValueError(f"pitch_levels must be >= 2, got {self.pitch_levels}")
 
 
+def check_pitch_coding(codec) -> None:
+    """Pitch coding is three parts that need each other: an encoder that estimates F0 into
+    latent channel 0 (stft `pitch`), this pitch_rvq quantizer that codes it, a decoder that
+    draws its harmonics (spectral `pitch`); and one F0 per frame only means something for
+    mono audio. Each of the three runs this from its `check_codec` hook, on the codec's
+    config (`CodecConfig`) before anything is built."""
+    flags = {"encoder": bool(codec.encoder.get("pitch", False)),
+             "decoder": bool(codec.decoder.get("pitch", False)),
+             "quantizer": codec.quantizer.get("type") == "pitch_rvq"}
+    if not any(flags.values()):
+        return
+    if not all(flags.values()):
+        missing = ", ".join(k for k, v in flags.items() if not v)
+        raise ConfigError(f"pitch coding needs encoder pitch: true, quantizer type "
+                          f"pitch_rvq and decoder pitch: true together; not set: {missing}")
+    if codec.channels != 1 or codec.latent_dim < 2:
+        raise ConfigError(f"pitch coding needs mono audio and latent_dim >= 2 (F0 + content), "
+                          f"got {codec.channels} channels, latent_dim {codec.latent_dim}")
+
+
+@QUANTIZERS.register("pitch_rvq", PitchRVQConfig)
 class PitchRVQ(Quantizer):
+    @classmethod
+    def check_codec(cls, codec) -> None:
+        check_pitch_coding(codec)
+
     def __init__(self, cfg: PitchRVQConfig, dim: int):
         super().__init__()
         if dim < 2:
@@ -101,8 +127,3 @@ class PitchRVQ(Quantizer):
         range, so its neighbours are the lowest pitches), then the RVQ levels'."""
         codes = torch.arange(self.cfg.pitch_levels, device=self.rvq.levels[0].usage.device)
         return [self.dequantize_pitch(codes)[:, None]] + self.rvq.code_vectors()
-
-
-@QUANTIZERS.register("pitch_rvq", PitchRVQConfig)
-def build_pitch_rvq(cfg: PitchRVQConfig, dim: int) -> PitchRVQ:
-    return PitchRVQ(cfg, dim)

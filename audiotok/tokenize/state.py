@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AudiotokError
 from ..fileio import atomic_path
 from .plan import Plan, check_same_job

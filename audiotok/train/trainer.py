@@ -226,7 +226,7 @@ class Trainer:
     def _transcripts(self, inputs: Tensor, batch: dict | None) -> dict:
         """{"text": each excerpt's transcript} for a decoder conditioned on text (TaDiCodec),
         else {}; the excerpt's part of its file's transcript (modules/chars.py)."""
-        if not getattr(self.codec.decoder, "takes_text", False) or batch is None \
+        if not self.codec.decoder.takes_text or batch is None \
                 or "text" not in batch:
             return {}
         from ..modules.chars import batch_texts
@@ -236,12 +236,12 @@ class Trainer:
     def _latent_losses(self) -> list[str]:
         """Losses on latents or decoder internals rather than output audio: kept out of the
         balancer."""
-        own = list(getattr(self.codec.quantizer, "loss_weights", ()))  # lfq/, bsq/, gsq/
+        own = list(self.codec.quantizer.loss_weights)  # lfq/, bsq/, gsq/
         return QUANTIZER_LOSSES + own + self._decoder_losses() + self._distill_names()
 
     def _decoder_losses(self) -> list[str]:
-        """Losses a decoder computes on its own outputs (`loss_names`, codecs/spectral.py)."""
-        return list(getattr(self.codec.decoder, "loss_names", ()))
+        """Losses a decoder computes on its own outputs (`loss_names`, codecs/contracts.py)."""
+        return list(self.codec.decoder.loss_names)
 
     def _sync_head_grads(self) -> None:
         """Average the heads' gradients over ranks (they are not inside DDP)."""
