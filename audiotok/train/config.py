@@ -11,10 +11,10 @@
 Every default lives in these dataclasses (and DataConfig's), not in recipes/base.yaml: the
 package carries them, recipes/ is not installed with it. They are DAC's where DAC has one
 (Kumar et al. 2023; descript-audio-codec conf/base.yml: AdamW lr 1e-4, betas (0.8, 0.99),
-exponential decay 0.999996 per step, grad clip 1000, MPD + MRD, its loss weights, 0.38 s
-training excerpts) and sized for GPUs otherwise (400k steps, batch 12 per process,
-validation and checkpoints every 5000 steps, 4 loader workers). base.yaml repeats only the
-loss weights, for overlays to add to, and asks for `data.train`.
+exponential decay 0.999996 per step, MPD + MRD, its loss weights, 0.38 s training excerpts;
+its scripts/train.py: gradients clipped at 1000, batch 12 per process) and sized for GPUs
+otherwise (400k steps, validation and checkpoints every 5000 steps, 4 loader workers).
+base.yaml repeats only the loss weights, for overlays to add to, and asks for `data.train`.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 400_000
-    batch_size: int = 12                # per process
+    batch_size: int = 12                # per process (DAC train.py)
     disc_start_step: int = 0
     log_every: int = 50
     val_every: int = 5000
