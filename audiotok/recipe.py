@@ -9,6 +9,14 @@ import yaml
 
 from .errors import ConfigError
 
+# recipes/ was one flat folder until it split into designs/, speech_16k/ (the bundled model's
+# stages) and finetune/: a path of the flat layout gets an error naming the file's new place
+_STAGES = ("gla", "pitch", "env", "hnm", "hnm_noise", "stoi", "stoi2", "stoi3")
+_RENAMED = {"finetune_mimi.yaml": "finetune/mimi.yaml",
+            **{f"speech_16k_{s}.yaml": f"speech_16k/{i}_{s}.yaml"
+               for i, s in enumerate(_STAGES, 1)}}
+_RETIRED = ("speech_16k.yaml", "speech_16k_stft.yaml", "speech_16k_voiced.yaml")
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     """Return `base` updated by `override`; nested mappings merge, everything else replaces.
@@ -30,7 +38,7 @@ def load_recipe(path, _seen: tuple = ()) -> dict:
     if path in _seen:
         raise ConfigError(f"{path}: recipe extends itself through {' -> '.join(map(str, _seen))}")
     if not path.is_file():
-        raise ConfigError(f"{path}: no such recipe file")
+        raise ConfigError(f"{path}: no such recipe file{_moved(path)}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -41,6 +49,17 @@ def load_recipe(path, _seen: tuple = ()) -> dict:
     if base is None:
         return data
     return deep_merge(load_recipe(path.parent / base, _seen + (path,)), data)
+
+
+def _moved(path: Path) -> str:
+    """Where a recipe of the flat recipes/ layout went, as the end of an error message."""
+    if path.parent.name != "recipes":
+        return ""
+    if path.name in _RETIRED:
+        return (f" (the {path.stem} experiment was retired; the history in audiotok/assets/"
+                f"models/speech-16k/README.md says where git keeps it)")
+    new = _RENAMED.get(path.name, f"designs/{path.name}")
+    return f" (it moved to recipes/{new})" if (path.parent / new).is_file() else ""
 
 
 def apply_overrides(recipe: dict, overrides: list[str]) -> dict:

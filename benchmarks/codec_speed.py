@@ -24,7 +24,7 @@ import torch
 
 CODECS = ["audiotok/speech-16k", "recipes/tiny_speech_16k.yaml", "seanet", "dac", "wavtokenizer"]
 # the published designs at full size (issue: recipes for the published codec designs)
-FULL_SIZE = [f"recipes/{n}.yaml" for n in (
+FULL_SIZE = [f"recipes/designs/{n}.yaml" for n in (
     "encodec_24k", "dac_16k", "dac_24k", "dac_44k", "wavtokenizer_24k_75hz",
     "wavtokenizer_24k_40hz", "mimi_24k")]
 

@@ -23,7 +23,9 @@ Pairs:
                 architecture, random weights) saved as its safetensors release is; both run
                 8 codebooks, as Moshi does.
 
-and our other families alone (no reference package on PyPI builds them without a download).
+and our other families alone (no reference package on PyPI builds them without a download):
+the bundled audiotok/speech-16k itself (row speech_16k; recipes/speech_16k/8_stoi3.yaml is its
+architecture), and the wavtokenizer_24k_75hz and mimi_24k designs with random weights.
 
 Each row runs in a fresh process (--rounds of them, alternating ours and reference so slow
 drifts of this machine hit both): threads set to --threads, a 1 s warm-up, then the best of
@@ -58,17 +60,17 @@ from codec_speed import _vm_kb, best_time, signal  # same folder: shared helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
-    "encodec_24k": ("recipes/encodec_24k.yaml", {"n_codebooks": 8}, "encodec_24k"),
-    "dac_16k": ("recipes/dac_16k.yaml", {}, "dac_16k"),
-    "dac_24k": ("recipes/dac_24k.yaml", {}, "dac_24k"),
-    "dac_44k": ("recipes/dac_44k.yaml", {}, "dac_44k"),
+    "encodec_24k": ("recipes/designs/encodec_24k.yaml", {"n_codebooks": 8}, "encodec_24k"),
+    "dac_16k": ("recipes/designs/dac_16k.yaml", {}, "dac_16k"),
+    "dac_24k": ("recipes/designs/dac_24k.yaml", {}, "dac_24k"),
+    "dac_44k": ("recipes/designs/dac_44k.yaml", {}, "dac_44k"),
     "snac_24k": ("", {}, "snac_24k"),  # no recipe: always the release folder
     "mimi": ("", {"n_codebooks": 8}, "mimi"),  # no recipe: always the moshi file
 }
 OURS_ONLY = {
-    "speech_16k": "recipes/speech_16k.yaml",  # the bundled model's architecture
-    "wavtokenizer_24k_75hz": "recipes/wavtokenizer_24k_75hz.yaml",
-    "mimi_24k": "recipes/mimi_24k.yaml",
+    "speech_16k": "audiotok/speech-16k",  # the bundled model itself (recipes/speech_16k/)
+    "wavtokenizer_24k_75hz": "recipes/designs/wavtokenizer_24k_75hz.yaml",
+    "mimi_24k": "recipes/designs/mimi_24k.yaml",
 }
 # hubertsiuzdak/snac_24khz's config.json
 SNAC_24K = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],

@@ -1,10 +1,11 @@
-"""Start a pitch codec (recipes/speech_16k_pitch*.yaml) from the weights of another codec
-(default: the bundled audiotok/speech-16k).
+"""Start a pitch codec (recipes/speech_16k/2_pitch.yaml, 3_env.yaml) from the weights of
+another codec (default: the bundled audiotok/speech-16k).
 
-    python scripts/init_pitch_codec.py recipes/speech_16k_pitch.yaml runs/speech_16k_pitch_init
+    python scripts/init_pitch_codec.py recipes/speech_16k/2_pitch.yaml \
+        runs/speech_16k_pitch_init --source runs/speech_16k_gla/model
 
 Copies every weight whose name and shape match. From a codec without pitch (trained by
-recipes/speech_16k_gla.yaml): the RVQ moves under quantizer.rvq, the decoder's harmonic head
+recipes/speech_16k/1_gla.yaml): the RVQ moves under quantizer.rvq, the decoder's harmonic head
 starts as a copy of its magnitude head, 6 dB up (so the harmonics stand out of the envelope
 from the first step), and the decoder's pitch input starts at zero, so the copied decoder's
 output only changes by the harmonic comb. Into a decoder with `envelope_points`: per-bin heads

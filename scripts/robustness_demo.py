@@ -2,12 +2,12 @@
 """Does training with token perturbation make a codec's decoder robust to wrong tokens?
 
 Trains the tiny recipe twice from the same seed on the same batches for the same number of
-steps, once as `recipes/robust_16k_tiny.yaml` has it (train.perturb) and once with
+steps, once as `recipes/designs/robust_16k_tiny.yaml` has it (train.perturb) and once with
 train.perturb=null, then scores both with `audiotok eval --perturb` on held-out clips: mel
 distance, STOI and PESQ with 0 and with a fraction of the tokens replaced by near codes (the
 audio analogue of RobusTok's pFID; Qiu et al. 2025, "Image Tokenizer Needs Post-Training").
 With `--post-steps N` it also post-trains the decoder of the unperturbed model alone
-(recipes/robust_16k_post_tiny.yaml) for N steps, once on perturbed tokens ("post") and once
+(recipes/designs/robust_16k_post_tiny.yaml) for N steps, once on perturbed tokens ("post") and once
 on clean ones ("post_plain"), and scores both.
 
     python scripts/robustness_demo.py OUT_DIR                 # espeak-ng speech corpus
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
+RECIPES = ROOT / "recipes" / "designs"
 TRAIN_VOICES = ["en-us", "en+m3", "en+f2", "en-gb-x-rp"]
 EVAL_VOICES = ["en-us+f3", "en+m7"]
 TEXT = Path("/usr/share/common-licenses/GPL-3")
@@ -62,7 +62,7 @@ def sentences(n: int, skip: int = 0) -> list[str]:
 
 def train(label: str, name: str, out: Path, data: str, steps: int, overrides: list[str]
           ) -> Path:
-    """Train recipe `name` (in recipes/) for `steps` steps into OUT/label; returns its
+    """Train recipe `name` (in recipes/designs/) for `steps` steps into OUT/label; returns its
     exported model, OUT/label/model (which `audiotok eval` labels `label`)."""
     from audiotok.train import read_recipe
     from audiotok.train.trainer import Trainer

@@ -84,7 +84,8 @@ def train(manifest: Path, run_dir: Path, steps: int, seed: int = 0):
     from audiotok.train import read_recipe
     from audiotok.train.trainer import Trainer
 
-    recipe_path = Path(__file__).resolve().parent.parent / "recipes" / "tadicodec_16k_tiny.yaml"
+    recipe_path = (Path(__file__).resolve().parent.parent / "recipes" / "designs"
+                   / "tadicodec_16k_tiny.yaml")
     r = read_recipe(recipe_path, [
         f"data.train={manifest}", f"train.run_dir={run_dir}", f"train.steps={steps}",
         "train.batch_size=8", "train.val_every=0", f"train.ckpt_every={steps}",

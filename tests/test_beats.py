@@ -1,4 +1,4 @@
-"""BEATs (recipes/beats_iter*.yaml): the fbank patches, the random-projection and norm-EMA
+"""BEATs (recipes/designs/beats_iter*.yaml): the fbank patches, the random-projection and norm-EMA
 tokenizers' rules, tokens-only codecs (encode works, decode is a one-line error), bad
 settings, and both iterations trained at tiny size, chained through the teacher key, saved and
 reloaded with identical codes."""
@@ -22,7 +22,7 @@ from audiotok.beats.quantizers import NormEMAQuantizer, NormEMAVQConfig
 from audiotok.cli import main
 from audiotok.errors import AudiotokError, ConfigError
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 
 def recipe(name: str, *overrides):

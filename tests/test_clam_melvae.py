@@ -1,4 +1,4 @@
-"""CLaM-TTS's Mel-VAE codec (recipes/clam_melvae_16k*.yaml): the log-mel front end, the mel_vae
+"""CLaM-TTS's Mel-VAE codec (recipes/designs/clam_melvae_16k*.yaml): the log-mel front end, the mel_vae
 decoder with a vocoder from the decoder registry, chunked coding, bad settings, and the tiny
 recipe trained on a CPU, saved and reloaded."""
 
@@ -21,7 +21,7 @@ from audiotok.modules.istft import same_padding
 from audiotok.modules.mel import LogMel
 from audiotok.train import read_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 
 def recipe(name="clam_melvae_16k_tiny", *overrides):

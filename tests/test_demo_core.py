@@ -172,7 +172,7 @@ def test_slider_keeps_to_the_counts_a_quantizer_accepts(tmp_path):
     from audiotok import load_codec
     from audiotok.demo_app import DemoHandlers
 
-    lfq = load_codec(str(Path(__file__).parents[1] / "recipes" / "lfq_16k_tiny.yaml"))
+    lfq = load_codec(str(Path(__file__).parents[1] / "recipes" / "designs" / "lfq_16k_tiny.yaml"))
     h = DemoHandlers({"lfq": lfq}, 5.0, tmp_path)
     slider, hint = h.codec_changed("lfq", 1)
     assert (slider.maximum, slider.value) == (4, 4)

@@ -26,7 +26,7 @@ from audiotok.tokenize import read_index, read_records
 from audiotok.tokens import read_header
 from audiotok.train import read_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 
 @pytest.fixture(scope="module", autouse=True)

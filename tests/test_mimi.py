@@ -306,7 +306,7 @@ def test_mimi_cli_encode_decode(moshi_mimi, tmp_path):
     assert math.isfinite(float(out.std()))
 
 
-RECIPE = Path(__file__).parent.parent / "recipes" / "finetune_mimi.yaml"
+RECIPE = Path(__file__).parent.parent / "recipes" / "finetune" / "mimi.yaml"
 
 
 def speech_corpus(folder: Path, rate: int = 24000) -> Path:
@@ -320,7 +320,7 @@ def speech_corpus(folder: Path, rate: int = 24000) -> Path:
 
 
 def test_finetune_recipe_takes_its_model_from_the_weights(moshi_mimi, tmp_path):
-    """recipes/finetune_mimi.yaml has no `model`: train.init_from supplies it, by file or by
+    """recipes/finetune/mimi.yaml has no `model`: train.init_from supplies it, by file or by
     short name; an untrained codec or a missing file is a one-line error."""
     from audiotok.errors import ConfigError
     from audiotok.train import read_recipe

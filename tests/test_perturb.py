@@ -18,7 +18,7 @@ from audiotok.quantizers.perturb import Perturbation, perturb_codes
 from audiotok.train import read_recipe
 from audiotok.train.perturb import PerturbConfig
 
-RECIPE = "recipes/robust_16k_tiny.yaml"
+RECIPE = "recipes/designs/robust_16k_tiny.yaml"
 QUANTIZERS = {
     "rvq": {"type": "rvq", "n_codebooks": 4, "codebook_size": 64, "codebook_dim": 4,
             "l2_normalize": True},
@@ -226,7 +226,7 @@ def test_near_codes_need_code_vectors(tmp_path):
     from audiotok.train.trainer import Trainer
 
     with pytest.raises(ConfigError) as err:
-        Trainer(read_recipe("recipes/lfq_16k_tiny.yaml", [
+        Trainer(read_recipe("recipes/designs/lfq_16k_tiny.yaml", [
             "data.train=x", "train.perturb={rate: 0.1}", f"train.run_dir={tmp_path / 'r'}"]))
     assert "train.perturb.mode near" in str(err.value) and "mode: random" in str(err.value)
     assert "\n" not in str(err.value) and not (tmp_path / "r").exists()
@@ -234,14 +234,14 @@ def test_near_codes_need_code_vectors(tmp_path):
 
 def test_post_training_refuses_distillation():
     with pytest.raises(ConfigError, match="freezes the encoder that the distill heads train"):
-        read_recipe("recipes/speechtokenizer_16k_tiny.yaml",
+        read_recipe("recipes/designs/speechtokenizer_16k_tiny.yaml",
                     ["data.train=x", "train.trainable=decoder", "train.init_from=somewhere"])
 
 
 def test_the_post_recipe_needs_its_starting_weights():
     with pytest.raises(ConfigError, match="'train.init_from' must be set"):
-        read_recipe("recipes/robust_16k_post_tiny.yaml", ["data.train=x"])
-    r = read_recipe("recipes/robust_16k_post.yaml", ["data.train=x", "train.init_from=y"])
+        read_recipe("recipes/designs/robust_16k_post_tiny.yaml", ["data.train=x"])
+    r = read_recipe("recipes/designs/robust_16k_post.yaml", ["data.train=x", "train.init_from=y"])
     assert r.train.trainable == "decoder" and r.train.perturb.rate == 0.3
     assert r.train.perturb.at(0) is not None  # no warm-up in post-training
 
@@ -261,7 +261,7 @@ def test_decoder_only_post_training_keeps_the_tokens(tmp_path):
                                           *small]))
     source.codec.save_pretrained(tmp_path / "init")
     init = load_codec(tmp_path / "init")
-    post = Trainer(read_recipe("recipes/robust_16k_post_tiny.yaml", [
+    post = Trainer(read_recipe("recipes/designs/robust_16k_post_tiny.yaml", [
         "data.train=x", f"train.run_dir={tmp_path / 'b'}", f"train.init_from={tmp_path / 'init'}",
         *small]))
     assert not post.codec.encoder.training and post.codec.quantizer.training
@@ -404,7 +404,7 @@ def test_robust_tiny_recipes_train_and_reload(tmp_path):
     for name, extra in (("robust_16k_tiny", ["train.perturb.start_step=0",
                                              "train.perturb.warmup_steps=0"]),
                         ("robust_16k_post_tiny", [f"train.init_from={exported}"])):
-        trainer = Trainer(read_recipe(f"recipes/{name}.yaml", [
+        trainer = Trainer(read_recipe(f"recipes/designs/{name}.yaml", [
             *common, *extra, f"train.run_dir={tmp_path / name}"]))
         mel, changed = [], []
         for _ in range(24):  # overfit one batch: batch-to-batch noise would mask the trend

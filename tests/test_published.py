@@ -298,7 +298,7 @@ def test_convert_writes_a_checkpoint_with_provenance(hf_dac, tmp_path, capsys):
     # bad inputs: an existing folder, a recipe (nothing published), an unknown name
     assert main(["convert", str(folder), "-o", str(tmp_path / "c")]) == 1
     assert "exists and is not an empty folder" in capsys.readouterr().err
-    recipe = Path(__file__).parent.parent / "recipes" / "dac_16k.yaml"
+    recipe = Path(__file__).parent.parent / "recipes" / "designs" / "dac_16k.yaml"
     assert main(["convert", str(recipe), "-o", str(tmp_path / "d")]) == 1
     assert "not a published checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

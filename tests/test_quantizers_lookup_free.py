@@ -24,7 +24,7 @@ from audiotok.recipe import deep_merge
 from audiotok.train import read_recipe
 from audiotok.train.losses import with_quantizer_weights
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 DIM = 8
 
 SPECS = {
@@ -301,7 +301,7 @@ def test_an_overlay_that_swaps_the_type_drops_the_old_options():
     assert untyped["model"]["quantizer"]["codebook_dim"] == 8
     r = recipe("lfq_16k_tiny")
     assert r.model.quantizer["type"] == "lfq" and "codebook_dim" not in r.model.quantizer
-    assert r.model.encoder == recipe("tiny_speech_16k").model.encoder
+    assert r.model.encoder == recipe("../tiny_speech_16k").model.encoder
 
 
 @pytest.mark.parametrize("name", TINY)

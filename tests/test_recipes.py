@@ -1,5 +1,6 @@
 """The published-design recipes: full-size rates computed, tiny overlays trained."""
 
+import json
 import math
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from conftest import speechlike
 
 from audiotok import Codec, load_codec
 from audiotok.cli import main
+from audiotok.errors import ConfigError
+from audiotok.recipe import load_recipe
 from audiotok.train import read_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 # (recipe, sample rate, frames per second, {n_codebooks: kbps}) from the papers / releases
 PUBLISHED = [
@@ -137,3 +140,45 @@ def test_mimi_tiny_streams_exactly():
     assert torch.equal(chunked.codes, offline.codes)
     torch.testing.assert_close(codec.decode(chunked, chunk_seconds=0.25), whole, rtol=0,
                                atol=1e-5)
+
+
+# -- the layout of recipes/ ---------------------------------------------------------------------
+ROOT = RECIPES.parent
+STAGES = sorted((ROOT / "speech_16k").glob("*.yaml"))
+
+
+def test_speech_16k_stages_extend_the_stage_whose_weights_they_start_from():
+    import yaml
+
+    assert [p.stem for p in STAGES] == ["1_gla", "2_pitch", "3_env", "4_hnm", "5_hnm_noise",
+                                        "6_stoi", "7_stoi2", "8_stoi3"]
+    raw = [yaml.safe_load(p.read_text()) for p in STAGES]
+    assert raw[0]["extends"] == "../base.yaml" and "init_from" not in raw[0]["train"]
+    for before, stage, path in zip(raw, raw[1:], STAGES[:-1]):
+        assert stage["extends"] == path.name
+        # straight from the previous run, or through scripts/init_pitch_codec.py --source it
+        assert stage["train"]["init_from"] in (f"runs/{before['name']}/model",
+                                               f"runs/{stage['name']}_init")
+
+
+def test_last_stage_is_the_bundled_models_architecture():
+    from audiotok.codecs.base import CodecConfig
+    from audiotok.codecs.loading import bundled_models
+    from audiotok.config import from_dict, to_dict
+
+    shipped = json.loads((bundled_models()["audiotok/speech-16k"] / "config.json").read_text())
+    assert to_dict(recipe("../speech_16k/8_stoi3").model) == \
+        to_dict(from_dict(CodecConfig, shipped["config"], "model"))
+
+
+@pytest.mark.parametrize("old, new", [("dac_16k.yaml", "designs/dac_16k.yaml"),
+                                      ("speech_16k_hnm.yaml", "speech_16k/4_hnm.yaml"),
+                                      ("finetune_mimi.yaml", "finetune/mimi.yaml")])
+def test_a_path_of_the_flat_layout_names_the_new_one(old, new):
+    assert (ROOT / new).is_file()
+    with pytest.raises(ConfigError, match=f"no such recipe file \\(it moved to recipes/{new}\\)"):
+        load_recipe(ROOT / old)
+    with pytest.raises(ConfigError, match="speech_16k_voiced experiment was retired"):
+        load_recipe(ROOT / "speech_16k_voiced.yaml")
+    with pytest.raises(ConfigError, match="no such recipe file$"):
+        load_recipe(ROOT / "no_such_design.yaml")

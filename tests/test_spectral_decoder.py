@@ -125,7 +125,7 @@ def test_config_errors(bad, match):
 def test_speech_recipe_fits_the_bundle_budget():
     from audiotok.train.config import read_recipe
 
-    recipe = read_recipe("recipes/speech_16k_gla.yaml", ["data.train=unused"])
+    recipe = read_recipe("recipes/speech_16k/1_gla.yaml", ["data.train=unused"])
     codec = Codec(recipe.model)
     assert codec.frame_rate == 50 and codec.decoder.stft_hop == 160
     params = sum(p.numel() for p in codec.parameters())

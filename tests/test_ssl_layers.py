@@ -25,7 +25,7 @@ from audiotok.train import read_recipe
 os.environ["HF_HUB_OFFLINE"] = "1"  # a wrong path must fail, never fetch
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 SSL = {"hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
        "intermediate_size": 32, "conv_dim": (8, 8), "conv_stride": (5, 64),
        "conv_kernel": (10, 64), "num_conv_pos_embeddings": 16,

@@ -80,7 +80,7 @@ def test_receptive_field_is_tight():
 def test_speech_recipe_builds_at_50_hz():
     from audiotok.train.config import read_recipe
 
-    recipe = read_recipe("recipes/speech_16k_stft.yaml", ["data.train=unused"])
+    recipe = read_recipe("recipes/speech_16k/1_gla.yaml", ["data.train=unused"])
     codec = Codec(recipe.model)
     assert codec.frame_rate == 50 and codec.hop_length == 320
     assert codec.encoder.receptive_field() is not None  # bounded: chunked encoding is exact

@@ -1,4 +1,4 @@
-"""TaDiCodec (recipes/tadicodec_16k*.yaml): flow matching with a prompt, byte-level
+"""TaDiCodec (recipes/designs/tadicodec_16k*.yaml): flow matching with a prompt, byte-level
 transcripts, the codec's stochastic decode (steps, seed, text, prompt), bad settings, the CLI,
 and the tiny recipe trained on a CPU, saved and reloaded."""
 
@@ -19,7 +19,7 @@ from audiotok.modules import flow_matching as fm
 from audiotok.modules.chars import excerpt_text, text_ids
 from audiotok.train import read_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 
 def recipe(*overrides):

@@ -188,11 +188,29 @@ def test_recipe_validation(tmp_path):
         read_recipe(TINY, ["data.train=x", "discriminators=[{type: mdp}]"])
     r = read_recipe(TINY, ["data.train=x", "train.steps=7", "model.quantizer.n_codebooks=3"])
     assert r.train.steps == 7 and r.model.quantizer["n_codebooks"] == 3
-    assert r.optim.betas == [0.8, 0.99]  # from base.yaml through `extends`
+    assert r.optim.betas == [0.8, 0.99]  # DAC's, OptimConfig's default
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {TINY}\ntrain: {{batch_size: 3}}\n")
     assert read_recipe(child, ["data.train=x"]).train.batch_size == 3
 
+
+
+def test_base_yaml_repeats_no_default_but_the_loss_weights(tmp_path):
+    """The defaults live in the config dataclasses; base.yaml holds the DAC loss weights too
+    (an overlay's weights merge into its base's, a dataclass default would be replaced whole),
+    so the two must agree, and `extends: base.yaml` then changes no default."""
+    from audiotok.recipe import load_recipe
+    from audiotok.train.config import LossConfig
+
+    base = ROOT / "recipes" / "base.yaml"
+    assert load_recipe(base) == {"losses": {"weights": LossConfig().weights},
+                                 "data": {"train": "???"}}
+    bare, extended = tmp_path / "bare.yaml", tmp_path / "extended.yaml"
+    bare.write_text("data: {train: x}\n")
+    extended.write_text(f"extends: {base}\n")
+    on_base = read_recipe(extended, ["data.train=x", "name=bare"])
+    assert on_base == read_recipe(bare)
+    assert on_base.train.steps == 400_000 and on_base.data.segment_seconds == 0.38  # DAC's
 
 def test_unknown_loss_weight_names_nearest(corpus, tmp_path):
     from audiotok.train.trainer import Trainer

@@ -136,7 +136,7 @@ def load_ssl_model(path, where: str = "teacher") -> SSLModel:
     if not (config.is_file() and weights.is_file()):
         raise AudiotokError(f"{where}: no BEATs SSL model at {path} (config.json + "
                             f"model.safetensors); train iteration 1 first: audiotok train "
-                            f"recipes/beats_iter1.yaml")
+                            f"recipes/designs/beats_iter1.yaml")
     try:
         meta = json.loads(config.read_text())
     except ValueError as e:

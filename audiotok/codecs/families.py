@@ -1,7 +1,7 @@
 """Named codec families: default model configs that `load_codec(name)` builds untrained.
 
 Sizes here are moderate defaults for a 16 kHz speech codec; the published full-size designs
-live in recipes/.
+live in recipes/designs/.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class STFTEncoderConfig:
     pitch_refine: bool = False
     # > 0: the features are a log-mel spectrogram of this many bands (modules/mel.py) instead
     # of the STFT's log-magnitude and compressed spectrum, the input of CLaM-TTS's Mel-VAE
-    # (Kim et al. 2024, sec. 3.1; recipes/clam_melvae_16k.yaml)
+    # (Kim et al. 2024, sec. 3.1; recipes/designs/clam_melvae_16k.yaml)
     n_mels: int = 0
 
     def __post_init__(self):

@@ -3,7 +3,7 @@
     data:
       train: /corpora/speech            # folder (searched recursively) or manifest.jsonl
       val: null                         # null: hold out val_fraction of train, by path hash
-      segment_seconds: 1.0
+      segment_seconds: 0.38             # the default: DAC's training excerpts
       loudness_db: -24.0                # LUFS per excerpt; null leaves levels alone
       augment: {gain_db: [-6, 6], polarity_prob: 0.5}
 """
@@ -58,11 +58,11 @@ class DataConfig:
     val: str | None = None
     val_fraction: float = 0.05          # held out of `train` when `val` is None
     val_by_speaker: bool = False        # hold out whole speakers (manifest "speaker")
-    segment_seconds: float = 1.0
+    segment_seconds: float = 0.38       # DAC's training excerpts
     val_segment_seconds: float = 4.0
     loudness_db: float | None = -24.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    num_workers: int = 2
+    num_workers: int = 4
     min_seconds: float = 0.0            # shorter files are skipped when indexing
 
     def __post_init__(self):

@@ -20,7 +20,7 @@ as pystoi does, so on whole sentences it is closer to the metric, but it cannot 
 training excerpt. `benchmarks/stoi_loss.py` on the running-speech set (24 sentences, noise
 and low-pass): |STOI - pystoi| mean 0.0076 here, 0.0007 for torch-stoi; on random 0.5 s
 excerpts torch-stoi gives no gradient on 37 of 200 (a row with under 30 speech frames scores
-0), this loss on none; excerpts under 31 frames (base.yaml's 0.38 s segments) make it raise.
+0), this loss on none; excerpts under 31 frames (the default 0.38 s segments, DAC's) make it raise.
 Forward + backward times are alike (8 x 1 s, 2 threads: within the run-to-run spread).
 """
 

@@ -7,6 +7,14 @@
     optim:          optimisers and LR schedule
     train:          steps, batch, logging/validation/checkpoint cadence, run directory
     distill:        DistillConfig (audiotok/distill/config.py): teachers and heads, optional
+
+Every default lives in these dataclasses (and DataConfig's), not in recipes/base.yaml: the
+package carries them, recipes/ is not installed with it. They are DAC's where DAC has one
+(Kumar et al. 2023; descript-audio-codec conf/base.yml: AdamW lr 1e-4, betas (0.8, 0.99),
+exponential decay 0.999996 per step, MPD + MRD, its loss weights, 0.38 s training excerpts;
+its scripts/train.py: gradients clipped at 1000, batch 12 per process) and sized for GPUs
+otherwise (400k steps, validation and checkpoints every 5000 steps, 4 loader workers).
+base.yaml repeats only the loss weights, for overlays to add to, and asks for `data.train`.
 """
 
 from __future__ import annotations
@@ -76,13 +84,13 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 100_000
-    batch_size: int = 8
+    steps: int = 400_000
+    batch_size: int = 12                # per process (DAC train.py)
     disc_start_step: int = 0
     log_every: int = 50
-    val_every: int = 1000
+    val_every: int = 5000
     val_batches: int = 4
-    ckpt_every: int = 1000
+    ckpt_every: int = 5000
     keep_checkpoints: int = 2
     audio_examples: int = 2
     seed: int = 0
