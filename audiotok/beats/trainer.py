@@ -26,7 +26,13 @@ from ..codecs.base import Codec
 from ..data import build_items, make_train_loader, make_val_loader
 from ..errors import ConfigError
 from ..train import checkpoint as ckpt
-from ..train.distributed import all_reduce_mean, barrier, broadcast_module, init_distributed
+from ..train.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_module,
+    init_distributed,
+    stop_signal_on_any_rank,
+)
 from ..train.runlog import RunLogger
 from ..train.schedule import lr_factor
 from ..train.trainer import _pick_device, _step_seed
@@ -267,13 +273,5 @@ class BEATsTrainer:
         self._stop_signal = signum
 
     def _should_stop(self) -> bool:
-        flag = 1.0 if self._stop_signal else 0.0
-        if self.dist.enabled:
-            import torch.distributed as dist
-
-            t = torch.tensor([flag], device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = float(t)
-            if flag and not self._stop_signal:
-                self._stop_signal = signal.SIGTERM
-        return bool(flag)
+        self._stop_signal = stop_signal_on_any_rank(self._stop_signal, self.dist, self.device)
+        return bool(self._stop_signal)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,18 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo, device) -> dict[st
     t = torch.tensor([float(values[k]) for k in keys], device=device, dtype=torch.float64)
     dist.all_reduce(t)
     return {k: v / info.world_size for k, v in zip(keys, t.tolist())}
+
+
+def stop_signal_on_any_rank(local: int | None, info: DistInfo, device) -> int | None:
+    """The signal that stops a run: this rank's, or SIGTERM when only another rank got one, so
+    every rank stops after the same step (a checkpoint needs them all)."""
+    if not info.enabled:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if float(flag) and not local:
+        return int(signal.SIGTERM)
+    return local
 
 
 def barrier(info: DistInfo) -> None:

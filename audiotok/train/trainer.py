@@ -32,7 +32,14 @@ from ..quantizers.metrics import level_metrics
 from ..quantizers.perturb import Perturbation
 from . import checkpoint as ckpt
 from .config import Recipe
-from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_module, init_distributed
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_module,
+    init_distributed,
+    stop_signal_on_any_rank,
+)
 from .losses import ReconstructionLosses, total_loss, with_quantizer_weights
 from .perturb import check_perturbable
 from .rates import check_segments, split_batch
@@ -420,16 +427,8 @@ class Trainer:
             signal.signal(sig, handler)
 
     def _should_stop(self) -> bool:
-        flag = 1.0 if self._stop_signal else 0.0
-        if self.dist.enabled:
-            import torch.distributed as dist
-
-            t = torch.tensor([flag], device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = float(t)
-            if flag and not self._stop_signal:
-                self._stop_signal = signal.SIGTERM
-        return bool(flag)
+        self._stop_signal = stop_signal_on_any_rank(self._stop_signal, self.dist, self.device)
+        return bool(self._stop_signal)
 
 
 def _pick_device(name: str) -> torch.device:
