@@ -35,7 +35,7 @@ from ..train.distributed import (
 )
 from ..train.runlog import RunLogger
 from ..train.schedule import lr_factor
-from ..train.trainer import _pick_device, _step_seed
+from ..train.trainer import _pick_device, _step_seed, save_or_stop
 from .config import BEATsRecipe
 from .distill import TokenizerDistiller
 from .ssl_model import SSLModel, load_ssl_model
@@ -235,14 +235,9 @@ class BEATsTrainer:
                                                                 "distill/cosine") if k in values})
             if cfg.val_every and self.step % cfg.val_every == 0 and splits.val:
                 self.validate(splits.val, log)
-            stop = self._should_stop()
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
-                self.save(log)
-            if stop:
-                log.info(f"stopped by signal {self._stop_signal} at step {self.step}; "
-                         f"run the same command to resume")
-                log.close()
-                return 128 + (self._stop_signal or 0)
+            code = save_or_stop(self, cfg, log)
+            if code is not None:
+                return code
         if self.dist.is_main:
             self.export(log)
         log.close()

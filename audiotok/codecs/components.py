@@ -8,6 +8,7 @@ being a file here; encoders and decoders register their classes, which must subc
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .contracts import Decoder, Encoder
 
@@ -16,6 +17,15 @@ ENCODERS = Registry("encoder", packages=("audiotok.codecs",), contract=Encoder,
 DECODERS = Registry("decoder", packages=("audiotok.codecs",), contract=Decoder,
                     classes_only=True)
 GLOBAL_ENCODERS = Registry("global encoder", packages=("audiotok.codecs",))
+
+
+def frame_hop(upsample: int, hop_length: int) -> int:
+    """Hop of a decoder that works at `upsample` frames per code frame: hop_length / upsample,
+    which must be whole."""
+    if hop_length % upsample:
+        raise ConfigError(f"decoder upsample ({upsample}) must divide the encoder's "
+                          f"hop length ({hop_length})")
+    return hop_length // upsample
 
 
 def check_hop(strides, hop_length: int) -> None:

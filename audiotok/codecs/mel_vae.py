@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..modules.mel import LOG_FLOOR, LogMel
-from .components import DECODERS
+from .components import DECODERS, frame_hop
 from .contracts import Decoder
 from .stft_encoder import _blocks
 from .vocos import _init_backbone
@@ -91,11 +91,8 @@ class MelVAEDecoder(Decoder):
     def __init__(self, cfg: MelVAEDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
         super().__init__()
-        if hop_length % cfg.upsample:
-            raise ConfigError(f"decoder upsample ({cfg.upsample}) must divide the encoder's "
-                              f"hop length ({hop_length})")
         self.cfg, self.channels = cfg, channels
-        self.mel_hop = hop_length // cfg.upsample
+        self.mel_hop = frame_hop(cfg.upsample, hop_length)
         try:
             self.log_mel = LogMel(sample_rate, cfg.n_fft, self.mel_hop, cfg.n_mels)
         except ValueError as e:

@@ -51,7 +51,7 @@ from ..modules.pitch import (
     upsample_f0,
 )
 from ..quantizers.pitch import check_pitch_coding
-from .components import DECODERS
+from .components import DECODERS, frame_hop
 from .contracts import Decoder
 from .stft_encoder import _blocks
 from .vocos import _init_backbone
@@ -142,12 +142,9 @@ class SpectralDecoder(Decoder):
     def __init__(self, cfg: SpectralDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
         super().__init__()
-        if hop_length % cfg.upsample:
-            raise ConfigError(f"decoder upsample ({cfg.upsample}) must divide the encoder's "
-                              f"hop length ({hop_length})")
         self.cfg, self.channels = cfg, channels
         self.sample_rate = sample_rate  # the harmonic comb's
-        self.stft_hop = hop_length // cfg.upsample
+        self.stft_hop = frame_hop(cfg.upsample, hop_length)
         self.n_fft = 4 * self.stft_hop if cfg.n_fft is None else cfg.n_fft
         try:
             check_stft_sizes(self.n_fft, self.stft_hop)

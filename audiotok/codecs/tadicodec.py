@@ -38,7 +38,7 @@ from ..modules import flow_matching as fm
 from ..modules.chars import VOCAB_SIZE, text_ids
 from ..modules.dit import DiffTransformer, TimeEmbedding
 from ..modules.mel import LogMel
-from .components import DECODERS, ENCODERS
+from .components import DECODERS, ENCODERS, frame_hop
 from .contracts import Decoder, Encoder
 
 # log-mel statistics (natural log, 1e-5 floor) of 16 kHz speech, to bring the flow's data
@@ -218,11 +218,8 @@ class TaDiDecoder(Decoder):
     def __init__(self, cfg: TaDiDecoderConfig, channels: int, latent_dim: int,
                  hop_length: int, sample_rate: int):
         super().__init__()
-        if hop_length % cfg.upsample:
-            raise ConfigError(f"decoder upsample ({cfg.upsample}) must divide the encoder's "
-                              f"hop length ({hop_length})")
         self.cfg = cfg
-        self.mel_hop = hop_length // cfg.upsample
+        self.mel_hop = frame_hop(cfg.upsample, hop_length)
         try:
             self.mel = MelFeatures(sample_rate, cfg.n_fft, self.mel_hop, cfg.n_mels,
                                    cfg.mel_mean, cfg.mel_std)

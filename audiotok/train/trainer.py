@@ -339,14 +339,9 @@ class Trainer:
                                          if k in values})
             if cfg.val_every and self.step % cfg.val_every == 0:
                 self.validate(splits.val, log)
-            stop = self._should_stop()
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
-                self.save(log)
-            if stop:
-                log.info(f"stopped by signal {self._stop_signal} at step {self.step}; "
-                         f"run the same command to resume")
-                log.close()
-                return 128 + (self._stop_signal or 0)
+            code = save_or_stop(self, cfg, log)
+            if code is not None:
+                return code
         if self.dist.is_main:
             path = self.codec.save_pretrained(self.run_dir / "model")
             log.info(f"done: {self.step} steps; model exported to {path}")
@@ -429,6 +424,21 @@ class Trainer:
     def _should_stop(self) -> bool:
         self._stop_signal = stop_signal_on_any_rank(self._stop_signal, self.dist, self.device)
         return bool(self._stop_signal)
+
+
+def save_or_stop(trainer, cfg, log) -> int | None:
+    """After a step: checkpoint on schedule, at the last step, or when a signal (on any rank)
+    stops the run. Returns the exit code when it stops (128 + signal), else None. `trainer`
+    has step, _should_stop(), save(log) and _stop_signal; `cfg` ckpt_every and steps."""
+    stop = trainer._should_stop()
+    if trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps or stop:
+        trainer.save(log)
+    if not stop:
+        return None
+    log.info(f"stopped by signal {trainer._stop_signal} at step {trainer.step}; "
+             f"run the same command to resume")
+    log.close()
+    return 128 + (trainer._stop_signal or 0)
 
 
 def _pick_device(name: str) -> torch.device:
