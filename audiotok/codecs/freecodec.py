@@ -23,10 +23,12 @@ pooling); the ConvNeXt blocks run before the upsampling stack, at the frame rate
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from ..config import check_ranges, from_dict, to_dict
@@ -54,11 +56,14 @@ class FreeCodecEncoderConfig:
     n_fft: int = 1024
     prosody_channels: int = 256
     prosody_layers: int = 2
+    # training only: each item reaches the prosody and content encoders shifted by a random
+    # whole number of semitones in [-perturb_semitones, perturb_semitones] (0: off)
+    perturb_semitones: int = 0
 
     def __post_init__(self):
         check_ranges(self, positive=("content_dim", "prosody_dim", "prosody_stride",
                                      "prosody_bins", "n_mels", "n_fft", "prosody_channels",
-                                     "prosody_layers"))
+                                     "prosody_layers"), at_least_0=("perturb_semitones",))
         if self.prosody_bins > self.n_mels:
             raise ValueError(f"prosody_bins ({self.prosody_bins}) cannot exceed n_mels "
                              f"({self.n_mels})")
@@ -102,6 +107,7 @@ class FreeCodecEncoder(Encoder):
         self.mel = LogMel(sample_rate, cfg.n_fft, self.hop_length, cfg.n_mels)
         self.prosody = ProsodyEncoder(cfg)
         self.frame_multiple = cfg.prosody_stride
+        self.sample_rate = sample_rate
 
     def receptive_field(self):
         """A frame's prosody depends on its whole pooling group (stride - 1 frames either
@@ -114,10 +120,40 @@ class FreeCodecEncoder(Encoder):
         prosody = frames * self.hop_length + self.cfg.n_fft // 2
         return max(content[0], prosody), max(content[1], prosody)
 
+    def perturbed(self, wav: Tensor) -> Tensor:
+        """Each item pitch-shifted (pitch and formants together, length kept) by a random
+        whole number of semitones: the speaker perturbation of NANSY (Choi et al. 2021, sec.
+        3.2) and of ContentVec (Qian et al. 2022), which makes the voice in the frame streams
+        unreliable so the decoder takes it from the timbre codes. The global branch reads the
+        clean input."""
+        k = self.cfg.perturb_semitones
+        steps = torch.randint(-k, k + 1, (wav.shape[0],)).tolist()
+        return torch.cat([w[None] if n == 0 else pitch_shift(w[None], n) for w, n in
+                          zip(wav, steps)])
+
     def forward(self, wav: Tensor) -> Tensor:
+        if self.training and self.cfg.perturb_semitones:
+            wav = self.perturbed(wav)
         frames = wav.shape[-1] // self.hop_length
         mel = self.mel(wav)[:, :self.cfg.prosody_bins, :frames]
         return torch.cat([self.prosody(mel), self.content(wav)], 1)
+
+
+def pitch_shift(wav: Tensor, semitones: int, n_fft: int = 512, hop: int = 128) -> Tensor:
+    """wav [..., T] -> [..., T] shifted by `semitones`: a phase-vocoder time stretch by the
+    pitch ratio r, then linear resampling back to T samples. torchaudio's `pitch_shift` does the
+    same with a windowed-sinc resampler whose kernel, for ratios like 2^(1/12), made one
+    second of audio take 7-40 s; linear interpolation aliases a little above
+    sample_rate / (2 r), which a training-time perturbation can afford."""
+    r = 2 ** (semitones / 12)
+    window = torch.hann_window(n_fft, device=wav.device)
+    spec = torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop, window=window,
+                      return_complex=True)
+    advance = torch.linspace(0, math.pi * hop, n_fft // 2 + 1, device=wav.device)[:, None]
+    stretched = AF.phase_vocoder(spec, 1 / r, advance)
+    y = torch.istft(stretched, n_fft, hop, window=window, length=round(wav.shape[-1] * r))
+    y = F.interpolate(y[:, None], size=wav.shape[-1], mode="linear", align_corners=False)
+    return y.reshape(wav.shape)
 
 
 def _transformer_default() -> dict:
