@@ -38,7 +38,7 @@ from ..modules.ssl import (
     pick_layers,
 )
 from ..quantizers.base import QUANTIZERS, Quantizer, QuantizerOutput
-from ..quantizers.metrics import level_metrics
+from ..quantizers.codebook_usage import level_metrics
 from ..quantizers.vq import check_code_rows
 from .components import ENCODERS
 from .contracts import Encoder

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import code_metrics
+from .codebook_usage import code_metrics
 from .precision import full_precision
 from .vq import check_code_rows
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .rvq import ResidualVQ, RVQConfig, sample_active_levels, subconfig
 from .vq import check_code_rows
 

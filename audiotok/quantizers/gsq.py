@@ -14,8 +14,8 @@ from torch import Tensor
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput, check_every_codebook
 from .codebook import LearnedCodebook
+from .codebook_usage import level_metrics
 from .entropy import entropy_terms, frames_first
-from .metrics import level_metrics
 from .precision import full_precision
 from .search import nearest
 from .vq import check_code_rows, projection

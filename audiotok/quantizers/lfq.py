@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput, check_every_codebook
 from .binary import bit_entropy_terms, codes_to_signs, signs_to_codes
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .precision import full_precision
 from .vq import check_code_rows, projection
 

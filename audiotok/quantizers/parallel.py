@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import shift_levels
+from .codebook_usage import shift_levels
 from .vq import check_code_rows
 
 

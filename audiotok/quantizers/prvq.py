@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .precision import full_precision
 from .rvq import sample_active_levels
 from .search import nearest

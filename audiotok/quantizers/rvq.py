@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .vq import VectorQuantizer, VQConfig, VQLevel, check_code_rows, projection
 
 

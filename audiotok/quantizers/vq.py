@@ -12,8 +12,8 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .codebook import EMACodebook, LearnedCodebook
+from .codebook_usage import code_metrics
 from .kmeans import kmeans
-from .metrics import code_metrics
 from .precision import full_precision
 from .search import SEARCHES
 
