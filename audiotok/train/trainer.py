@@ -40,7 +40,7 @@ from .distributed import (
     init_distributed,
     stop_signal_on_any_rank,
 )
-from .losses import ReconstructionLosses, total_loss, with_quantizer_weights
+from .generator_losses import ReconstructionLosses, total_loss, with_quantizer_weights
 from .perturb import check_perturbable
 from .rates import check_segments, split_batch
 from .runlog import RunLogger
