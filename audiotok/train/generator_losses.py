@@ -1,13 +1,9 @@
 """The generator's named losses for one batch, built from the recipe's `losses` section.
 
 Names (bind weights to these in a recipe):
-    mel          multi-resolution log-mel L1 (DAC)
-    msstft       multi-scale mel L1 + log-mel L2 (EnCodec)
-    stft         spectral convergence + log-magnitude L1 (Parallel WaveGAN)
-    waveform     L1 on samples (EnCodec's time-domain term)
-    phase        instantaneous-frequency and group-delay distance (losses/spectral.py)
-    stoi         1 - STOI, differentiable (losses/intelligibility.py): band-envelope
-                 correlation over 384 ms windows, the intelligibility metric `eval` reports
+    mel, msstft, stft, waveform, phase, stoi
+                 the reconstruction losses (losses/reconstruction.py lists where each is
+                 defined); `mel` is computed every step, for the logs, whatever its weight
     vq/commit, vq/codebook   from the quantizer
     lfq/entropy, lfq/commit, bsq/entropy, bsq/commit, gsq/codebook, gsq/commit, gsq/entropy
                              from the lookup-free and spherical quantizers; weighted as their
@@ -24,57 +20,41 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from ..config import from_dict
-from ..losses import (
-    MelLossConfig,
-    MultiResolutionMelLoss,
-    MultiResolutionSTFTLoss,
-    MultiScaleSTFTLoss,
-    MultiScaleSTFTLossConfig,
-    PhaseDerivativeLoss,
-    PhaseLossConfig,
-    STFTLossConfig,
-    STOILoss,
-    check_weights,
+from ..losses import check_weights
+from ..losses.reconstruction import (
+    RECONSTRUCTION_LOSSES,
+    build_reconstruction_loss,
+    options_section,
+    reconstruction_losses,
 )
 from .config import LossConfig, Recipe
 
-RECONSTRUCTION = ("mel", "msstft", "stft", "waveform", "phase", "stoi")
 ADVERSARIAL = ("adv/gen", "feat")
 
 
 class ReconstructionLosses(nn.Module):
-    """Computes the weighted reconstruction losses (and always `mel`, for logging)."""
+    """Computes the weighted reconstruction losses (and those logged always, such as `mel`),
+    in registration order; each is a submodule named after its loss (`.mel`)."""
 
     def __init__(self, cfg: LossConfig, sample_rate: int, quantizer_losses: list[str]):
         super().__init__()
-        check_weights(cfg.weights, list(RECONSTRUCTION) + list(ADVERSARIAL) + quantizer_losses)
+        names = reconstruction_losses()
+        check_weights(cfg.weights, names + list(ADVERSARIAL) + quantizer_losses)
         self.weights = dict(cfg.weights)
-        self.mel = MultiResolutionMelLoss(sample_rate, from_dict(MelLossConfig, cfg.mel, "mel"))
-        self.msstft = self.stft = None
-        if self.weights.get("msstft"):
-            self.msstft = MultiScaleSTFTLoss(
-                sample_rate, from_dict(MultiScaleSTFTLossConfig, cfg.stft, "losses.stft"))
-        if self.weights.get("stft"):
-            self.stft = MultiResolutionSTFTLoss(from_dict(STFTLossConfig, cfg.stft, "stft"))
-        self.phase = None
-        if self.weights.get("phase"):
-            self.phase = PhaseDerivativeLoss(from_dict(PhaseLossConfig, cfg.phase, "losses.phase"))
-        self.stoi = STOILoss(sample_rate) if self.weights.get("stoi") else None
+        self.names: list[str] = []
+        for name in names:
+            if not (self.weights.get(name)
+                    or RECONSTRUCTION_LOSSES.entry(name).component.always_logged):
+                continue
+            section = options_section(name)
+            # LossConfig has the sections of the losses audiotok/losses/ defines; one
+            # registered from elsewhere takes its defaults (a recipe cannot name its section)
+            options = getattr(cfg, section, {}) if section else {}
+            self.add_module(name, build_reconstruction_loss(name, options, sample_rate))
+            self.names.append(name)
 
     def forward(self, ref: Tensor, est: Tensor) -> dict[str, Tensor]:
-        out = {"mel": self.mel(ref, est)}
-        if self.msstft is not None:
-            out["msstft"] = self.msstft(ref, est)
-        if self.stft is not None:
-            out["stft"] = self.stft(ref, est)
-        if self.phase is not None:
-            out["phase"] = self.phase(ref, est)
-        if self.stoi is not None:
-            out["stoi"] = self.stoi(ref, est)
-        if self.weights.get("waveform"):
-            out["waveform"] = (ref - est).abs().mean()
-        return out
+        return {name: getattr(self, name)(ref, est) for name in self.names}
 
 
 def total_loss(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
