@@ -65,8 +65,10 @@ RECONSTRUCTION_LOSSES = Registry("reconstruction loss", packages=("audiotok.loss
 
 
 def reconstruction_losses() -> list[str]:
-    """The registered names, in the order their modules define them (the order the trainer
-    computes and sums them in)."""
+    """The registered names in the order they registered: spectral.py's four in file order,
+    then stoi and waveform, as losses/__init__.py imports them. The trainer computes and sums
+    the weighted losses in this order, the order it used before the registry, so its float
+    sums are unchanged (tests/test_losses.py pins it)."""
     return RECONSTRUCTION_LOSSES.names(sort=False)
 
 
