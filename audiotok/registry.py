@@ -110,9 +110,10 @@ class Registry:
             self._discovered = False  # the next lookup tries again, and fails the same way
             raise
 
-    def names(self) -> list[str]:
+    def names(self, sort: bool = True) -> list[str]:
+        """The registered names, sorted; with sort=False, in the order they registered."""
         self.discover()
-        return sorted(self._entries)
+        return sorted(self._entries) if sort else list(self._entries)
 
     def entry(self, name: str) -> Entry:
         self.discover()

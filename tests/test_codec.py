@@ -235,7 +235,7 @@ def test_untrained_codec_spreads_frames_over_codes():
     import numpy as np
     from conftest import speechlike
 
-    from audiotok.quantizers.metrics import code_metrics
+    from audiotok.quantizers.codebook_usage import code_metrics
 
     recipes = Path(__file__).resolve().parent.parent / "recipes"
     codec = audiotok.load_codec(recipes / "tiny_speech_16k.yaml")

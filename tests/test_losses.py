@@ -296,3 +296,76 @@ def test_mel_distance():
     assert mel_distance(x, x, SR).abs().max() < ROUNDING
     d = mel_distance(x, x + 0.1 * torch.randn_like(x), SR)
     assert d.shape == (2,) and (d > 0).all()
+
+
+# --- the reconstruction-loss registry ---------------------------------------------------------
+
+
+def test_reconstruction_losses_register_in_the_order_the_trainer_sums_them():
+    """The trainer computes and sums the weighted losses in registration order (mel, msstft,
+    stft, phase, stoi, waveform, as before the registry: a float sum depends on its order), and
+    a recipe's `losses` holds one options section per loss that has options."""
+    import dataclasses
+
+    from audiotok.losses.reconstruction import options_sections, reconstruction_losses
+    from audiotok.train.config import LossConfig
+
+    assert reconstruction_losses() == ["mel", "msstft", "stft", "phase", "stoi", "waveform"]
+    assert options_sections() == ["mel", "phase", "stft"]  # msstft and stft share losses.stft
+    fields = {f.name for f in dataclasses.fields(LossConfig)}
+    assert fields == {"weights", "adversarial", "balancer", "mel", "phase", "stft"}
+
+
+def test_a_new_loss_is_one_class_and_one_decorator(monkeypatch):
+    from audiotok.losses.reconstruction import (
+        RECONSTRUCTION_LOSSES,
+        NoOptions,
+        ReconstructionLoss,
+    )
+    from audiotok.train.config import LossConfig
+    from audiotok.train.generator_losses import ReconstructionLosses
+
+    RECONSTRUCTION_LOSSES.discover()
+    monkeypatch.setattr(RECONSTRUCTION_LOSSES, "_entries", dict(RECONSTRUCTION_LOSSES._entries))
+
+    @RECONSTRUCTION_LOSSES.register("test_peak", NoOptions)
+    class PeakLoss(ReconstructionLoss):
+        def forward(self, ref, est):
+            return (ref - est).abs().amax()
+
+    ref, est = tone(seed=1), tone(seed=2)
+    losses = ReconstructionLosses(LossConfig(weights={"test_peak": 2.0, "waveform": 1.0}), SR, [])
+    out = losses(ref, est)
+    assert list(out) == ["mel", "waveform", "test_peak"]  # mel always, for the logs
+    assert torch.equal(out["test_peak"], (ref - est).abs().amax())
+    assert torch.equal(out["mel"], MultiResolutionMelLoss(SR)(ref, est))
+    with pytest.raises(ConfigError, match="'test_peek'.*did you mean 'test_peak'"):
+        ReconstructionLosses(LossConfig(weights={"test_peek": 1.0}), SR, [])
+
+
+def test_loss_contract_is_checked_at_registration():
+    from dataclasses import dataclass
+
+    from audiotok.losses.reconstruction import NoOptions, ReconstructionLoss
+    from audiotok.registry import Registry
+
+    @dataclass
+    class Opts:
+        scale: float = 1.0
+
+    class NeedsHop(ReconstructionLoss):
+        def __init__(self, hop: int):
+            super().__init__()
+
+    class IgnoresItsOptions(ReconstructionLoss):
+        def __init__(self, sample_rate: int):
+            super().__init__()
+
+    reg = Registry("test loss", contract=ReconstructionLoss, classes_only=True)
+    with pytest.raises(TypeError, match="NeedsHop: its constructor may take cfg and "
+                                        "sample_rate, not hop"):
+        reg.register("hop", NoOptions)(NeedsHop)
+    with pytest.raises(TypeError, match="IgnoresItsOptions registers options"):
+        reg.register("opts", Opts)(IgnoresItsOptions)
+    with pytest.raises(TypeError, match="register the test loss class itself"):
+        reg.register("fn", NoOptions)(lambda cfg: None)

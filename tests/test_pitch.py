@@ -26,7 +26,7 @@ from audiotok.modules.pitch import (
     upsample_f0,
     yin_f0,
 )
-from audiotok.quantizers.pitch import PitchRVQ, PitchRVQConfig
+from audiotok.quantizers.pitch_rvq import PitchRVQ, PitchRVQConfig
 
 SR = 16000
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from audiotok.errors import ConfigError
 from audiotok.quantizers import QUANTIZERS, VectorQuantizer, VQConfig, build_quantizer
-from audiotok.quantizers.metrics import code_metrics
+from audiotok.quantizers.codebook_usage import code_metrics
 from audiotok.quantizers.search import nearest
 
 DIM = 8

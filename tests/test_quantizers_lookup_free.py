@@ -22,7 +22,7 @@ from audiotok.quantizers.base import encodable_counts
 from audiotok.quantizers.binary import bit_entropy_terms, codes_to_signs, signs_to_codes
 from audiotok.recipe import deep_merge
 from audiotok.train import read_recipe
-from audiotok.train.losses import with_quantizer_weights
+from audiotok.train.generator_losses import with_quantizer_weights
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 DIM = 8

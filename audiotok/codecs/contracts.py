@@ -27,7 +27,7 @@ Decoder: built as ``cls(cfg, channels=C, latent_dim=D, hop_length=H, sample_rate
         each side can change the samples of a frame; None = unbounded. Required.
 
 Global encoders (GLOBAL_ENCODERS, codecs/global_branch.py) are built as
-``build(cfg, channels=C, sample_rate=SR, dim=D)`` and map wav [B, C, T] -> [B, D], one
+``cls(cfg, channels=C, sample_rate=SR, dim=D)`` and map wav [B, C, T] -> [B, D], one
 vector per item over all of its samples.
 """
 

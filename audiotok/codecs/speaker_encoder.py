@@ -109,10 +109,14 @@ class AttentiveStatsPool(nn.Module):
         return torch.cat([mu, sigma], 1)
 
 
+@GLOBAL_ENCODERS.register("ecapa", EcapaConfig)
 class EcapaTDNN(nn.Module):
     """wav [B, 1, T] -> speaker vector [B, dim]."""
 
-    def __init__(self, cfg: EcapaConfig, sample_rate: int, dim: int):
+    def __init__(self, cfg: EcapaConfig, sample_rate: int, dim: int, channels: int = 1):
+        if channels != 1:
+            raise ValueError(f"the ecapa speaker encoder reads mono audio, not {channels} "
+                             f"channels")
         super().__init__()
         self.mel = LogMel(sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.win_length)
         c = cfg.channels
@@ -135,10 +139,3 @@ class EcapaTDNN(nn.Module):
             outs.append(h)
         pooled = self.pool(self.aggregate(torch.cat(outs, 1)))
         return self.out(self.norm(pooled))
-
-
-@GLOBAL_ENCODERS.register("ecapa", EcapaConfig)
-def build_ecapa(cfg: EcapaConfig, channels: int, sample_rate: int, dim: int) -> EcapaTDNN:
-    if channels != 1:
-        raise ValueError(f"the ecapa speaker encoder reads mono audio, not {channels} channels")
-    return EcapaTDNN(cfg, sample_rate, dim)

@@ -50,7 +50,7 @@ from ..modules.pitch import (
     min_phase,
     upsample_f0,
 )
-from ..quantizers.pitch import check_pitch_coding
+from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import DECODERS, frame_hop
 from .contracts import Decoder
 from .stft_encoder import _blocks

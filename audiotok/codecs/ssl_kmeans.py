@@ -38,7 +38,7 @@ from ..modules.ssl import (
     pick_layers,
 )
 from ..quantizers.base import QUANTIZERS, Quantizer, QuantizerOutput
-from ..quantizers.metrics import level_metrics
+from ..quantizers.codebook_usage import level_metrics
 from ..quantizers.vq import check_code_rows
 from .components import ENCODERS
 from .contracts import Encoder
@@ -129,6 +129,7 @@ class KMeansQuantizerConfig:
             raise ValueError(f"layer_dropout must be in [0, 1], got {self.layer_dropout}")
 
 
+@QUANTIZERS.register("kmeans", KMeansQuantizerConfig)
 class KMeansQuantizer(Quantizer):
     """features [B, L * D, T] -> codes long [B, L, T] (nearest centre of each layer's
     k-means) -> z_q [B, D, T]: the centre itself for one layer; for several, the attention-
@@ -216,9 +217,3 @@ class KMeansQuantizer(Quantizer):
     def code_vectors(self) -> list[Tensor]:
         """Each layer's k-means centres [K, D]: the space its codes are searched in."""
         return list(self.centroids) if self.centroids.ndim == 3 else [self.centroids]
-
-
-
-@QUANTIZERS.register("kmeans", KMeansQuantizerConfig)
-def build_kmeans_quantizer(cfg: KMeansQuantizerConfig, dim: int) -> KMeansQuantizer:
-    return KMeansQuantizer(cfg, dim)

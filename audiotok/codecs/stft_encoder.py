@@ -29,7 +29,7 @@ from ..modules.convnext import ConvNeXtBlock
 from ..modules.istft import check_stft_sizes, same_padding, stft_same, stft_same_parts
 from ..modules.mel import LogMel
 from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
-from ..quantizers.pitch import check_pitch_coding
+from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import ENCODERS
 from .contracts import Encoder
 from .vocos import _init_backbone

@@ -187,6 +187,7 @@ class CQTDiscriminator(nn.Module):
         return self.stack(z)
 
 
+@DISCRIMINATORS.register("cqt", CQTDConfig)
 class MultiScaleSubbandCQTDiscriminator(Discriminator):
     """wav [B, C, T] -> one (logits [B, N], feature maps) per CQT scale.
 
@@ -203,9 +204,3 @@ class MultiScaleSubbandCQTDiscriminator(Discriminator):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         return [d(wav) for d in self.discriminators]
-
-
-@DISCRIMINATORS.register("cqt", CQTDConfig)
-def build_cqt(cfg: CQTDConfig, channels: int,
-              sample_rate: int) -> MultiScaleSubbandCQTDiscriminator:
-    return MultiScaleSubbandCQTDiscriminator(cfg, channels, sample_rate)

@@ -64,6 +64,7 @@ class PeriodDiscriminator(nn.Module):
         return run_conv_stack(x, self.convs, self.post, self.slope)
 
 
+@DISCRIMINATORS.register("mpd", MPDConfig)
 class MultiPeriodDiscriminator(Discriminator):
     """wav [B, C, T] -> one (logits [B, N_p], feature maps) per period.
 
@@ -79,9 +80,3 @@ class MultiPeriodDiscriminator(Discriminator):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         return [d(wav) for d in self.discriminators]
-
-
-@DISCRIMINATORS.register("mpd", MPDConfig)
-def build_mpd(cfg: MPDConfig, channels: int, sample_rate: int) -> MultiPeriodDiscriminator:
-    """`sample_rate` is unused: periods are counted in samples."""
-    return MultiPeriodDiscriminator(cfg, channels)

@@ -83,6 +83,7 @@ class ResolutionDiscriminator(nn.Module):
         return run_conv_stack(self.spectrogram(wav), self.convs, self.post, self.slope)
 
 
+@DISCRIMINATORS.register("mrd", MRDConfig)
 class MultiResolutionDiscriminator(Discriminator):
     """wav [B, C, T] -> one (logits [B, N], feature maps) per window length.
 
@@ -98,9 +99,3 @@ class MultiResolutionDiscriminator(Discriminator):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         return [d(wav) for d in self.discriminators]
-
-
-@DISCRIMINATORS.register("mrd", MRDConfig)
-def build_mrd(cfg: MRDConfig, channels: int, sample_rate: int) -> MultiResolutionDiscriminator:
-    """`sample_rate` is unused: windows are counted in samples."""
-    return MultiResolutionDiscriminator(cfg, channels)

@@ -65,6 +65,7 @@ class ScaleDiscriminator(nn.Module):
         return run_conv_stack(wav, self.convs, self.post, self.slope)
 
 
+@DISCRIMINATORS.register("msd", MSDConfig)
 class MultiScaleDiscriminator(Discriminator):
     """wav [B, C, T] -> one (logits [B, N_s], feature maps) per scale, finest first.
 
@@ -89,9 +90,3 @@ class MultiScaleDiscriminator(Discriminator):
                 wav = F.avg_pool1d(wav, 4, 2, padding=2)
             out.append(d(wav))
         return out
-
-
-@DISCRIMINATORS.register("msd", MSDConfig)
-def build_msd(cfg: MSDConfig, channels: int, sample_rate: int) -> MultiScaleDiscriminator:
-    """`sample_rate` is unused: scales are fixed pooling factors."""
-    return MultiScaleDiscriminator(cfg, channels)

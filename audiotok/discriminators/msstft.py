@@ -115,6 +115,7 @@ class STFTDiscriminator(nn.Module):
         return self.stack(self.spectrogram(wav))
 
 
+@DISCRIMINATORS.register("msstft", MSSTFTConfig)
 class MultiScaleSTFTDiscriminator(Discriminator):
     """wav [B, C, T] -> one (logits [B, N], feature maps [B, ch, frames, F']) per STFT scale.
 
@@ -132,9 +133,3 @@ class MultiScaleSTFTDiscriminator(Discriminator):
 
     def forward(self, wav: Tensor) -> DiscriminatorOutput:
         return [d(wav) for d in self.discriminators]
-
-
-@DISCRIMINATORS.register("msstft", MSSTFTConfig)
-def build_msstft(cfg: MSSTFTConfig, channels: int, sample_rate: int) -> MultiScaleSTFTDiscriminator:
-    """`sample_rate` is unused: FFT sizes are counted in samples."""
-    return MultiScaleSTFTDiscriminator(cfg, channels)

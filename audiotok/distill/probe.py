@@ -39,14 +39,6 @@ from .teachers import SSLTeacher, align_frames, to_mono_rate
 CHUNK_SECONDS = 30  # bounded teacher memory on long clips, as `audiotok kmeans`
 
 
-def mutual_information(joint: Tensor) -> float:
-    """Counts [A, B] -> plug-in I(a; b) in bits."""
-    p = joint.double() / joint.sum().clamp(min=1)
-    pa, pb = p.sum(1, keepdim=True), p.sum(0, keepdim=True)
-    nz = p > 0
-    return float((p[nz] * (p[nz] / (pa @ pb)[nz]).log2()).sum())
-
-
 def pair_mutual_information(a: Tensor, b: Tensor) -> float:
     """Paired labels a [N], b [N] (any integers) -> plug-in I(a; b) in bits, from sparse
     counts (only the pairs that occur)."""

@@ -31,8 +31,9 @@ import math
 
 import torch
 import torchaudio
-from torch import Tensor, nn
+from torch import Tensor
 
+from .reconstruction import RECONSTRUCTION_LOSSES, NoOptions, ReconstructionLoss
 from .spectral import _fp32, _rows
 
 STOI_RATE = 10_000
@@ -60,7 +61,8 @@ def third_octave_bands() -> Tensor:
     return bands
 
 
-class STOILoss(nn.Module):
+@RECONSTRUCTION_LOSSES.register("stoi", NoOptions)
+class STOILoss(ReconstructionLoss):
     """1 - STOI of `est` against `ref`, averaged over the batch and channels.
 
     `sample_rate` is the input's; the signals are resampled to STOI's 10 kHz inside. Inputs

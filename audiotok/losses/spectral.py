@@ -1,11 +1,15 @@
 """Spectral reconstruction losses: ref, est [B, C, T] (or [B, T]) -> scalar tensor.
 
-Three published recipes, each with its own config dataclass:
+Three published recipes, each with its own config dataclass (and a phase loss after APNet),
+registered as reconstruction losses (reconstruction.py) under the names recipes weight:
 
-    MultiResolutionMelLoss   DAC (Kumar et al. 2023): L1 between log10 mel magnitudes at 7 scales
-    MultiScaleSTFTLoss       EnCodec (Défossez et al. 2022, eq. 1): L1 + L2 on 64-bin mels, 2^5..2^11
-    MultiResolutionSTFTLoss  Parallel WaveGAN (Yamamoto et al. 2020, eq. 3-5): spectral convergence
-                             + log-magnitude L1 at 3 resolutions
+    mel     MultiResolutionMelLoss   DAC (Kumar et al. 2023): L1 between log10 mel magnitudes
+                                     at 7 scales
+    msstft  MultiScaleSTFTLoss       EnCodec (Défossez et al. 2022, eq. 1): L1 + L2 on 64-bin
+                                     mels, 2^5..2^11
+    stft    MultiResolutionSTFTLoss  Parallel WaveGAN (Yamamoto et al. 2020, eq. 3-5): spectral
+                                     convergence + log-magnitude L1 at 3 resolutions
+    phase   PhaseDerivativeLoss      instantaneous-frequency and group-delay distance
 
 Arguments go reference first, like every loss and metric in audiotok. Any length T works:
 inputs shorter than the largest window are zero-padded on the right (the same pad for ref and
@@ -23,6 +27,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
+
+from .reconstruction import RECONSTRUCTION_LOSSES, ReconstructionLoss
 
 
 def _rows(ref: Tensor, est: Tensor, min_length: int) -> tuple[Tensor, int]:
@@ -115,11 +121,14 @@ class _MelScale(nn.Module):
         return self.fbank @ spec
 
 
-class MultiResolutionMelLoss(nn.Module):
+@RECONSTRUCTION_LOSSES.register("mel", MelLossConfig)
+class MultiResolutionMelLoss(ReconstructionLoss):
     """DAC's multi-scale mel loss (dac/nn/loss.py `MelSpectrogramLoss`): summed over scales of
         log_weight * L1(log10(clamp(mel_ref, eps)^pow), log10(clamp(mel_est, eps)^pow))
       + mag_weight * L1(mel_ref, mel_est)
     Summed, not averaged, over scales as in DAC, so its recipe weight (15) carries over."""
+
+    always_logged = True  # the reconstruction distance every run logs, weighted or not
 
     def __init__(self, sample_rate: int, cfg: MelLossConfig | None = None):
         super().__init__()
@@ -205,12 +214,15 @@ class _EncodecMelScale(nn.Module):
         return self.fbank @ spec
 
 
-class MultiScaleSTFTLoss(nn.Module):
+@RECONSTRUCTION_LOSSES.register("msstft", MultiScaleSTFTLossConfig)
+class MultiScaleSTFTLoss(ReconstructionLoss):
     """EnCodec's frequency-domain reconstruction loss l_f (Défossez et al. 2022, eq. 1):
         sum_i  L1(S_i(x), S_i(x_hat)) + alpha * L2(log S_i(x), log S_i(x_hat)),
     divided by sum_i (1 + alpha). The paper writes both terms on S_i; we follow the authors'
     public code (AudioCraft `MultiScaleMelSpectrogramLoss`), which takes the L1 on the mel power
     and the L2 (mean squared error) on log10(floor + mel), and normalises by that sum."""
+
+    section = "stft"  # its options are `losses.stft`, as recipes have written them
 
     def __init__(self, sample_rate: int, cfg: MultiScaleSTFTLossConfig | None = None):
         super().__init__()
@@ -256,7 +268,8 @@ class STFTLossConfig:
                                  f"fft {n}, hop {h}, window {w}")
 
 
-class MultiResolutionSTFTLoss(nn.Module):
+@RECONSTRUCTION_LOSSES.register("stft", STFTLossConfig)
+class MultiResolutionSTFTLoss(ReconstructionLoss):
     """Parallel WaveGAN's auxiliary loss: mean over resolutions of
         sc_weight * ||S_ref - S_est||_F / ||S_ref||_F  +  mag_weight * L1(log S_ref, log S_est)
     with S = sqrt(max(|STFT|^2, 1e-7)); the Frobenius norms run over the whole batch as in the
@@ -326,7 +339,8 @@ def _phasor_distance(ref: Tensor, est: Tensor, power: float) -> Tensor:
     return (weight * dist).sum() / weight.sum().clamp(min=1e-12)
 
 
-class PhaseDerivativeLoss(nn.Module):
+@RECONSTRUCTION_LOSSES.register("phase", PhaseLossConfig)
+class PhaseDerivativeLoss(ReconstructionLoss):
     """Distance between the phase derivatives of ref and est, at several STFT resolutions.
 
     Absolute phase says little at codec bitrates, but its derivatives carry the harmonic

@@ -16,7 +16,7 @@ from .gsq import GroupedSphericalQuantizer, GSQConfig
 from .lfq import LFQConfig, LookupFreeQuantizer
 from .multiscale_rvq import MultiScaleRVQ, MultiScaleRVQConfig
 from .parallel import ParallelConfig, ParallelQuantizer
-from .pitch import PitchRVQ, PitchRVQConfig
+from .pitch_rvq import PitchRVQ, PitchRVQConfig
 from .prvq import ProbabilisticResidualVQ, PRVQConfig
 from .rvq import ResidualVQ, RVQConfig
 from .split_rvq import SplitResidualVQ, SplitRVQConfig

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
+from .codebook_usage import code_metrics
 from .kmeans import kmeans
-from .metrics import code_metrics
 from .vq import check_code_rows
 
 

@@ -30,6 +30,7 @@ class BSQConfig(LFQConfig):
     entropy_group_bits: int | None = 9
 
 
+@QUANTIZERS.register("bsq", BSQConfig)
 class BinarySphericalQuantizer(LookupFreeQuantizer):
     """z [B, D, T] -> codes long [B, K, T]: LFQ's layout and codes, with u = l2(proj(z)) over
     all d = K * b dims and codewords sign(u) / sqrt(d).
@@ -58,8 +59,3 @@ class BinarySphericalQuantizer(LookupFreeQuantizer):
         """||u - sg(u_hat)||^2 over all d dims, averaged over frames (bsq-vit's commit loss,
         mean over tokens of the sum over dims)."""
         return (x - q.detach()).pow(2).sum((1, 2)).mean()
-
-
-@QUANTIZERS.register("bsq", BSQConfig)
-def build_bsq(cfg: BSQConfig, dim: int) -> BinarySphericalQuantizer:
-    return BinarySphericalQuantizer(cfg, dim)

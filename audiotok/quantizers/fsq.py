@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import code_metrics
+from .codebook_usage import code_metrics
 from .precision import full_precision
 from .vq import check_code_rows
 
@@ -53,6 +53,7 @@ class FSQConfig:
             raise ValueError(f"every entry of levels must be >= 2, got {bad[0]}")
 
 
+@QUANTIZERS.register("fsq", FSQConfig)
 class FiniteScalarQuantizer(Quantizer):
     """z [B, D, T] -> codes long [B, 1, T] in [0, prod(levels)).
 
@@ -157,8 +158,3 @@ class FiniteScalarQuantizer(Quantizer):
         """The grid points [prod(levels), d] the codes index (before the out projection)."""
         codes = torch.arange(self.codebook_sizes[0], device=self.basis.device)
         return [self.codes_to_latent(codes[None, None])[0].T]
-
-
-@QUANTIZERS.register("fsq", FSQConfig)
-def build_fsq(cfg: FSQConfig, dim: int) -> FiniteScalarQuantizer:
-    return FiniteScalarQuantizer(cfg, dim)

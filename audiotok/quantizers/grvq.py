@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .rvq import ResidualVQ, RVQConfig, sample_active_levels, subconfig
 from .vq import check_code_rows
 
@@ -39,6 +39,7 @@ def interleave(group_codes: list[Tensor]) -> Tensor:
     return stacked.reshape(b, levels * groups, t)
 
 
+@QUANTIZERS.register("grvq", GRVQConfig)
 class GroupedResidualVQ(Quantizer):
     """z [B, D, T] -> codes long [B, K, T] ordered level-major:
     [g0 level0, g1 level0, g0 level1, g1 level1, ...], so the first k rows (k a multiple of
@@ -105,8 +106,3 @@ class GroupedResidualVQ(Quantizer):
         """Level-major like the codes: row l * groups + g is level l of group g."""
         per_group = [rvq.code_vectors() for rvq in self.groups]
         return [vectors for level in zip(*per_group) for vectors in level]
-
-
-@QUANTIZERS.register("grvq", GRVQConfig)
-def build_grvq(cfg: GRVQConfig, dim: int) -> GroupedResidualVQ:
-    return GroupedResidualVQ(cfg, dim)

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput, check_every_codebook
 from .codebook import LearnedCodebook
+from .codebook_usage import level_metrics
 from .entropy import entropy_terms, frames_first
-from .metrics import level_metrics
 from .precision import full_precision
 from .search import nearest
 from .vq import check_code_rows, projection
@@ -55,6 +55,7 @@ class GSQConfig:
             raise ValueError(f"diversity_gamma must be >= 0, got {self.diversity_gamma}")
 
 
+@QUANTIZERS.register("gsq", GSQConfig)
 class GroupedSphericalQuantizer(Quantizer):
     """z [B, D, T] -> codes long [B, G, T] in [0, V): row g is the code of channel group g.
 
@@ -154,8 +155,3 @@ class GroupedSphericalQuantizer(Quantizer):
         """codes long [B, G, T] (all G groups) -> z_q [B, D, T]."""
         self.check_n_codebooks(check_code_rows(codes, self.n_codebooks))
         return self.out_proj(self.codewords(codes).flatten(1, 2))
-
-
-@QUANTIZERS.register("gsq", GSQConfig)
-def build_gsq(cfg: GSQConfig, dim: int) -> GroupedSphericalQuantizer:
-    return GroupedSphericalQuantizer(cfg, dim)

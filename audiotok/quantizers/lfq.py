@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput, check_every_codebook
 from .binary import bit_entropy_terms, codes_to_signs, signs_to_codes
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .precision import full_precision
 from .vq import check_code_rows, projection
 
@@ -72,6 +72,7 @@ class LFQConfig:
         return self.entropy_group_bits or self.codebook_bits
 
 
+@QUANTIZERS.register("lfq", LFQConfig)
 class LookupFreeQuantizer(Quantizer):
     """z [B, D, T] -> codes long [B, K, T] in [0, 2^b), K = n_codebooks, b = codebook_bits.
 
@@ -152,8 +153,3 @@ class LookupFreeQuantizer(Quantizer):
         self.check_n_codebooks(check_code_rows(codes, self.n_codebooks))
         signs = codes_to_signs(codes, self.cfg.codebook_bits, self.compute_dtype)
         return self.out_proj(signs.flatten(1, 2) * self.scale)
-
-
-@QUANTIZERS.register("lfq", LFQConfig)
-def build_lfq(cfg: LFQConfig, dim: int) -> LookupFreeQuantizer:
-    return LookupFreeQuantizer(cfg, dim)

@@ -45,6 +45,7 @@ class MultiScaleRVQConfig(RVQConfig):
         super().__post_init__()
 
 
+@QUANTIZERS.register("msrvq", MultiScaleRVQConfig)
 class MultiScaleRVQ(ResidualVQ):
     """z [B, D, T] -> codes long [B, n, T], level k constant over runs of strides[k] frames."""
 
@@ -82,8 +83,3 @@ def _repeat(x: Tensor, s: int) -> Tensor:
     """x [..., T] -> [..., T * s], each value s times in a row (repeat_interleave, which
     torch's ONNX exporter cannot write for a traced length)."""
     return x.unsqueeze(-1).expand(*x.shape, s).flatten(-2)
-
-
-@QUANTIZERS.register("msrvq", MultiScaleRVQConfig)
-def build_msrvq(cfg: MultiScaleRVQConfig, dim: int) -> MultiScaleRVQ:
-    return MultiScaleRVQ(cfg, dim)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import shift_levels
+from .codebook_usage import shift_levels
 from .vq import check_code_rows
 
 
@@ -70,6 +70,7 @@ class ParallelConfig:
                              f"got {self.semantic}")
 
 
+@QUANTIZERS.register("parallel", ParallelConfig)
 class ParallelQuantizer(Quantizer):
     """z [B, D, T] -> codes long [B, K, T]: stream i quantizes channels
     [sum(dims[:i]), sum(dims[:i+1])) every strides[i] frames."""
@@ -168,8 +169,3 @@ def _pool(x: Tensor, s: int) -> Tensor:
 def _repeat(x: Tensor, s: int, t: int) -> Tensor:
     """[..., n] -> [..., t]: each value s times in a row, cut to t."""
     return x if s == 1 else x.repeat_interleave(s, -1)[..., :t]
-
-
-@QUANTIZERS.register("parallel", ParallelConfig)
-def build_parallel(cfg: ParallelConfig, dim: int) -> ParallelQuantizer:
-    return ParallelQuantizer(cfg, dim)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .precision import full_precision
 from .rvq import sample_active_levels
 from .search import nearest
@@ -79,6 +79,7 @@ class PRVQConfig:
             raise ValueError(f"quantizer_dropout must be in [0, 1], got {self.quantizer_dropout}")
 
 
+@QUANTIZERS.register("prvq", PRVQConfig)
 class ProbabilisticResidualVQ(Quantizer):
     """z [B, D, T] -> codes long [B, n, T], depth 0 coarsest.
 
@@ -201,8 +202,3 @@ class ProbabilisticResidualVQ(Quantizer):
         k = check_code_rows(codes, self.n_codebooks)
         words = [F.embedding(codes[:, d].long(), self.codebooks[d]) for d in range(k)]
         return sum(words).transpose(1, 2)
-
-
-@QUANTIZERS.register("prvq", PRVQConfig)
-def build_prvq(cfg: PRVQConfig, dim: int) -> ProbabilisticResidualVQ:
-    return ProbabilisticResidualVQ(cfg, dim)

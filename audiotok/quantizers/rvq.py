@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .vq import VectorQuantizer, VQConfig, VQLevel, check_code_rows, projection
 
 
@@ -85,6 +85,7 @@ class ResidualResult:
         return losses
 
 
+@QUANTIZERS.register("rvq", RVQConfig)
 class ResidualVQ(Quantizer):
     """z [B, D, T] -> codes long [B, n, T], level 0 coarsest; each level is a VectorQuantizer
     with its own codebook and projections."""
@@ -167,8 +168,3 @@ class ResidualVQ(Quantizer):
     def code_vectors(self) -> list[Tensor]:
         """Each level's codewords [K, C] as its search sees them, level 0 first."""
         return [level.level_vectors() for level in self.levels]
-
-
-@QUANTIZERS.register("rvq", RVQConfig)
-def build_rvq(cfg: RVQConfig, dim: int) -> ResidualVQ:
-    return ResidualVQ(cfg, dim)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import level_metrics
+from .codebook_usage import level_metrics
 from .rvq import ResidualVQ, RVQConfig, sample_active_levels, subconfig
 from .vq import check_code_rows
 
@@ -43,6 +43,7 @@ class SplitRVQConfig(RVQConfig):
                              f"[1, {self.n_codebooks - 1}], got {self.n_semantic}")
 
 
+@QUANTIZERS.register("split_rvq", SplitRVQConfig)
 class SplitResidualVQ(Quantizer):
     """z [B, D, T] -> codes long [B, K, T]: rows [0, n_semantic) from the semantic RVQ, the rest
     from the acoustic RVQ; z_q = semantic z_q + acoustic z_q.
@@ -114,8 +115,3 @@ class SplitResidualVQ(Quantizer):
     def code_vectors(self) -> list[Tensor]:
         """Semantic rows first, then the acoustic levels, as in the codes."""
         return self.semantic_vq.code_vectors() + self.acoustic_rvq.code_vectors()
-
-
-@QUANTIZERS.register("split_rvq", SplitRVQConfig)
-def build_split_rvq(cfg: SplitRVQConfig, dim: int) -> SplitResidualVQ:
-    return SplitResidualVQ(cfg, dim)

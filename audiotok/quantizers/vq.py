@@ -12,8 +12,8 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .codebook import EMACodebook, LearnedCodebook
+from .codebook_usage import code_metrics
 from .kmeans import kmeans
-from .metrics import code_metrics
 from .precision import full_precision
 from .search import SEARCHES
 
@@ -112,6 +112,7 @@ def projection(dim_in: int, dim_out: int, normed: bool = True, bias: bool = True
     return weight_norm(conv) if normed else conv
 
 
+@QUANTIZERS.register("vq", VQConfig)
 class VectorQuantizer(Quantizer):
     """z [B, D, T] -> one code per frame, codes long [B, 1, T].
 
@@ -264,8 +265,3 @@ def check_code_rows(codes: Tensor, n_codebooks: int) -> int:
     if not 1 <= k <= n_codebooks:
         raise ValueError(f"codes have {k} rows; this quantizer decodes 1 to {n_codebooks}")
     return k
-
-
-@QUANTIZERS.register("vq", VQConfig)
-def build_vq(cfg: VQConfig, dim: int) -> VectorQuantizer:
-    return VectorQuantizer(cfg, dim)

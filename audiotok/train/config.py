@@ -3,7 +3,7 @@
     model:          CodecConfig (audiotok/codecs/base.py)
     data:           DataConfig (audiotok/data/config.py)
     discriminators: list of {type: mpd|msd|msstft|mrd|cqt, ...}
-    losses:         weights by loss name, loss options
+    losses:         weights by loss name, each reconstruction loss's options
     optim:          optimisers and LR schedule
     train:          steps, batch, logging/validation/checkpoint cadence, run directory
     distill:        DistillConfig (audiotok/distill/config.py): teachers and heads, optional
@@ -19,7 +19,7 @@ base.yaml repeats only the loss weights, for overlays to add to, and asks for `d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 from ..codecs.base import CodecConfig
@@ -27,6 +27,7 @@ from ..config import check_ranges, from_dict
 from ..data.config import DataConfig
 from ..distill.config import DistillConfig
 from ..errors import AudiotokError, ConfigError
+from ..losses.reconstruction import options_sections
 from ..recipe import apply_overrides, load_recipe
 from .perturb import PerturbConfig
 
@@ -40,12 +41,11 @@ def _dac_weights() -> dict[str, float]:
 
 
 @dataclass
-class LossConfig:
+class LossWeighting:
+    """The `losses` keys besides the reconstruction losses' own option sections."""
+
     weights: dict[str, float] = field(default_factory=_dac_weights)
     adversarial: str = "hinge"          # hinge | lsgan
-    mel: dict = field(default_factory=dict)       # MelLossConfig overrides
-    stft: dict = field(default_factory=dict)      # MultiResolutionSTFTLoss options
-    phase: dict = field(default_factory=dict)     # PhaseLossConfig overrides
     balancer: bool = False              # EnCodec gradient balancer for output losses
 
     def __post_init__(self):
@@ -54,6 +54,22 @@ class LossConfig:
         negative = [k for k, w in self.weights.items() if w < 0]
         if negative:
             raise ValueError(f"weights.{negative[0]} must be >= 0, got {self.weights[negative[0]]}")
+
+
+def _loss_config() -> type:
+    """LossWeighting plus one mapping per options section of the registered reconstruction
+    losses (losses/reconstruction.py): `losses.mel`, `losses.stft`, `losses.phase`, ... A new
+    loss with options brings its section; the trainer checks a section against the loss's
+    config dataclass when the loss is weighted (train/generator_losses.py)."""
+    sections = [(s, dict, field(default_factory=dict)) for s in options_sections()]
+    cls = make_dataclass("LossConfig", sections, bases=(LossWeighting,))
+    cls.__module__ = __name__
+    cls.__doc__ = ("The recipe's `losses`: LossWeighting's keys and the reconstruction "
+                   f"losses' option sections ({', '.join(options_sections())}).")
+    return cls
+
+
+LossConfig = _loss_config()
 
 
 @dataclass

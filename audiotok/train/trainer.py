@@ -28,7 +28,7 @@ from ..data import build_items, make_train_loader, make_val_loader
 from ..discriminators import MultiDiscriminator
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from ..metrics import mel_distance, si_sdr
-from ..quantizers.metrics import level_metrics
+from ..quantizers.codebook_usage import level_metrics
 from ..quantizers.perturb import Perturbation
 from . import checkpoint as ckpt
 from .config import Recipe
@@ -40,7 +40,7 @@ from .distributed import (
     init_distributed,
     stop_signal_on_any_rank,
 )
-from .losses import ReconstructionLosses, total_loss, with_quantizer_weights
+from .generator_losses import ReconstructionLosses, total_loss, with_quantizer_weights
 from .perturb import check_perturbable
 from .rates import check_segments, split_batch
 from .runlog import RunLogger

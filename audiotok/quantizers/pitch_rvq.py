@@ -18,7 +18,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..modules.pitch import UNVOICED
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
-from .metrics import code_metrics, shift_levels
+from .codebook_usage import code_metrics, shift_levels
 from .rvq import ResidualVQ, RVQConfig, subconfig
 from .vq import check_code_rows
 
