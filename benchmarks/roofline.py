@@ -16,7 +16,7 @@ For each pair of `speed.py` (the same random-weight release files), in this proc
     implementation 1.5x faster than the reference needs floor/ref under 0.67.
 
 Fewer multiplies (Winograd or FFT convolution) or lower precision are the only ways under
-the floor; both change the outputs' rounding (see README, "Benchmarks").
+the floor; both change the outputs' rounding (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

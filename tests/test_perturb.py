@@ -438,7 +438,7 @@ def test_robustness_demo_runs_end_to_end(tmp_path):
     """scripts/robustness_demo.py at a test's scale: four runs (perturbed and plain main
     training, post-training on perturbed and on clean tokens) scored by eval --perturb. The
     figures at this scale are noise (the models barely start learning, and 10 % perturbed
-    tokens move mel distance by ~0.01 either way); the README gives those of the default
+    tokens move mel distance by ~0.01 either way); docs/training.md gives those of the default
     300 + 150 steps on espeak-ng speech."""
     import importlib.util
 

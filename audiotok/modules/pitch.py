@@ -14,6 +14,18 @@ YIN: de Cheveigné & Kawahara 2002 (difference function, cumulative mean normali
 absolute threshold, parabolic interpolation). The voicing decision and the 5-frame median are
 ours. Everything is frame-local (no per-clip normalisation), so chunked encoding gives the
 same codes as whole-signal encoding.
+
+Why not a library's tracker (`benchmarks/yin_vs_library.py`: 16 kHz, 320-sample frames,
+tones, glides and vibrato with a known F0 at no noise / 20 / 10 / 0 dB SNR; one thread).
+Gross errors (over 20 %) 0 / 0 / 0 / 0 % here, librosa.yin 0 / 0 / 0 / 19.2 %, librosa.pyin
+0 % throughout, torchaudio's detect_pitch_frequency (integer lags) 0 / 19 / 30 / 57 %.
+Fine error 6.1 / 6.1 / 6.3 / 11.0 cents here, 3.8 / 3.7 / 3.4 / 4.6 after `refine_f0` (the
+bundled model's setting), librosa.yin 1.4 / 1.4 / 2.3 / 9.7, pyin 2.9 / 2.9 / 3.5 / 11.5.
+librosa.yin is as fast (0.0036 s per second of audio, ours 0.0045) and as chunk-exact, but
+has no voicing decision, which the pitch token needs; pyin has one (frames called wrong:
+2.4-3.7 % up to 10 dB, ours 0 %; 32 % at 0 dB, ours 48 %) but takes 0.106 s per second
+of audio; both run in NumPy on the CPU, not on the encoder's device. And any change of the
+F0 changes the bundled model's pitch codes, which its decoder was trained on: ours stays.
 """
 
 from __future__ import annotations
