@@ -34,7 +34,7 @@ from .demo_core import (
     user_message,
 )
 from .errors import AudiotokError
-from .eval.evaluate import _labels
+from .eval.evaluate import codec_labels
 from .quantizers.base import encodable_counts
 
 # One request at a time: the codec already uses every core (torch threads), so parallel runs
@@ -129,11 +129,11 @@ def build_demo(codecs: dict[str, Codec | str | Path], max_seconds: float = 60.0,
     """The page for `codecs` (label -> loaded codec, or a ref `load_codec` opens: checkpoint
     directory, recipe or name). `examples`: clips offered as one-click inputs (default: the
     bundled ones). Requests are queued and run one at a time."""
-    from .commands import _open_codec
+    from .codec_backend import open_codec
 
     if not codecs:
         raise AudiotokError("the demo needs at least one codec")
-    loaded = {name: c if isinstance(c, Codec) else _open_codec(str(c), device)
+    loaded = {name: c if isinstance(c, Codec) else open_codec(str(c), device)
               for name, c in codecs.items()}
     work = Path(tempfile.mkdtemp(prefix="audiotok-demo-"))
     atexit.register(shutil.rmtree, work, True)
@@ -285,7 +285,7 @@ def launch(codec_refs: list[str] | None = None, host: str = "127.0.0.1", port: i
     """Serve the page until interrupted; no `codec_refs`: the bundled model (or the tiny
     untrained recipe). Only this machine can connect unless `host` says otherwise."""
     refs = list(codec_refs or default_codec_refs())
-    demo = build_demo(dict(zip(_labels(refs), refs)), max_seconds, device=device)
+    demo = build_demo(dict(zip(codec_labels(refs), refs)), max_seconds, device=device)
     # quiet: Gradio's own banner suggests `share=True` in code; say it in the CLI's terms.
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, show_error=True, ssr_mode=False,

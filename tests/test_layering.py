@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent / "audiotok"
 MODELS = ("audiotok.codecs", "audiotok.modules", "audiotok.quantizers")
 # "audiotok.demo" also covers demo_app / demo_cli / demo_core beside a demo package
 FORBIDDEN = ("audiotok.train", "audiotok.distill", "audiotok.eval", "audiotok.tokenize",
-             "audiotok.cli", "audiotok.commands", "audiotok.demo")
+             "audiotok.cli", "audiotok.demo")
 
 
 def module_name(path: Path, root: Path) -> str:

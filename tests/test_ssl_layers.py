@@ -87,7 +87,7 @@ def reference_codes(files, wav, layer, centroids):
 
 # ---------------------------------------------------------------- settings
 def test_layer_settings_become_streams():
-    from audiotok.distill.cli import parse_layers
+    from audiotok.cli.kmeans_command import parse_layers
     from audiotok.distill.teachers import layer_streams
 
     assert layer_streams([]) == [[]]  # one stream averaging every layer, as before

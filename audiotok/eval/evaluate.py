@@ -215,7 +215,7 @@ def _label(ref: str) -> str:
     return path.stem or ref
 
 
-def _labels(refs: list[str]) -> list[str]:
+def codec_labels(refs: list[str]) -> list[str]:
     """Short, unique names for codecs (`_label`), numbered when repeated."""
     stems = [_label(r) for r in refs]
     return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
@@ -289,7 +289,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     index = index_files(cfg.data)
     items = index.items[: cfg.max_clips] if cfg.max_clips else index.items
     systems, probes = [], []
-    for ref, label in zip(cfg.codecs, _labels(cfg.codecs)):
+    for ref, label in zip(cfg.codecs, codec_labels(cfg.codecs)):
         codec = load_codec(ref, device=cfg.device)
         systems += _codec_systems(codec, label, cfg)
         if labeller is not None:

@@ -95,7 +95,7 @@ def export_onnx(codec, output, streaming: bool = False, force: bool = False) -> 
     codec = codec.eval()
     check_exportable(codec)
     output = Path(output)
-    _check_target(output, force)
+    check_target(output, force)
     _require_onnxruntime()
     levels = allowed_levels(codec)
     files = {"encoder.onnx": _encoder_bytes(codec), "decoder.onnx": _decoder_bytes(codec)}
@@ -304,7 +304,7 @@ def _require_onnxruntime() -> None:
                             "installed: pip install 'audiotok[onnx]'") from None
 
 
-def _check_target(output: Path, force: bool) -> None:
+def check_target(output: Path, force: bool) -> None:
     if output.exists() and not output.is_dir():
         raise AudiotokError(f"{output} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not force:
