@@ -250,7 +250,7 @@ def test_demo_and_eval_score_at_the_input_rate(release, codec, tmp_path):
     import soundfile as sf
     from conftest import speechlike
 
-    from audiotok.demo_core import run_clip
+    from audiotok.demo.core import run_clip
     from audiotok.eval.evaluate import EvalConfig, _codec_systems, score
 
     sf.write(str(tmp_path / "a.wav"), speechlike(1.0, 16000, seed=2), 16000)

@@ -1,4 +1,4 @@
-"""`audiotok demo`: serve the Gradio page (audiotok/demo_app.py). Gradio is imported only when
+"""`audiotok demo`: serve the Gradio page (audiotok/demo/app.py). Gradio is imported only when
 the command runs, so the rest of the CLI starts fast."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def add_demo(sub) -> None:
 
 def cmd_demo(args) -> int:
     check_device(args.device)
-    from ..demo_app import launch
+    from ..demo.app import launch
 
     launch(args.codec, args.host, args.port, args.max_seconds, args.share, args.device)
     return 0
