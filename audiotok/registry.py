@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import from_dict, nearest, to_dict
 from .errors import ConfigError
+from .strict_config import from_dict, nearest, to_dict
 
 
 class Component:

@@ -136,7 +136,7 @@ def test_training_input_is_the_target_resampled(codec):
     from conftest import speechlike
 
     from audiotok.audio import resample
-    from audiotok.data.config import DataConfig
+    from audiotok.data.data_config import DataConfig
     from audiotok.errors import ConfigError
     from audiotok.train.rates import check_segments, segment_multiple, split_batch
 
@@ -169,8 +169,8 @@ def test_init_from_checks_trainability_and_rates(release, tmp_path):
     weights' shapes alone do not show), in one line naming both."""
     import yaml
 
-    from audiotok.config import to_dict
     from audiotok.errors import ConfigError
+    from audiotok.strict_config import to_dict
     from audiotok.train import read_recipe
     from audiotok.train.trainer import Trainer
 

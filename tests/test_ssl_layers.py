@@ -18,7 +18,7 @@ from conftest import speechlike
 from audiotok import load_codec
 from audiotok.cli import main
 from audiotok.codecs.base import Codec
-from audiotok.distill.kmeans import load_units
+from audiotok.distill.ssl_units import load_units
 from audiotok.errors import AudiotokError
 from audiotok.train import read_recipe
 

@@ -36,7 +36,7 @@ from ..train.distributed import (
 from ..train.runlog import RunLogger
 from ..train.schedule import lr_factor
 from ..train.trainer import _pick_device, _step_seed, save_or_stop
-from .config import BEATsRecipe
+from .beats_recipe import BEATsRecipe
 from .distill import TokenizerDistiller
 from .ssl_model import SSLModel, load_ssl_model
 

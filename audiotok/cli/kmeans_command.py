@@ -1,4 +1,4 @@
-"""`audiotok kmeans`: k-means units on SSL model layers over a corpus (distill/kmeans.py), the
+"""`audiotok kmeans`: k-means units on SSL model layers over a corpus (distill/ssl_units.py), the
 units file of the ssl_kmeans codec and of `audiotok eval --probe-units`."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def add_kmeans(sub) -> None:
 
 def cmd_kmeans(args) -> int:
     from ..data import index_files
-    from ..distill.config import TeacherConfig
-    from ..distill.kmeans import fit_units
+    from ..distill.distill_config import TeacherConfig
+    from ..distill.ssl_units import fit_units
 
     check_device(args.device)
     for flag in ("batch_frames", "epochs", "max_files"):

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from .._version import __version__
-from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError, TokenFileError
 from ..fileio import atomic_path
 from ..modules.conv import allow_reordered_sums
 from ..quantizers import QUANTIZERS, QuantizerOutput
 from ..quantizers.perturb import Perturbation, perturb_codes
+from ..strict_config import from_dict, to_dict
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS

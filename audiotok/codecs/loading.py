@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import from_dict
 from ..errors import AudiotokError, ConfigError
 from ..recipe import load_recipe
+from ..strict_config import from_dict
 from .base import CHECKPOINT_FORMAT, Codec, CodecConfig
 from .families import FAMILIES
 from .published import find_format

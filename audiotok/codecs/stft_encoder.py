@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
+from ..modules.f0 import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from ..modules.istft import check_stft_sizes, same_padding, stft_same, stft_same_parts
 from ..modules.mel import LogMel
-from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import ENCODERS
 from .contracts import Encoder
@@ -51,14 +51,14 @@ class STFTEncoderConfig:
     layers_per_stage: list[int] = field(default_factory=lambda: [4])
     mlp_ratio: float = 3.0            # ConvNeXt hidden width / width (Vocos: 1536 / 512)
     kernel_size: int = 7              # of the first conv, over STFT frames
-    # latent channel 0 = the YIN F0 of each frame, coded by modules/pitch.py (for the
+    # latent channel 0 = the YIN F0 of each frame, coded by modules/f0.py (for the
     # pitch_rvq quantizer and a spectral decoder with `pitch: true`); mono only
     pitch: bool = False
-    # YIN voicing decision (modules/pitch.py); 0.3 in the first pitch releases. On 8 held-out
+    # YIN voicing decision (modules/f0.py); 0.3 in the first pitch releases. On 8 held-out
     # clips the bundled codec, untrained for it, already scores PESQ-WB 1.60 -> 1.66 at 0.5:
     # breathy and onset frames that 0.3 calls unvoiced get harmonics back
     voicing_threshold: float = VOICING_THRESHOLD
-    # sharpen YIN's F0 on the harmonics of the frame's spectrum (modules/pitch.py
+    # sharpen YIN's F0 on the harmonics of the frame's spectrum (modules/f0.py
     # `refine_f0`); off in the releases before the sixth, whose codes it would change
     pitch_refine: bool = False
     # > 0: the features are a log-mel spectrogram of this many bands (modules/mel.py) instead

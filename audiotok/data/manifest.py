@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..audio import audio_info
 from ..errors import AudioError, AudiotokError
-from .config import AUDIO_EXTENSIONS, DataConfig
+from .data_config import AUDIO_EXTENSIONS, DataConfig
 
 
 @dataclass(frozen=True)

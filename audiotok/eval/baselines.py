@@ -18,7 +18,7 @@ import soundfile as sf
 
 from ..audio import resample
 from ..errors import AudiotokError
-from .metrics import as_mono
+from .quality_metrics import as_mono
 
 OPUS_KBPS = (6, 8, 12)
 CODEC2_MODES = ("3200", "1600", "700C")

@@ -42,7 +42,7 @@ from ..audio import load_audio, resample
 from ..errors import AudioError, AudiotokError
 from ..quantizers.base import encodable_counts
 from . import baselines as _baselines
-from . import metrics as M
+from . import quality_metrics as M
 from .robustness import check_perturb, perturbed_tokens
 
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")

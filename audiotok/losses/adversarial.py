@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import nearest
 from ..discriminators.base import DiscriminatorOutput
+from ..strict_config import nearest
 
 ADVERSARIAL_KINDS = ("hinge", "lsgan")
 

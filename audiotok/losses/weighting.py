@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..config import nearest
 from ..errors import ConfigError
+from ..strict_config import nearest
 
 
 def check_weights(weights: dict[str, float], names) -> None:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..data.config import AUDIO_EXTENSIONS
+from ..data.data_config import AUDIO_EXTENSIONS
 from ..data.manifest import _parse_line
 from ..errors import AudiotokError
 

@@ -27,11 +27,10 @@ from ..codecs.base import Codec
 from ..data import build_items, make_train_loader, make_val_loader
 from ..discriminators import MultiDiscriminator
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from ..metrics import mel_distance, si_sdr
 from ..quantizers.codebook_usage import level_metrics
 from ..quantizers.perturb import Perturbation
+from ..waveform_metrics import mel_distance, si_sdr
 from . import checkpoint as ckpt
-from .config import Recipe
 from .distributed import (
     DistInfo,
     all_reduce_mean,
@@ -43,6 +42,7 @@ from .distributed import (
 from .generator_losses import ReconstructionLosses, total_loss, with_quantizer_weights
 from .perturb import check_perturbable
 from .rates import check_segments, split_batch
+from .recipe_config import Recipe
 from .runlog import RunLogger
 from .schedule import lr_factor
 from .trainable import freeze_all_but_decoder

@@ -20,7 +20,7 @@ al. 2024, arXiv:2406.05298, decode quantized spectral features):
 
 The phase (`phase`) is fast Griffin-Lim from zero phase, or, with a coded F0 (`pitch`), the
 harmonic phase model of sinusoidal coders: each bin takes the phase of its nearest harmonic
-along the F0 track plus the minimum phase of the harmonic envelope (modules/pitch.py
+along the F0 track plus the minimum phase of the harmonic envelope (modules/f0.py
 `harmonic_phase`, `min_phase`). The harmonic phase needs no iterations and is consistent (the
 STFT of its iSTFT has the same magnitudes) for a steady harmonic signal; on predicted
 magnitudes, which no signal has exactly, it scores better than Griffin-Lim (see `phase`).
@@ -40,9 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
-from ..modules.istft import ISTFT, check_stft_sizes, stft_same
-from ..modules.pitch import (
+from ..modules.f0 import (
     PHASE_PERIOD,
     harmonic_comb,
     harmonic_phase,
@@ -50,6 +48,8 @@ from ..modules.pitch import (
     min_phase,
     upsample_f0,
 )
+from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
+from ..modules.istft import ISTFT, check_stft_sizes, stft_same
 from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import DECODERS, frame_hop
 from .contracts import Decoder
@@ -85,7 +85,7 @@ class SpectralDecoderConfig:
     envelope_points: int = 0
     # how the magnitudes get a phase: "griffin_lim" (fast Griffin-Lim, `iterations`), or
     # "harmonic" (needs pitch): every bin takes the phase of its nearest harmonic of the coded
-    # F0 (modules/pitch.py `harmonic_phase`) plus the minimum phase of the harmonic envelope,
+    # F0 (modules/f0.py `harmonic_phase`) plus the minimum phase of the harmonic envelope,
     # the phase model of sinusoidal speech coders. No iterations: decoding is several times
     # faster, and on the 48 held-out clips the bundled weights score PESQ-WB 1.75 -> 1.79
     # (3 kbps, refined F0) with it before any training for it
