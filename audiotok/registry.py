@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
-from .strict_config import from_dict, nearest, to_dict
+from .errors import ConfigError, did_you_mean
+from .strict_config import from_dict, to_dict
 
 
 class Component:
@@ -119,7 +119,7 @@ class Registry:
         self.discover()
         if name not in self._entries:
             raise ConfigError(
-                f"unknown {self.kind} type '{name}'{nearest(name, self._entries)}; "
+                f"unknown {self.kind} type '{name}'{did_you_mean(name, self._entries)}; "
                 f"choose from {', '.join(self.names())}"
             )
         return self._entries[name]

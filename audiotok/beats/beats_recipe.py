@@ -84,9 +84,9 @@ class BEATsLossConfig:
         names = sorted({n for names in LOSSES.values() for n in names})
         for key, weight in self.weights.items():
             if key not in names:
-                from ..strict_config import nearest
+                from ..errors import did_you_mean
 
-                raise ValueError(f"weights.{key} names no BEATs loss{nearest(key, names)}; "
+                raise ValueError(f"weights.{key} names no BEATs loss{did_you_mean(key, names)}; "
                                  f"they are: {', '.join(names)}")
             if weight < 0:
                 raise ValueError(f"weights.{key} must be >= 0, got {weight}")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..discriminators.base import DiscriminatorOutput
-from ..strict_config import nearest
+from ..errors import did_you_mean
 
 ADVERSARIAL_KINDS = ("hinge", "lsgan")
 
@@ -27,7 +27,8 @@ _FEAT_EPS = 1e-6
 
 def _check_kind(kind: str) -> None:
     if kind not in ADVERSARIAL_KINDS:
-        raise ValueError(f"unknown adversarial loss kind '{kind}'{nearest(kind, ADVERSARIAL_KINDS)}"
+        raise ValueError(f"unknown adversarial loss kind '{kind}'"
+                         f"{did_you_mean(kind, ADVERSARIAL_KINDS)}"
                          f"; choose one of {', '.join(ADVERSARIAL_KINDS)}")
 
 
