@@ -7,8 +7,8 @@ builder function):
     class SEANetEncoder(Encoder): ...
 
 No package `__init__` has to import it for that: a registry imports every module of the
-packages it names (`packages`) the first time anything is looked up in it, so a new family
-is a new file and nothing else.
+packages it names (`packages`) the first time anything is looked up in it, so a new component
+type is a new file and nothing else.
 """
 
 from __future__ import annotations

@@ -174,8 +174,8 @@ def _print_tokens_info(path: Path) -> None:
 
 
 def _print_codec_list() -> None:
-    from ..codecs.families import FAMILIES
     from ..codecs.loading import bundled_models
+    from ..codecs.presets import PRESETS
     from ..codecs.published.names import NAMES
 
     print("bundled (trained, offline)")
@@ -190,8 +190,9 @@ def _print_codec_list() -> None:
         print(f"  {n.name:<{width}} {n.sample_rate:>6} {n.frame_rate:>8.2f} "
               f"{f'{n.n_codebooks}x{n.codebook_size}':>9} {n.kbps:>6.2f}  {n.licence:<{lic}} "
               f"{n.source} ({n.repo})")
+    # the presets (codecs/presets.py) are named after their families; the heading is as it was
     print("families (untrained weights, for training)")
-    print("  " + " ".join(sorted(FAMILIES)))
+    print("  " + " ".join(sorted(PRESETS)))
 
 
 def cmd_convert(args) -> int:

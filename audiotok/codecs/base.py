@@ -41,6 +41,8 @@ DEFAULT_CHUNK_SECONDS = 10.0
 class CodecConfig:
     """A codec's model part: saved verbatim (defaults filled in) into config.json."""
 
+    # the codec's family (its design, as codecs/__init__.py says), or a name of its own; saved
+    # in config.json and in every token file's spec, so the key keeps its name
     family: str = "custom"
     sample_rate: int = 16000
     channels: int = 1

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 
-# every module of the package is imported on the first lookup: a family registers by being a file
+# every module of the package is imported on the first lookup: a type registers by being a file
 DISCRIMINATORS = Registry("discriminator", packages=("audiotok.discriminators",))
 
 DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]

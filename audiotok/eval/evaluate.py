@@ -122,36 +122,36 @@ def parse_baselines(names: list[str]) -> list[str]:
     """"opus" / "codec2" / "opus@6" / "codec2@700C" -> concrete settings, in order."""
     out: list[str] = []
     for name in names:
-        family, _, setting = name.partition("@")
-        if family not in BASELINE_GROUPS:
+        coder, _, setting = name.partition("@")
+        if coder not in BASELINE_GROUPS:
             raise AudiotokError(f"unknown baseline '{name}'; choose from "
                                 f"{', '.join(BASELINE_GROUPS)} (optionally @setting, e.g. "
                                 f"opus@8, codec2@700C)")
-        if setting and family == "opus":
+        if setting and coder == "opus":
             try:
                 float(setting)
             except ValueError:
                 raise AudiotokError(f"baseline '{name}': opus takes a bitrate in kbps, "
                                     f"e.g. opus@8") from None
-        if setting and family == "codec2" and setting not in _baselines._CODEC2_FRAME:
+        if setting and coder == "codec2" and setting not in _baselines._CODEC2_FRAME:
             raise AudiotokError(f"baseline '{name}': unknown Codec2 mode; choose from "
                                 f"{', '.join(_baselines._CODEC2_FRAME)}")
-        for s in [name] if setting else BASELINE_GROUPS[family]:
+        for s in [name] if setting else BASELINE_GROUPS[coder]:
             if s not in out:
                 out.append(s)
-    for family in {s.partition("@")[0] for s in out}:
-        for tool in _TOOLS[family]:
+    for coder in {s.partition("@")[0] for s in out}:
+        for tool in _TOOLS[coder]:
             if shutil.which(tool) is None:
-                raise AudiotokError(f"baseline {family} needs '{tool}', which is not installed "
+                raise AudiotokError(f"baseline {coder} needs '{tool}', which is not installed "
                                     f"({_baselines._PACKAGE[tool]})")
     return out
 
 
 def _baseline_system(setting: str) -> System:
-    family, _, value = setting.partition("@")
+    coder, _, value = setting.partition("@")
 
     def run(wav: np.ndarray, sr: int) -> SystemOutput:
-        out = (_baselines.opus(wav, sr, float(value)) if family == "opus"
+        out = (_baselines.opus(wav, sr, float(value)) if coder == "opus"
                else _baselines.codec2(wav, sr, value))
         return SystemOutput(out.wav.astype(np.float64), sr, out.kbps)
 
