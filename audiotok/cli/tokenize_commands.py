@@ -71,7 +71,8 @@ def cmd_tokenize(args) -> int:
         source=args.input, output=args.output, codec=codec.ref, format=args.format,
         n_codebooks=args.n_codebooks, shard_size=args.shard_size,
         batch_seconds=args.batch_seconds, chunk_seconds=args.chunk_seconds,
-        workers=args.workers or _default_workers(args.device), decode_workers=args.decode_workers, device=args.device,
+        workers=args.workers or _default_workers(args.device),
+        decode_workers=args.decode_workers, device=args.device,
         worker_processes=True if args.worker_processes else None,
         progress=not args.no_progress)
     tokenize(opts, codec)

@@ -382,7 +382,7 @@ class Codec(nn.Module):
         """`encode` without the global codes (the corpus tokenizer batches frames apart)."""
         self._check_wav(wav)
         n = self.quantizer.check_n_codebooks(n_codebooks)
-        num_samples = _lengths(lengths, wav)
+        num_samples = input_lengths(lengths, wav)
 
         def run(chunk: Tensor, **kwargs) -> Tensor:
             return self.quantizer.encode(self.encoder(chunk, **kwargs), n)
@@ -642,7 +642,7 @@ def fit_length(wav: Tensor, length: int) -> Tensor:
     return nn.functional.pad(wav, (0, length - wav.shape[-1]))
 
 
-def _lengths(lengths: Tensor | None, wav: Tensor) -> Tensor:
+def input_lengths(lengths: Tensor | None, wav: Tensor) -> Tensor:
     b, _, t = wav.shape
     if lengths is None:
         return torch.full((b,), t, dtype=torch.long)

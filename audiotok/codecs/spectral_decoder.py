@@ -53,8 +53,8 @@ from ..modules.istft import ISTFT, check_stft_sizes, stft_same
 from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import DECODERS, frame_hop
 from .contracts import Decoder
-from .stft_encoder import _blocks
-from .vocos import _init_backbone
+from .stft_encoder import convnext_blocks
+from .vocos import init_backbone
 
 LOG_FLOOR = 1e-5
 MAX_MAG = 1e2  # as Vocos clips its predicted magnitudes
@@ -154,16 +154,16 @@ class SpectralDecoder(Decoder):
         self.pitch = cfg.pitch
         self.embed = nn.Conv1d(latent_dim - cfg.pitch, cfg.dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.blocks = nn.ModuleList(_blocks(cfg.dim, cfg.num_layers,
-                                            cfg.intermediate_dim / cfg.dim))
+        self.blocks = nn.ModuleList(convnext_blocks(cfg.dim, cfg.num_layers,
+                                                    cfg.intermediate_dim / cfg.dim))
         self.up_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.fine_dim, cfg.upsample, stride=cfg.upsample)
-        self.fine_blocks = nn.ModuleList(_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
+        self.fine_blocks = nn.ModuleList(convnext_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
         self.final_norm = nn.LayerNorm(cfg.fine_dim, eps=1e-6)
         self.head_size = cfg.envelope_points or self.n_bins  # outputs per channel per frame
         self.proj = nn.Linear(cfg.fine_dim, channels * self.head_size)
         for m in (self.embed, self.blocks, self.fine_blocks):
-            m.apply(_init_backbone)
+            m.apply(init_backbone)
         # start quiet (|X| ~ 0.007, about -43 dB per bin) rather than at |X| = 1: a loud
         # initial output makes the first updates large enough to collapse the codebooks
         nn.init.constant_(self.proj.bias, INITIAL_LOG_MAG)

@@ -32,7 +32,7 @@ from ..modules.mel import LogMel
 from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import ENCODERS
 from .contracts import Encoder
-from .vocos import _init_backbone
+from .vocos import init_backbone
 
 # |X|^0.3 amplitude compression of the complex spectrum, as speech-enhancement models use
 # (Braun & Tashev 2021); the log-magnitude channel keeps the quiet bins' level.
@@ -101,7 +101,7 @@ class _ChannelNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-def _blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
+def convnext_blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
     hidden = max(1, round(dim * mlp_ratio))
     return [ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n)]
 
@@ -130,15 +130,15 @@ class STFTEncoder(Encoder):
         conv = {"norm": "none"}
         layers: list[nn.Module] = [Conv1d(n_features * channels, cfg.dim, cfg.kernel_size, **conv),
                                    _ChannelNorm(cfg.dim),
-                                   *_blocks(cfg.dim, cfg.num_layers, cfg.mlp_ratio)]
+                                   *convnext_blocks(cfg.dim, cfg.num_layers, cfg.mlp_ratio)]
         dim = cfg.dim
         for stride, out_dim, n in zip(cfg.strides, cfg.dims, cfg.layers_per_stage):
             layers += [_ChannelNorm(dim), Conv1d(dim, out_dim, 2 * stride, stride=stride, **conv),
-                       *_blocks(out_dim, n, cfg.mlp_ratio)]
+                       *convnext_blocks(out_dim, n, cfg.mlp_ratio)]
             dim = out_dim
         layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim - cfg.pitch, 1, **conv)]
         self.model = nn.Sequential(*layers)
-        self.model.apply(_init_backbone)  # Vocos' init, as the decoder uses
+        self.model.apply(init_backbone)  # Vocos' init, as the decoder uses
 
     def onnx_blocker(self) -> str | None:
         if self.pitch:

@@ -133,9 +133,9 @@ def parse_baselines(names: list[str]) -> list[str]:
             except ValueError:
                 raise AudiotokError(f"baseline '{name}': opus takes a bitrate in kbps, "
                                     f"e.g. opus@8") from None
-        if setting and coder == "codec2" and setting not in _baselines._CODEC2_FRAME:
+        if setting and coder == "codec2" and setting not in _baselines.CODEC2_FRAME:
             raise AudiotokError(f"baseline '{name}': unknown Codec2 mode; choose from "
-                                f"{', '.join(_baselines._CODEC2_FRAME)}")
+                                f"{', '.join(_baselines.CODEC2_FRAME)}")
         for s in [name] if setting else BASELINE_GROUPS[coder]:
             if s not in out:
                 out.append(s)
@@ -143,7 +143,7 @@ def parse_baselines(names: list[str]) -> list[str]:
         for tool in _TOOLS[coder]:
             if shutil.which(tool) is None:
                 raise AudiotokError(f"baseline {coder} needs '{tool}', which is not installed "
-                                    f"({_baselines._PACKAGE[tool]})")
+                                    f"({_baselines.TOOL_PACKAGE[tool]})")
     return out
 
 

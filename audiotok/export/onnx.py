@@ -40,7 +40,7 @@ import torch
 
 from .._version import __version__
 from ..errors import AudiotokError
-from ..fileio import _umask, write_error
+from ..fileio import current_umask, write_error
 from ..modules.noise import NoiseBlock
 from .graphs import (
     DecodeGraph,
@@ -331,7 +331,7 @@ def _write_folder(output: Path, files: dict[str, bytes], force: bool) -> None:
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual permissions
         if output.exists():
             old = parent / f".{output.name}.old-{os.getpid()}"
             os.replace(output, old)
