@@ -4,9 +4,9 @@
         logits:       Tensor [B, ...]   real/fake scores (any trailing shape)
         feature_maps: list[Tensor]      intermediate activations for feature matching
 
-Each family registers its class in DISCRIMINATORS with a config dataclass; it is built as
-``cls(cfg, channels=C, sample_rate=SR)``, given only the arguments its constructor names
-(most count windows and periods in samples and take no sample rate).
+Each discriminator type registers its class in DISCRIMINATORS with a config dataclass; it is
+built as ``cls(cfg, channels=C, sample_rate=SR)``, given only the arguments its constructor
+names (most count windows and periods in samples and take no sample rate).
 """
 
 from __future__ import annotations
