@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints these as one line and exits non-zero."""
 
+import difflib
+
 
 class AudiotokError(Exception):
     """A problem with the user's input (file, config, token file) rather than a bug."""
@@ -20,3 +22,10 @@ class TokenFileError(AudiotokError):
 class WriteError(AudiotokError, OSError):
     """An output file that cannot be written (disk full, a directory in the way, no
     permission); names the file. Still an OSError for callers that catch those."""
+
+
+def did_you_mean(name: str, options) -> str:
+    """' (did you mean X?)' for the option closest in spelling to a name that matched none,
+    or '': the suffix of an "unknown key / type / loss" error."""
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""

@@ -7,8 +7,8 @@ builder function):
     class SEANetEncoder(Encoder): ...
 
 No package `__init__` has to import it for that: a registry imports every module of the
-packages it names (`packages`) the first time anything is looked up in it, so a new family
-is a new file and nothing else.
+packages it names (`packages`) the first time anything is looked up in it, so a new component
+type is a new file and nothing else.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import from_dict, nearest, to_dict
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
+from .strict_config import from_dict, to_dict
 
 
 class Component:
@@ -119,7 +119,7 @@ class Registry:
         self.discover()
         if name not in self._entries:
             raise ConfigError(
-                f"unknown {self.kind} type '{name}'{nearest(name, self._entries)}; "
+                f"unknown {self.kind} type '{name}'{did_you_mean(name, self._entries)}; "
                 f"choose from {', '.join(self.names())}"
             )
         return self._entries[name]

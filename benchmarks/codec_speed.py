@@ -72,7 +72,7 @@ def chunk_agreement(ref: str) -> float | None:
     return (whole == chunked).float().mean().item()
 
 
-def _vm_kb(field: str) -> float:
+def vm_kb(field: str) -> float:
     # /proc, not getrusage: ru_maxrss is inherited from the parent across fork+exec
     with open("/proc/self/status") as f:
         for line in f:
@@ -88,11 +88,11 @@ def peak_memory(ref: str, minutes: float) -> dict:
 
     codec = load_codec(ref)
     wav = signal(minutes * 60, codec.sample_rate)
-    base = _vm_kb("VmHWM") / 1024
+    base = vm_kb("VmHWM") / 1024
     start = time.perf_counter()
     tokens = codec.encode(wav, chunk_seconds=10.0)
     took = time.perf_counter() - start
-    peak = _vm_kb("VmHWM") / 1024
+    peak = vm_kb("VmHWM") / 1024
     return {"rss_before_MB": base, "peak_rss_MB": peak, "frames": tokens.codes.shape[-1],
             "encode_s": took}
 

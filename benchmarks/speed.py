@@ -56,7 +56,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from codec_speed import _vm_kb, best_time, signal  # same folder: shared helpers
+from codec_speed import best_time, signal, vm_kb  # same folder: shared helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # name: (our recipe, encode kwargs, reference builder name)
@@ -89,7 +89,7 @@ DAC_SETTINGS = {
 
 
 def vm_mb(field: str) -> float:
-    return _vm_kb(field) / 1024
+    return vm_kb(field) / 1024
 
 
 def release_file(name: str, folder: Path) -> Path:

@@ -24,9 +24,9 @@ import torch
 
 from audiotok import load_codec
 from audiotok.codecs.base import Codec
-from audiotok.codecs.spectral import envelope_basis
+from audiotok.codecs.spectral_decoder import envelope_basis
 from audiotok.errors import AudiotokError
-from audiotok.train.config import read_recipe
+from audiotok.train.recipe_config import read_recipe
 
 
 def fit_envelope_heads(weights: dict[str, torch.Tensor], target: Codec) -> None:

@@ -121,7 +121,7 @@ def evaluate(models: list[Path], data: str, fractions: str, report: Path) -> dic
     """Score every model at full depth, unperturbed and at `fractions` of near codes;
     {metric: {model: {fraction: mean}}}."""
     from audiotok import load_codec
-    from audiotok.eval.cli import parse_fractions
+    from audiotok.cli.eval_command import parse_fractions
     from audiotok.eval.evaluate import EvalConfig
     from audiotok.eval.evaluate import evaluate as run_eval
     from audiotok.eval.report import write_report

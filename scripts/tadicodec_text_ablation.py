@@ -10,7 +10,7 @@ utterance shorter than the training excerpt, so every excerpt holds a whole utte
 its whole transcript. HELD_OUT sentences (every voice) are kept out of training. Two
 distances per decode, averaged over utterances:
   flow mel L1   |sampled log-mel - true log-mel|, the decoder's own output (no vocoder)
-  audio mel     audiotok.metrics.mel_distance of the vocoded audio against the input
+  audio mel     audiotok.waveform_metrics.mel_distance of the vocoded audio against the input
 Prints a table and writes OUT_DIR/ablation.json.
 
 Measured (800 training steps of batch 8, no discriminator, 8 Euler steps, seed 0, one CPU
@@ -102,7 +102,7 @@ def train(manifest: Path, run_dir: Path, steps: int, seed: int = 0):
 def distances(codec, entries: list[dict], sample_steps: int, seed: int) -> dict:
     """Mean mel distances of each decode condition over `entries`."""
     from audiotok.audio import load_audio
-    from audiotok.metrics import mel_distance
+    from audiotok.waveform_metrics import mel_distance
 
     dec = codec.decoder
     wrong = {e["text"]: entries[(i + len(entries) // 2) % len(entries)]["text"]

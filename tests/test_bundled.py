@@ -13,7 +13,7 @@ import torch
 
 import audiotok
 from audiotok.codecs.loading import BUNDLED_DIR, bundled_models
-from audiotok.eval import metrics as M
+from audiotok.eval import quality_metrics as M
 
 NAME = "audiotok/speech-16k"
 MODEL_DIR = BUNDLED_DIR / "speech-16k"

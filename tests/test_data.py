@@ -10,7 +10,6 @@ import torch
 from conftest import speechlike
 
 from audiotok.audio import load_audio, read_excerpt
-from audiotok.config import from_dict
 from audiotok.data import (
     AudioDataset,
     AudioItem,
@@ -23,6 +22,7 @@ from audiotok.data import (
     split_items,
 )
 from audiotok.errors import AudiotokError, ConfigError
+from audiotok.strict_config import from_dict
 
 SR = 16000
 

@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 from conftest import build, speechlike
 
-from audiotok import demo_core
 from audiotok.cli import build_parser, main
-from audiotok.demo_core import (
+from audiotok.demo import core as demo_core
+from audiotok.demo.core import (
     decode_token_file,
     metrics_markdown,
     new_request_dir,
@@ -136,7 +136,7 @@ def test_default_codecs(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ callbacks and CLI
 @pytest.fixture(scope="module")
 def handlers(codec, tmp_path_factory):
-    from audiotok.demo_app import DemoHandlers
+    from audiotok.demo.app import DemoHandlers
 
     return DemoHandlers({"tiny": codec}, 5.0, tmp_path_factory.mktemp("work"))
 
@@ -170,7 +170,7 @@ def test_slider_keeps_to_the_counts_a_quantizer_accepts(tmp_path):
     """lfq's 4 codebooks code parallel bits of a frame: the slider is pinned to 4 (a lower
     count would be refused by encode), and a stale lower value is raised to it."""
     from audiotok import load_codec
-    from audiotok.demo_app import DemoHandlers
+    from audiotok.demo.app import DemoHandlers
 
     lfq = load_codec(str(Path(__file__).parents[1] / "recipes" / "designs" / "lfq_16k_tiny.yaml"))
     h = DemoHandlers({"lfq": lfq}, 5.0, tmp_path)
@@ -184,7 +184,7 @@ def test_build_demo_notes_untrained_codecs(codec, tmp_path):
     import yaml
     from conftest import TINY
 
-    from audiotok.demo_app import build_demo
+    from audiotok.demo.app import build_demo
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"model": TINY["seanet-conv"]}))

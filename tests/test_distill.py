@@ -363,8 +363,8 @@ def test_kmeans_units_ssl_kmeans_codec_and_content_probe(teachers, corpus, tmp_p
     from audiotok.cli import main
     from audiotok.codecs.base import Codec
     from audiotok.codecs.loading import load_pretrained
-    from audiotok.distill.kmeans import load_units
     from audiotok.distill.probe import content_probe
+    from audiotok.distill.ssl_units import load_units
 
     units = tmp_path / "units.safetensors"
     args = ["kmeans", "--teacher", str(teachers / "hubert"), "--data", str(corpus), "-k", "8",

@@ -11,7 +11,7 @@ import torch
 from audiotok.audio import resample
 from audiotok.errors import AudiotokError
 from audiotok.eval import baselines
-from audiotok.eval.metrics import (
+from audiotok.eval.quality_metrics import (
     align,
     bigram_conditional_entropy,
     code_entropy,

@@ -109,9 +109,9 @@ def test_eval_bad_arguments(tmp_path, capsys, codec_dir, clips, extra, match):
 
 
 def test_codec_labels_are_short_and_unique():
-    from audiotok.eval.evaluate import _labels
+    from audiotok.eval.evaluate import codec_labels
 
     # a training run's export is named after its run; repeats are numbered
-    assert _labels(["runs/speech_16k_env/model", "runs/other/model/", "audiotok/speech-16k",
-                    "recipes/tiny_speech_16k.yaml", "a/ckpt", "b/ckpt"]) == [
+    assert codec_labels(["runs/speech_16k_env/model", "runs/other/model/", "audiotok/speech-16k",
+                         "recipes/tiny_speech_16k.yaml", "a/ckpt", "b/ckpt"]) == [
         "speech_16k_env", "other", "speech-16k", "tiny_speech_16k", "ckpt-5", "ckpt-6"]

@@ -18,10 +18,10 @@ from conftest import speechlike
 from audiotok import Codec, Tokens, load_codec
 from audiotok.cli import main
 from audiotok.codecs.base import CodecConfig
-from audiotok.config import from_dict, to_dict
 from audiotok.errors import ConfigError, TokenFileError
 from audiotok.lm import flatten_tree, prepend_global, split_global, unflatten_tree
 from audiotok.quantizers import build_quantizer
+from audiotok.strict_config import from_dict, to_dict
 from audiotok.tokenize import read_index, read_records
 from audiotok.tokens import read_header
 from audiotok.train import read_recipe

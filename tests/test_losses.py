@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from audiotok.config import from_dict
 from audiotok.errors import ConfigError
 from audiotok.losses import (
     BalancerConfig,
@@ -20,7 +19,8 @@ from audiotok.losses import (
     generator_adversarial_loss,
     weighted_sum,
 )
-from audiotok.metrics import mel_distance, si_sdr
+from audiotok.strict_config import from_dict
+from audiotok.waveform_metrics import mel_distance, si_sdr
 
 SR = 8000
 
@@ -308,7 +308,7 @@ def test_reconstruction_losses_register_in_the_order_the_trainer_sums_them():
     import dataclasses
 
     from audiotok.losses.reconstruction import options_sections, reconstruction_losses
-    from audiotok.train.config import LossConfig
+    from audiotok.train.recipe_config import LossConfig
 
     assert reconstruction_losses() == ["mel", "msstft", "stft", "phase", "stoi", "waveform"]
     assert options_sections() == ["mel", "phase", "stft"]  # msstft and stft share losses.stft
@@ -322,8 +322,8 @@ def test_a_new_loss_is_one_class_and_one_decorator(monkeypatch):
         NoOptions,
         ReconstructionLoss,
     )
-    from audiotok.train.config import LossConfig
     from audiotok.train.generator_losses import ReconstructionLosses
+    from audiotok.train.recipe_config import LossConfig
 
     RECONSTRUCTION_LOSSES.discover()
     monkeypatch.setattr(RECONSTRUCTION_LOSSES, "_entries", dict(RECONSTRUCTION_LOSSES._entries))

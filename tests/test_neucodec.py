@@ -136,7 +136,7 @@ def test_training_input_is_the_target_resampled(codec):
     from conftest import speechlike
 
     from audiotok.audio import resample
-    from audiotok.data.config import DataConfig
+    from audiotok.data.data_config import DataConfig
     from audiotok.errors import ConfigError
     from audiotok.train.rates import check_segments, segment_multiple, split_batch
 
@@ -169,8 +169,8 @@ def test_init_from_checks_trainability_and_rates(release, tmp_path):
     weights' shapes alone do not show), in one line naming both."""
     import yaml
 
-    from audiotok.config import to_dict
     from audiotok.errors import ConfigError
+    from audiotok.strict_config import to_dict
     from audiotok.train import read_recipe
     from audiotok.train.trainer import Trainer
 
@@ -250,7 +250,7 @@ def test_demo_and_eval_score_at_the_input_rate(release, codec, tmp_path):
     import soundfile as sf
     from conftest import speechlike
 
-    from audiotok.demo_core import run_clip
+    from audiotok.demo.core import run_clip
     from audiotok.eval.evaluate import EvalConfig, _codec_systems, score
 
     sf.write(str(tmp_path / "a.wav"), speechlike(1.0, 16000, seed=2), 16000)

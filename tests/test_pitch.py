@@ -1,4 +1,4 @@
-"""Pitch coding: the YIN estimator and the harmonic comb (modules/pitch.py), the pitch_rvq
+"""Pitch coding: the YIN estimator and the harmonic comb (modules/f0.py), the pitch_rvq
 quantizer, the spectral decoder's pitch input, and their wiring in Codec. Shapes, chunking,
 save/load and gradients run over the tiny "stft-pitch" family in test_codec.py."""
 
@@ -9,10 +9,9 @@ import torch
 from conftest import TINY, build, speechlike
 
 from audiotok import Codec
-from audiotok.codecs.spectral import envelope_basis
+from audiotok.codecs.spectral_decoder import envelope_basis
 from audiotok.errors import ConfigError
-from audiotok.modules.istft import ISTFT, stft_same
-from audiotok.modules.pitch import (
+from audiotok.modules.f0 import (
     F0_MAX,
     F0_MIN,
     PHASE_PERIOD,
@@ -26,6 +25,7 @@ from audiotok.modules.pitch import (
     upsample_f0,
     yin_f0,
 )
+from audiotok.modules.istft import ISTFT, stft_same
 from audiotok.quantizers.pitch_rvq import PitchRVQ, PitchRVQConfig
 
 SR = 16000

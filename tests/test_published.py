@@ -165,7 +165,7 @@ def fine_tune(path: Path, sample_rate: int, tmp_path: Path) -> None:
     import yaml
     from conftest import speechlike
 
-    from audiotok.config import to_dict
+    from audiotok.strict_config import to_dict
     from audiotok.train import read_recipe
     from audiotok.train.trainer import Trainer
 

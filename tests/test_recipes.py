@@ -164,7 +164,7 @@ def test_speech_16k_stages_extend_the_stage_whose_weights_they_start_from():
 def test_last_stage_is_the_bundled_models_architecture():
     from audiotok.codecs.base import CodecConfig
     from audiotok.codecs.loading import bundled_models
-    from audiotok.config import from_dict, to_dict
+    from audiotok.strict_config import from_dict, to_dict
 
     shipped = json.loads((bundled_models()["audiotok/speech-16k"] / "config.json").read_text())
     assert to_dict(recipe("../speech_16k/8_stoi3").model) == \

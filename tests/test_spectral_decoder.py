@@ -1,4 +1,4 @@
-"""The magnitude decoder (codecs/spectral.py) and fast Griffin-Lim (modules/griffin_lim.py).
+"""The magnitude decoder (codecs/spectral_decoder.py) and fast Griffin-Lim (modules/griffin_lim.py).
 Shapes, chunked decoding, save/load and gradients run over it with every family in
 test_codec.py ("stft-spectral")."""
 
@@ -9,7 +9,7 @@ import torch
 from conftest import build, speechlike
 
 from audiotok import Codec
-from audiotok.codecs.spectral import SpectralDecoder, SpectralDecoderConfig
+from audiotok.codecs.spectral_decoder import SpectralDecoder, SpectralDecoderConfig
 from audiotok.errors import ConfigError
 from audiotok.modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
 from audiotok.modules.istft import ISTFT, stft_same
@@ -123,7 +123,7 @@ def test_config_errors(bad, match):
 
 
 def test_speech_recipe_fits_the_bundle_budget():
-    from audiotok.train.config import read_recipe
+    from audiotok.train.recipe_config import read_recipe
 
     recipe = read_recipe("recipes/speech_16k/1_gla.yaml", ["data.train=unused"])
     codec = Codec(recipe.model)

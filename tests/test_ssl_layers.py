@@ -18,7 +18,7 @@ from conftest import speechlike
 from audiotok import load_codec
 from audiotok.cli import main
 from audiotok.codecs.base import Codec
-from audiotok.distill.kmeans import load_units
+from audiotok.distill.ssl_units import load_units
 from audiotok.errors import AudiotokError
 from audiotok.train import read_recipe
 
@@ -87,7 +87,7 @@ def reference_codes(files, wav, layer, centroids):
 
 # ---------------------------------------------------------------- settings
 def test_layer_settings_become_streams():
-    from audiotok.distill.cli import parse_layers
+    from audiotok.cli.kmeans_command import parse_layers
     from audiotok.distill.teachers import layer_streams
 
     assert layer_streams([]) == [[]]  # one stream averaging every layer, as before

@@ -78,7 +78,7 @@ def test_receptive_field_is_tight():
 
 
 def test_speech_recipe_builds_at_50_hz():
-    from audiotok.train.config import read_recipe
+    from audiotok.train.recipe_config import read_recipe
 
     recipe = read_recipe("recipes/speech_16k/1_gla.yaml", ["data.train=unused"])
     codec = Codec(recipe.model)

@@ -200,7 +200,7 @@ def test_base_yaml_repeats_no_default_but_the_loss_weights(tmp_path):
     (an overlay's weights merge into its base's, a dataclass default would be replaced whole),
     so the two must agree, and `extends: base.yaml` then changes no default."""
     from audiotok.recipe import load_recipe
-    from audiotok.train.config import LossConfig
+    from audiotok.train.recipe_config import LossConfig
 
     base = ROOT / "recipes" / "base.yaml"
     assert load_recipe(base) == {"losses": {"weights": LossConfig().weights},

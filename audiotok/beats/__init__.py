@@ -4,7 +4,7 @@ the tokenizers are codecs of the `beats` family (codecs/beats.py)."""
 
 from __future__ import annotations
 
-from .config import BEATsRecipe, is_beats_recipe, read_beats_recipe
+from .beats_recipe import BEATsRecipe, is_beats_recipe, read_beats_recipe
 
 
 def train_beats(recipe_path, overrides: list[str] | None = None) -> int:

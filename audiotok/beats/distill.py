@@ -13,10 +13,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..codecs.base import Codec
-from ..distill.losses import cosine_loss
+from ..distill.distill_losses import cosine_loss
 from ..errors import ConfigError
 from ..modules.beats_transformer import Backbone, BackboneConfig
-from .config import EstimatorConfig
+from .beats_recipe import EstimatorConfig
 from .ssl_model import SSLModel
 
 

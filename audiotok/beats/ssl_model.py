@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._version import __version__
-from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError
 from ..fileio import atomic_path
 from ..modules.beats_transformer import Backbone, BackboneConfig
 from ..modules.fbank_patches import PatchConfig, PatchEmbedding
+from ..strict_config import from_dict, to_dict
 
 FORMAT = "beats_ssl"
 

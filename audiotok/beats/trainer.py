@@ -35,8 +35,8 @@ from ..train.distributed import (
 )
 from ..train.runlog import RunLogger
 from ..train.schedule import lr_factor
-from ..train.trainer import _pick_device, _step_seed, save_or_stop
-from .config import BEATsRecipe
+from ..train.trainer import pick_device, save_or_stop, step_seed
+from .beats_recipe import BEATsRecipe
 from .distill import TokenizerDistiller
 from .ssl_model import SSLModel, load_ssl_model
 
@@ -45,7 +45,7 @@ class BEATsTrainer:
     def __init__(self, recipe: BEATsRecipe):
         self.recipe, self.cfg = recipe, recipe.train
         torch.set_flush_denormal(True)
-        self.device = _pick_device(self.cfg.device)
+        self.device = pick_device(self.cfg.device)
         self.dist = init_distributed(self.device)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -160,7 +160,7 @@ class BEATsTrainer:
             return self.wrapped(wav, target)
 
     def train_step(self, wav: Tensor) -> dict[str, float]:
-        torch.manual_seed(_step_seed(self.cfg.seed, self.step, self.dist.rank))
+        torch.manual_seed(step_seed(self.cfg.seed, self.step, self.dist.rank))
         self.model.train()
         losses, metrics = self.losses(self._crop(wav))
         weights = self.recipe.losses.weights

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from .._version import __version__
-from ..config import from_dict, to_dict
 from ..errors import AudiotokError, ConfigError, TokenFileError
 from ..fileio import atomic_path
 from ..modules.conv import allow_reordered_sums
 from ..quantizers import QUANTIZERS, QuantizerOutput
 from ..quantizers.perturb import Perturbation, perturb_codes
+from ..strict_config import from_dict, to_dict
 from ..tokens import CodecSpec, Tokens
 from .chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from .components import DECODERS, ENCODERS
@@ -41,6 +41,8 @@ DEFAULT_CHUNK_SECONDS = 10.0
 class CodecConfig:
     """A codec's model part: saved verbatim (defaults filled in) into config.json."""
 
+    # the codec's family (its design, as codecs/__init__.py says), or a name of its own; saved
+    # in config.json and in every token file's spec, so the key keeps its name
     family: str = "custom"
     sample_rate: int = 16000
     channels: int = 1
@@ -380,7 +382,7 @@ class Codec(nn.Module):
         """`encode` without the global codes (the corpus tokenizer batches frames apart)."""
         self._check_wav(wav)
         n = self.quantizer.check_n_codebooks(n_codebooks)
-        num_samples = _lengths(lengths, wav)
+        num_samples = input_lengths(lengths, wav)
 
         def run(chunk: Tensor, **kwargs) -> Tensor:
             return self.quantizer.encode(self.encoder(chunk, **kwargs), n)
@@ -640,7 +642,7 @@ def fit_length(wav: Tensor, length: int) -> Tensor:
     return nn.functional.pad(wav, (0, length - wav.shape[-1]))
 
 
-def _lengths(lengths: Tensor | None, wav: Tensor) -> Tensor:
+def input_lengths(lengths: Tensor | None, wav: Tensor) -> Tensor:
     b, _, t = wav.shape
     if lengths is None:
         return torch.full((b,), t, dtype=torch.long)

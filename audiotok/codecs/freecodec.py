@@ -31,11 +31,11 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from ..config import check_ranges, from_dict, to_dict
 from ..errors import ConfigError
 from ..modules.convnext import ConvNeXtBlock
 from ..modules.mel import CenteredLogMel as LogMel
 from ..modules.transformer import CausalTransformer, TransformerConfig
+from ..strict_config import check_ranges, from_dict, to_dict
 from .components import DECODERS, ENCODERS
 from .contracts import Decoder, Encoder
 from .seanet import SEANetConfig, SEANetDecoder, SEANetDecoderConfig, SEANetEncoder

@@ -1,4 +1,4 @@
-"""Finding and opening codecs: checkpoint directories, recipe files, family names."""
+"""Finding and opening codecs: checkpoint directories, recipe files, preset names."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import from_dict
 from ..errors import AudiotokError, ConfigError
 from ..recipe import load_recipe
+from ..strict_config import from_dict
 from .base import CHECKPOINT_FORMAT, Codec, CodecConfig
-from .families import FAMILIES
+from .presets import PRESETS
 from .published import find_format
 from .published.names import NAMES as PUBLISHED_NAMES
 from .published.names import is_hub_ref, resolve
@@ -30,9 +30,9 @@ def bundled_models() -> dict[str, Path]:
 
 def list_codecs() -> list[str]:
     """Names `load_codec` accepts besides paths: bundled trained models, published codecs
-    (from the Hugging Face cache), then family names (which build an untrained codec of that
-    family's default size)."""
-    return list(bundled_models()) + list(PUBLISHED_NAMES) + sorted(FAMILIES)
+    (from the Hugging Face cache), then preset names (codecs/presets.py: each builds an
+    untrained codec of its family's default size)."""
+    return list(bundled_models()) + list(PUBLISHED_NAMES) + sorted(PRESETS)
 
 
 def default_codec() -> str:
@@ -45,7 +45,7 @@ def default_codec() -> str:
 
 
 def is_untrained(codec: Codec) -> bool:
-    """True for codecs built from a recipe or family name (seeded random weights): their ref
+    """True for codecs built from a recipe or preset name (seeded random weights): their ref
     is neither a bundled model nor a checkpoint directory, and no publisher's weights were
     loaded into them."""
     ref = codec.ref
@@ -60,7 +60,7 @@ def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
     onnx` opens as an OnnxCodec (export/onnx_codec.py): the same encode/decode, run by
     onnxruntime.
 
-    A recipe or family name builds an untrained codec whose weights are drawn with `seed`,
+    A recipe or preset name builds an untrained codec whose weights are drawn with `seed`,
     so the same call always gives the same codec (useful for tests and pipelines; its
     reconstructions are noise until trained).
     """
@@ -85,8 +85,8 @@ def load_codec(ref=None, device="cpu", seed: int = 0) -> Codec:
         if "model" not in recipe:
             raise ConfigError(f"{path}: recipe has no 'model' section")
         codec, name = _untrained(recipe["model"], seed, device), str(path.resolve())
-    elif name in FAMILIES:
-        codec = _untrained(FAMILIES[name], seed, device)
+    elif name in PRESETS:
+        codec = _untrained(PRESETS[name], seed, device)
     elif is_hub_ref(name):  # a published codec by short name or hub id
         folder = resolve(name)
         fmt = find_format(folder)

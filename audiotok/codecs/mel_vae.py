@@ -24,8 +24,8 @@ from ..errors import ConfigError
 from ..modules.mel import LOG_FLOOR, LogMel
 from .components import DECODERS, frame_hop
 from .contracts import Decoder
-from .stft_encoder import _blocks
-from .vocos import _init_backbone
+from .stft_encoder import convnext_blocks
+from .vocos import init_backbone
 
 
 def _default_vocoder() -> dict:
@@ -99,15 +99,15 @@ class MelVAEDecoder(Decoder):
             raise ConfigError(f"decoder n_fft: {e}") from None
         self.embed = nn.Conv1d(latent_dim, cfg.dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.blocks = nn.ModuleList(_blocks(cfg.dim, cfg.num_layers,
-                                            cfg.intermediate_dim / cfg.dim))
+        self.blocks = nn.ModuleList(convnext_blocks(cfg.dim, cfg.num_layers,
+                                                    cfg.intermediate_dim / cfg.dim))
         self.up_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.fine_dim, cfg.upsample, stride=cfg.upsample)
-        self.fine_blocks = nn.ModuleList(_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
+        self.fine_blocks = nn.ModuleList(convnext_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
         self.final_norm = nn.LayerNorm(cfg.fine_dim, eps=1e-6)
         self.proj = nn.Linear(cfg.fine_dim, channels * cfg.n_mels)
         for m in (self.embed, self.blocks, self.fine_blocks):
-            m.apply(_init_backbone)
+            m.apply(init_backbone)
         # start near a quiet mel (log 1e-3) rather than at 0 (|mel| = 1, loud)
         nn.init.constant_(self.proj.bias, math.log(LOG_FLOOR) / 2)
         try:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..config import check_ranges
 from ..modules.mel import CenteredLogMel as LogMel
+from ..strict_config import check_ranges
 from .components import GLOBAL_ENCODERS
 
 

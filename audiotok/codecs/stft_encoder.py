@@ -26,13 +26,13 @@ from torch import Tensor, nn
 
 from ..modules.conv import Conv1d, chain_reach
 from ..modules.convnext import ConvNeXtBlock
+from ..modules.f0 import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from ..modules.istft import check_stft_sizes, same_padding, stft_same, stft_same_parts
 from ..modules.mel import LogMel
-from ..modules.pitch import VOICING_THRESHOLD, f0_to_latent, refine_f0, yin_f0, yin_reach
 from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import ENCODERS
 from .contracts import Encoder
-from .vocos import _init_backbone
+from .vocos import init_backbone
 
 # |X|^0.3 amplitude compression of the complex spectrum, as speech-enhancement models use
 # (Braun & Tashev 2021); the log-magnitude channel keeps the quiet bins' level.
@@ -51,14 +51,14 @@ class STFTEncoderConfig:
     layers_per_stage: list[int] = field(default_factory=lambda: [4])
     mlp_ratio: float = 3.0            # ConvNeXt hidden width / width (Vocos: 1536 / 512)
     kernel_size: int = 7              # of the first conv, over STFT frames
-    # latent channel 0 = the YIN F0 of each frame, coded by modules/pitch.py (for the
+    # latent channel 0 = the YIN F0 of each frame, coded by modules/f0.py (for the
     # pitch_rvq quantizer and a spectral decoder with `pitch: true`); mono only
     pitch: bool = False
-    # YIN voicing decision (modules/pitch.py); 0.3 in the first pitch releases. On 8 held-out
+    # YIN voicing decision (modules/f0.py); 0.3 in the first pitch releases. On 8 held-out
     # clips the bundled codec, untrained for it, already scores PESQ-WB 1.60 -> 1.66 at 0.5:
     # breathy and onset frames that 0.3 calls unvoiced get harmonics back
     voicing_threshold: float = VOICING_THRESHOLD
-    # sharpen YIN's F0 on the harmonics of the frame's spectrum (modules/pitch.py
+    # sharpen YIN's F0 on the harmonics of the frame's spectrum (modules/f0.py
     # `refine_f0`); off in the releases before the sixth, whose codes it would change
     pitch_refine: bool = False
     # > 0: the features are a log-mel spectrogram of this many bands (modules/mel.py) instead
@@ -101,7 +101,7 @@ class _ChannelNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-def _blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
+def convnext_blocks(dim: int, n: int, mlp_ratio: float) -> list[ConvNeXtBlock]:
     hidden = max(1, round(dim * mlp_ratio))
     return [ConvNeXtBlock(dim, hidden, layer_scale=1 / max(n, 1)) for _ in range(n)]
 
@@ -130,15 +130,15 @@ class STFTEncoder(Encoder):
         conv = {"norm": "none"}
         layers: list[nn.Module] = [Conv1d(n_features * channels, cfg.dim, cfg.kernel_size, **conv),
                                    _ChannelNorm(cfg.dim),
-                                   *_blocks(cfg.dim, cfg.num_layers, cfg.mlp_ratio)]
+                                   *convnext_blocks(cfg.dim, cfg.num_layers, cfg.mlp_ratio)]
         dim = cfg.dim
         for stride, out_dim, n in zip(cfg.strides, cfg.dims, cfg.layers_per_stage):
             layers += [_ChannelNorm(dim), Conv1d(dim, out_dim, 2 * stride, stride=stride, **conv),
-                       *_blocks(out_dim, n, cfg.mlp_ratio)]
+                       *convnext_blocks(out_dim, n, cfg.mlp_ratio)]
             dim = out_dim
         layers += [_ChannelNorm(dim), Conv1d(dim, latent_dim - cfg.pitch, 1, **conv)]
         self.model = nn.Sequential(*layers)
-        self.model.apply(_init_backbone)  # Vocos' init, as the decoder uses
+        self.model.apply(init_backbone)  # Vocos' init, as the decoder uses
 
     def onnx_blocker(self) -> str | None:
         if self.pitch:

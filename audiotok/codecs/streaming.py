@@ -27,8 +27,9 @@ Mimi = SEANet layers + transformer + resampling conv) stream cheaply; any other 
 (DAC) runs as one stage, recomputing its whole receptive field on every call (for a windowed
 transformer inside it that would be layers * context frames per call).
 
-Measured on one CPU thread for the untrained `mimi-like` family preset (24 kHz, 80 ms frames):
-about 22 ms to encode and 25 ms to decode each 80 ms frame, so it streams in real time.
+Measured on one CPU thread for the untrained `mimi-like` preset (codecs/presets.py; 24 kHz,
+80 ms frames): about 22 ms to encode and 25 ms to decode each 80 ms frame, so it streams in
+real time.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class VocosDecoderConfig:
             raise ValueError(f"pos_net_dropout must be in [0, 1), got {self.pos_net_dropout}")
 
 
-def _init_backbone(module: nn.Module) -> None:
+def init_backbone(module: nn.Module) -> None:
     # Vocos initialises its backbone convs and linears with a truncated normal of std 0.02
     if isinstance(module, (nn.Conv1d, nn.Linear)):
         nn.init.trunc_normal_(module.weight, std=0.02)
@@ -106,8 +106,8 @@ class VocosDecoder(Decoder):
             for _ in range(cfg.num_layers)
         )
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.embed.apply(_init_backbone)
-        self.blocks.apply(_init_backbone)
+        self.embed.apply(init_backbone)
+        self.blocks.apply(init_backbone)
         self.head = ISTFTHead(cfg.dim, n_fft, hop_length, channels)
 
     def receptive_field(self) -> Reach:

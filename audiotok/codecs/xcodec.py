@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..config import from_dict
+from ..strict_config import from_dict
 from .components import DECODERS, ENCODERS
 from .contracts import Decoder, Encoder
 from .dac import DACDecoder, DACDecoderConfig, DACEncoder, DACEncoderConfig

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..config import from_dict
 from ..errors import AudiotokError
 from ..modules.attention import ConvResBlock
 from ..modules.istft import ISTFTHead, check_stft_sizes
 from ..modules.transformer import CausalTransformer, TransformerConfig
+from ..strict_config import from_dict
 from .components import DECODERS, ENCODERS
 from .contracts import Decoder, Encoder
 from .dac import DACEncoder, DACEncoderConfig

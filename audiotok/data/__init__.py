@@ -7,7 +7,7 @@ resumable rank-aware loaders.
     batch = next(iter(loader))                         # {"wav": [B, C, S], "index", "failed"}
 """
 
-from .config import AugmentConfig, DataConfig
+from .data_config import AugmentConfig, DataConfig
 from .dataset import AudioDataset
 from .manifest import AudioItem, DataSplits, FileIndex, build_items, index_files, split_items
 from .sampler import ResumableSampler, collate, make_train_loader, make_val_loader

@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..audio import audio_info, read_excerpt
-from ..config import from_dict
+from ..strict_config import from_dict
 from ..errors import AudioError, AudiotokError
-from .config import AugmentConfig
+from .data_config import AugmentConfig
 from .manifest import AudioItem
 from .transforms import Augment, normalize_loudness
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..audio import audio_info
 from ..errors import AudioError, AudiotokError
-from .config import AUDIO_EXTENSIONS, DataConfig
+from .data_config import AUDIO_EXTENSIONS, DataConfig
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def _index_manifest(manifest: Path, min_seconds: float) -> FileIndex:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            entry = _parse_line(manifest, number, line)
+            entry = parse_manifest_line(manifest, number, line)
             path = Path(entry["path"])
             path = path if path.is_absolute() else manifest.parent / path
             _add(index, path, entry["path"], entry, min_seconds)
@@ -104,11 +104,11 @@ def manifest_entries(manifest) -> list[tuple[int, dict]]:
     "language" well typed), with every other key kept as written."""
     manifest = Path(manifest)
     with open(manifest, encoding="utf-8") as f:
-        return [(n, _parse_line(manifest, n, line)) for n, line in enumerate(f, 1)
+        return [(n, parse_manifest_line(manifest, n, line)) for n, line in enumerate(f, 1)
                 if line.strip()]
 
 
-def _parse_line(manifest: Path, number: int, line: str) -> dict:
+def parse_manifest_line(manifest: Path, number: int, line: str) -> dict:
     where = f"{manifest} line {number}"
     try:
         entry = json.loads(line)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..errors import AudiotokError
 from ..processes import loader_worker_init
-from .config import DataConfig
+from .data_config import DataConfig
 from .dataset import AudioDataset
 from .manifest import AudioItem, build_items
 

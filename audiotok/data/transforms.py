@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .config import AugmentConfig
+from .data_config import AugmentConfig
 
 MAX_PEAK = 1.0  # normalisation never pushes samples past full scale
 

@@ -1,13 +1,13 @@
 """Discriminators for codec GAN training: wav [B, C, T] -> list of (logits, feature maps).
 
-Every module here registers its family in DISCRIMINATORS (found on the first lookup, not
+Every module here registers its type in DISCRIMINATORS (found on the first lookup, not
 through the imports below, which are the public API); recipes name them by type:
 "mpd" (multi-period), "msd" (multi-scale waveform), "msstft" (EnCodec's multi-scale STFT),
 "mrd" (multi-resolution magnitude spectrogram), "cqt" (multi-scale sub-band CQT). A recipe
 usually combines several; `MultiDiscriminator` runs them all and concatenates their outputs,
 so adversarial and feature-matching losses see one flat list of sub-discriminators.
 
-Multi-channel audio: every family takes the C channels as input channels of its first layer
+Multi-channel audio: every discriminator takes the C channels as input channels of its first layer
 (C waveform channels, or 2C real/imaginary spectrogram channels), so a stereo pair is judged
 jointly and the logits keep batch size B. Logits come back flattened, [B, N].
 """
@@ -26,10 +26,10 @@ from .msstft import MSSTFTConfig, MultiScaleSTFTDiscriminator
 
 
 class MultiDiscriminator(Discriminator):
-    """Several discriminator families over the same wav [B, C, T].
+    """Several discriminators over the same wav [B, C, T].
 
-    specs: ``[{"type": "mpd", ...}, {"type": "mrd", ...}]``; forward returns the families'
-    outputs concatenated in spec order (same contract as one family).
+    specs: ``[{"type": "mpd", ...}, {"type": "mrd", ...}]``; forward returns their
+    outputs concatenated in spec order (same contract as one discriminator).
     """
 
     def __init__(self, specs: list[dict], channels: int, sample_rate: int):
@@ -47,7 +47,7 @@ class MultiDiscriminator(Discriminator):
 
 
 def build_discriminator(spec: dict, channels: int, sample_rate: int) -> Discriminator:
-    """{"type": name, **config} -> one discriminator family."""
+    """{"type": name, **config} -> one discriminator."""
     return DISCRIMINATORS.build(spec, "discriminator", channels=channels, sample_rate=sample_rate)
 
 

@@ -4,9 +4,9 @@
         logits:       Tensor [B, ...]   real/fake scores (any trailing shape)
         feature_maps: list[Tensor]      intermediate activations for feature matching
 
-Each family registers its class in DISCRIMINATORS with a config dataclass; it is built as
-``cls(cfg, channels=C, sample_rate=SR)``, given only the arguments its constructor names
-(most count windows and periods in samples and take no sample rate).
+Each discriminator type registers its class in DISCRIMINATORS with a config dataclass; it is
+built as ``cls(cfg, channels=C, sample_rate=SR)``, given only the arguments its constructor
+names (most count windows and periods in samples and take no sample rate).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 
-# every module of the package is imported on the first lookup: a family registers by being a file
+# every module of the package is imported on the first lookup: a type registers by being a file
 DISCRIMINATORS = Registry("discriminator", packages=("audiotok.discriminators",))
 
 DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]

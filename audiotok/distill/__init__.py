@@ -5,9 +5,9 @@ heads and their losses, teacher feature caches, SSL k-means units and content pr
     losses = heads(wav, codec(wav), batch)     # {"distill/<head>/<loss>": scalar}
 """
 
-from .config import DistillConfig, HeadConfig, TeacherConfig
+from .distill_config import DistillConfig, HeadConfig, TeacherConfig
+from .distill_losses import LOSSES, cosine_loss, d_axis_loss, t_axis_loss
 from .heads import DistillHeads
-from .losses import LOSSES, cosine_loss, d_axis_loss, t_axis_loss
 from .teacher_factory import build_teacher
 from .teachers import SSLTeacher, WhisperTeacher, align_frames
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import AudiotokError
 from ..fileio import atomic_path
-from .config import TeacherConfig
+from .distill_config import TeacherConfig
 from .teachers import SSLTeacher, align_frames
 
 CACHE_FORMAT = 1

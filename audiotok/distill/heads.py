@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..codecs.base import CodecConfig, CodecOutput
 from ..errors import ConfigError
-from .config import DistillConfig
-from .losses import LOSSES
+from .distill_config import DistillConfig
+from .distill_losses import LOSSES
 from .teacher_factory import build_teacher
 
 SEMANTIC_QUANTIZERS = ("rvq", "split_rvq")

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from ..errors import AudiotokError
-from .config import TeacherConfig
-from .kmeans import assign, load_units
+from .distill_config import TeacherConfig
+from .ssl_units import assign, load_units
 from .teachers import SSLTeacher, align_frames, to_mono_rate
 
 CHUNK_SECONDS = 30  # bounded teacher memory on long clips, as `audiotok kmeans`

@@ -6,7 +6,7 @@ so none of them has to import it back."""
 from __future__ import annotations
 
 from .cache import CachedTeacher
-from .config import TeacherConfig
+from .distill_config import TeacherConfig
 from .teachers import SSLTeacher, WhisperTeacher
 from .text import TextTeacher
 

@@ -27,7 +27,7 @@ from ..modules.ssl import (  # noqa: F401  (layer_streams, conv_geometry: also i
     load_frozen,
     pick_layers,
 )
-from .config import TeacherConfig
+from .distill_config import TeacherConfig
 
 
 def align_frames(features: Tensor, n_frames: int) -> Tensor:

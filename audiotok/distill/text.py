@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..errors import AudiotokError
 from ..modules.ssl import average_layers, load_frozen, pick_layers
-from .config import TeacherConfig
+from .distill_config import TeacherConfig
 
 
 class TextTeacher:

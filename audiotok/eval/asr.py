@@ -86,10 +86,10 @@ class FasterWhisperASR(WhisperASR):
             self.model = WhisperModel(path, device=dev,
                                       compute_type="float32" if dev == "cpu" else "default",
                                       cpu_threads=torch_threads(),
-                                      local_files_only=_offline())
+                                      local_files_only=hub_offline())
         except Exception as e:  # noqa: BLE001 - CTranslate2/huggingface_hub raise many kinds
             raise AudiotokError(f"--asr {path}: cannot load a faster-whisper model "
-                                f"({_first_line(e)})") from None
+                                f"({first_line(e)})") from None
         self.english_only = not self.model.model.is_multilingual
         spelling = Path(path) / "normalizer.json"
         self.spelling_file = str(spelling) if spelling.is_file() else None
@@ -135,12 +135,12 @@ class TransformersWhisperASR(WhisperASR):
         self.name = Path(ref).name if Path(ref).is_dir() else ref
         self.device = device
         try:
-            self.processor = WhisperProcessor.from_pretrained(ref, local_files_only=_offline())
+            self.processor = WhisperProcessor.from_pretrained(ref, local_files_only=hub_offline())
             self.model = WhisperForConditionalGeneration.from_pretrained(
-                ref, local_files_only=_offline()).to(device).eval()
+                ref, local_files_only=hub_offline()).to(device).eval()
         except (OSError, ValueError) as e:
             raise AudiotokError(f"--asr {ref}: cannot load a transformers Whisper model "
-                                f"({_first_line(e)})") from None
+                                f"({first_line(e)})") from None
         gen = self.model.generation_config
         # Whisper repositories say is_multilingual; an older generation config only has the
         # language table when the model has languages
@@ -230,10 +230,10 @@ def _bundled_tiny_en() -> str | None:
     return str(path) if (Path(path) / "model.bin").is_file() else None
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__

@@ -18,15 +18,15 @@ import soundfile as sf
 
 from ..audio import resample
 from ..errors import AudiotokError
-from .metrics import as_mono
+from .quality_metrics import as_mono
 
 OPUS_KBPS = (6, 8, 12)
 CODEC2_MODES = ("3200", "1600", "700C")
 # Codec2 frame length in samples at 8 kHz: 20 ms for 3200/2400, 40 ms for the low rates.
-_CODEC2_FRAME = {"3200": 160, "2400": 160, "1600": 320, "1400": 320, "1300": 320,
-                 "1200": 320, "700C": 320}
-_PACKAGE = {"opusenc": "opus-tools", "opusdec": "opus-tools", "c2enc": "codec2",
-            "c2dec": "codec2"}
+CODEC2_FRAME = {"3200": 160, "2400": 160, "1600": 320, "1400": 320, "1300": 320,
+                "1200": 320, "700C": 320}
+TOOL_PACKAGE = {"opusenc": "opus-tools", "opusdec": "opus-tools", "c2enc": "codec2",
+                "c2dec": "codec2"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise AudiotokError(f"{name} not found: install the Debian package "
-                            f"'{_PACKAGE[name]}' (apt-get install -y {_PACKAGE[name]})")
+                            f"'{TOOL_PACKAGE[name]}' (apt-get install -y {TOOL_PACKAGE[name]})")
     return path
 
 
@@ -93,12 +93,12 @@ def codec2(wav, sample_rate: int, mode: str = "3200") -> BaselineOutput:
     """Codec2 (Rowe, a 8 kHz sinusoidal speech codec) in `mode` ("3200", "1600", "700C", ...)
     through c2enc/c2dec on headerless raw s16 at 8 kHz. wav [T] -> [T]; kbps counts the whole
     bytes c2enc writes per frame (700C packs 28 bits into 4 bytes, i.e. 0.8 kbps)."""
-    if mode not in _CODEC2_FRAME:
-        raise AudiotokError(f"unknown Codec2 mode {mode!r}; choose from {sorted(_CODEC2_FRAME)}")
+    if mode not in CODEC2_FRAME:
+        raise AudiotokError(f"unknown Codec2 mode {mode!r}; choose from {sorted(CODEC2_FRAME)}")
     wav = as_mono(wav)
     enc, dec = _tool("c2enc"), _tool("c2dec")
     narrow = resample(wav[None], sample_rate, 8000)[0]
-    frame = _CODEC2_FRAME[mode]
+    frame = CODEC2_FRAME[mode]
     # Pad to whole frames so c2enc does not drop the tail.
     narrow = np.pad(narrow, (0, -narrow.size % frame))
     pcm = (np.clip(narrow, -1, 1) * 32767).round().astype("<i2")

@@ -42,7 +42,7 @@ from ..audio import load_audio, resample
 from ..errors import AudioError, AudiotokError
 from ..quantizers.base import encodable_counts
 from . import baselines as _baselines
-from . import metrics as M
+from . import quality_metrics as M
 from .robustness import check_perturb, perturbed_tokens
 
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
@@ -122,36 +122,36 @@ def parse_baselines(names: list[str]) -> list[str]:
     """"opus" / "codec2" / "opus@6" / "codec2@700C" -> concrete settings, in order."""
     out: list[str] = []
     for name in names:
-        family, _, setting = name.partition("@")
-        if family not in BASELINE_GROUPS:
+        coder, _, setting = name.partition("@")
+        if coder not in BASELINE_GROUPS:
             raise AudiotokError(f"unknown baseline '{name}'; choose from "
                                 f"{', '.join(BASELINE_GROUPS)} (optionally @setting, e.g. "
                                 f"opus@8, codec2@700C)")
-        if setting and family == "opus":
+        if setting and coder == "opus":
             try:
                 float(setting)
             except ValueError:
                 raise AudiotokError(f"baseline '{name}': opus takes a bitrate in kbps, "
                                     f"e.g. opus@8") from None
-        if setting and family == "codec2" and setting not in _baselines._CODEC2_FRAME:
+        if setting and coder == "codec2" and setting not in _baselines.CODEC2_FRAME:
             raise AudiotokError(f"baseline '{name}': unknown Codec2 mode; choose from "
-                                f"{', '.join(_baselines._CODEC2_FRAME)}")
-        for s in [name] if setting else BASELINE_GROUPS[family]:
+                                f"{', '.join(_baselines.CODEC2_FRAME)}")
+        for s in [name] if setting else BASELINE_GROUPS[coder]:
             if s not in out:
                 out.append(s)
-    for family in {s.partition("@")[0] for s in out}:
-        for tool in _TOOLS[family]:
+    for coder in {s.partition("@")[0] for s in out}:
+        for tool in _TOOLS[coder]:
             if shutil.which(tool) is None:
-                raise AudiotokError(f"baseline {family} needs '{tool}', which is not installed "
-                                    f"({_baselines._PACKAGE[tool]})")
+                raise AudiotokError(f"baseline {coder} needs '{tool}', which is not installed "
+                                    f"({_baselines.TOOL_PACKAGE[tool]})")
     return out
 
 
 def _baseline_system(setting: str) -> System:
-    family, _, value = setting.partition("@")
+    coder, _, value = setting.partition("@")
 
     def run(wav: np.ndarray, sr: int) -> SystemOutput:
-        out = (_baselines.opus(wav, sr, float(value)) if family == "opus"
+        out = (_baselines.opus(wav, sr, float(value)) if coder == "opus"
                else _baselines.codec2(wav, sr, value))
         return SystemOutput(out.wav.astype(np.float64), sr, out.kbps)
 
@@ -215,7 +215,7 @@ def _label(ref: str) -> str:
     return path.stem or ref
 
 
-def _labels(refs: list[str]) -> list[str]:
+def codec_labels(refs: list[str]) -> list[str]:
     """Short, unique names for codecs (`_label`), numbered when repeated."""
     stems = [_label(r) for r in refs]
     return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
@@ -289,7 +289,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     index = index_files(cfg.data)
     items = index.items[: cfg.max_clips] if cfg.max_clips else index.items
     systems, probes = [], []
-    for ref, label in zip(cfg.codecs, _labels(cfg.codecs)):
+    for ref, label in zip(cfg.codecs, codec_labels(cfg.codecs)):
         codec = load_codec(ref, device=cfg.device)
         systems += _codec_systems(codec, label, cfg)
         if labeller is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AudiotokError
-from .asr import SAMPLE_RATE, _first_line, _offline
+from .asr import SAMPLE_RATE, first_line, hub_offline
 
 
 class ResemblyzerSpeaker:
@@ -47,14 +47,14 @@ class XVectorSpeaker:
 
         self.name = Path(ref).name if Path(ref).is_dir() else ref
         self.device = device
-        offline = _offline()
+        offline = hub_offline()
         try:
             self.extractor = AutoFeatureExtractor.from_pretrained(ref, local_files_only=offline)
             self.model = AutoModelForAudioXVector.from_pretrained(
                 ref, local_files_only=offline).to(device).eval()
         except (OSError, ValueError, KeyError) as e:
             raise AudiotokError(f"--speaker-model {ref}: cannot load a transformers x-vector "
-                                f"model ({_first_line(e)})") from None
+                                f"model ({first_line(e)})") from None
 
     def embed(self, wav: np.ndarray) -> np.ndarray:
         import torch

@@ -40,7 +40,7 @@ import torch
 
 from .._version import __version__
 from ..errors import AudiotokError
-from ..fileio import _umask, write_error
+from ..fileio import current_umask, write_error
 from ..modules.noise import NoiseBlock
 from .graphs import (
     DecodeGraph,
@@ -95,7 +95,7 @@ def export_onnx(codec, output, streaming: bool = False, force: bool = False) -> 
     codec = codec.eval()
     check_exportable(codec)
     output = Path(output)
-    _check_target(output, force)
+    check_target(output, force)
     _require_onnxruntime()
     levels = allowed_levels(codec)
     files = {"encoder.onnx": _encoder_bytes(codec), "decoder.onnx": _decoder_bytes(codec)}
@@ -304,7 +304,7 @@ def _require_onnxruntime() -> None:
                             "installed: pip install 'audiotok[onnx]'") from None
 
 
-def _check_target(output: Path, force: bool) -> None:
+def check_target(output: Path, force: bool) -> None:
     if output.exists() and not output.is_dir():
         raise AudiotokError(f"{output} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not force:
@@ -331,7 +331,7 @@ def _write_folder(output: Path, files: dict[str, bytes], force: bool) -> None:
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual permissions
         if output.exists():
             old = parent / f".{output.name}.old-{os.getpid()}"
             os.replace(output, old)

@@ -23,10 +23,10 @@ from torch import Tensor
 
 from ..codecs.base import (
     DEFAULT_CHUNK_SECONDS,
-    _lengths,
     check_tokens,
     chunk_frames,
     fit_length,
+    input_lengths,
 )
 from ..codecs.chunking import UNBOUNDED_CONTEXT_SECONDS, decode_chunked, encode_chunked
 from ..errors import AudiotokError
@@ -166,7 +166,7 @@ class OnnxCodec:
         (rounded up to whole groups of `frame_multiple`); as `Codec.encode`."""
         self.check_wav(wav)
         n = self.quantizer.check_n_codebooks(n_codebooks)
-        num_samples = _lengths(lengths, wav)
+        num_samples = input_lengths(lengths, wav)
         wav = wav.detach().cpu().float()
         n_frames = max(1, -(-wav.shape[-1] // self.hop_length))
         chunk_frames = self._chunk_frames(chunk_seconds, n_frames)

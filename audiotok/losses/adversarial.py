@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import nearest
 from ..discriminators.base import DiscriminatorOutput
+from ..errors import did_you_mean
 
 ADVERSARIAL_KINDS = ("hinge", "lsgan")
 
@@ -27,7 +27,8 @@ _FEAT_EPS = 1e-6
 
 def _check_kind(kind: str) -> None:
     if kind not in ADVERSARIAL_KINDS:
-        raise ValueError(f"unknown adversarial loss kind '{kind}'{nearest(kind, ADVERSARIAL_KINDS)}"
+        raise ValueError(f"unknown adversarial loss kind '{kind}'"
+                         f"{did_you_mean(kind, ADVERSARIAL_KINDS)}"
                          f"; choose one of {', '.join(ADVERSARIAL_KINDS)}")
 
 

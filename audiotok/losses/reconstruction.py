@@ -11,7 +11,7 @@ section `losses.<name>` (`losses.mel: {n_mels: [...]}`), or in the section the c
 (`section`). The trainer builds each weighted loss as ``cls(cfg=..., sample_rate=SR)``, giving
 only the arguments its constructor names, and calls it ``loss(ref, est) -> scalar`` on
 wav [B, C, T] at the codec's output rate. Nothing else changes for a new loss: the recipe's
-`losses` section takes one key per registered loss with options (train/config.py).
+`losses` section takes one key per registered loss with options (train/recipe_config.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ..config import from_dict
 from ..registry import Component, Registry
+from ..strict_config import from_dict
 
 WIRING = ("cfg", "sample_rate")  # what a loss's constructor may take
 

@@ -1,7 +1,7 @@
 """Binding recipe weights to named losses ("mel", "adv/gen", "vq/commit").
 
 The rule, shared by `weighted_sum` and `LossBalancer`:
-  - a weight whose name no loss produces is an error naming the nearest loss (a typo in a
+  - a weight whose name no loss produces is an error naming the closest loss (a typo in a
     recipe must not silently drop a loss);
   - a produced loss without a weight gets weight 0: it is logged, never backpropagated;
   - a loss with weight 0 is skipped entirely (so a NaN in a logged-only loss cannot leak).
@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..config import nearest
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 
 def check_weights(weights: dict[str, float], names) -> None:
@@ -23,7 +22,7 @@ def check_weights(weights: dict[str, float], names) -> None:
     names = list(names)
     for key, weight in weights.items():
         if key not in names and weight != 0:
-            raise ConfigError(f"loss weight '{key}' names no loss{nearest(key, names)}; "
+            raise ConfigError(f"loss weight '{key}' names no loss{did_you_mean(key, names)}; "
                               f"the losses are: {', '.join(sorted(names)) or 'none'}")
 
 

@@ -2,7 +2,7 @@
 as feature extractors, and the k-means units fitted on their layers.
 
 Inference needs these (the `ssl` encoder and `kmeans` quantizer of codecs/ssl_kmeans.py);
-training builds on them (distill/teachers.py, distill/kmeans.py), so they live here, below
+training builds on them (distill/teachers.py, distill/ssl_units.py), so they live here, below
 both, and the models never import the training side.
 """
 
@@ -88,7 +88,7 @@ def conv_geometry(config) -> tuple[int, tuple[int, int]]:
 
 
 def load_units(path) -> tuple[Tensor, dict]:
-    """A units file (written by `audiotok kmeans`, distill/kmeans.py) -> (centroids float32
+    """A units file (written by `audiotok kmeans`, distill/ssl_units.py) -> (centroids float32
     [K, D] or [L, K, D], metadata with "teacher" decoded)."""
     from safetensors import safe_open
 

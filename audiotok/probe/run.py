@@ -21,12 +21,12 @@ from .features import System, codec_systems, mel_system
 def open_systems(codecs: list[str], counts: list[int] | None, baseline: bool, device: str
                  ) -> list[System]:
     """Every codec opened (and every count checked) before any clip is encoded."""
-    from ..commands import _open_codec
-    from ..eval.evaluate import _labels
+    from ..codec_backend import open_codec
+    from ..eval.evaluate import codec_labels
 
     systems = []
-    for ref, label in zip(codecs, _labels(codecs)):
-        systems += codec_systems(_open_codec(ref, device), label, counts, device)
+    for ref, label in zip(codecs, codec_labels(codecs)):
+        systems += codec_systems(open_codec(ref, device), label, counts, device)
     if baseline:
         systems.append(mel_system())
     if not systems:

@@ -1,6 +1,6 @@
 """Quantizers: latents [B, D, T] <-> integer codes [B, K, T].
 
-Every module here registers its family in QUANTIZERS (found on the first lookup, not through
+Every module here registers its type in QUANTIZERS (found on the first lookup, not through
 the imports below, which are the public API); recipes name them by type:
 "vq", "rvq", "msrvq", "fsq", "grvq", "split_rvq", "pitch_rvq", "prvq", "parallel", "lfq",
 "bsq", "gsq".

@@ -1,4 +1,4 @@
-"""The quantizer contract shared by every quantizer family."""
+"""The quantizer contract shared by every quantizer type."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Quantizer(nn.Module, Component):
 
     Subclasses set `dim` (input/output latent channels) and `codebook_sizes` (one entry per
     level K; levels may differ in size). `n_codebooks` may be lowered at encode time to trade
-    bitrate for quality where the family supports it (residual quantizers).
+    bitrate for quality where the quantizer supports it (residual quantizers).
     """
 
     dim: int
@@ -71,7 +71,7 @@ class Quantizer(nn.Module, Component):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        """The losses this family returns besides "vq/commit" and "vq/codebook", with the
+        """The losses this quantizer returns besides "vq/commit" and "vq/codebook", with the
         weights its paper trains them at; the trainer applies these where a recipe's
         `losses.weights` does not name the loss (lfq.py, bsq.py, gsq.py)."""
         return {}
@@ -117,11 +117,11 @@ QUANTIZERS = Registry("quantizer", packages=("audiotok.quantizers", "audiotok.co
                       contract=Quantizer)
 
 
-def check_every_codebook(n_codebooks: int | None, total: int, family: str) -> int:
+def check_every_codebook(n_codebooks: int | None, total: int, type_name: str) -> int:
     """`check_n_codebooks` of quantizers whose K codebooks are parallel parts of one code
     (bit groups, channel groups) rather than coarse-to-fine levels: only all K (or None)."""
     if n_codebooks is not None and int(n_codebooks) != total:
-        raise ValueError(f"n_codebooks must be {total} for the {family} quantizer: its "
+        raise ValueError(f"n_codebooks must be {total} for the {type_name} quantizer: its "
                          f"{total} codebooks code parallel parts of each frame, not "
                          f"coarse-to-fine levels, so none can be left out (got {n_codebooks})")
     return total

@@ -39,7 +39,7 @@ class BinarySphericalQuantizer(LookupFreeQuantizer):
     (bsq-vit applies it before the 1 / sqrt(d) scaling, which scales that gradient by
     1 / sqrt(d): a constant factor on the encoder's gradient, left out here)."""
 
-    family = "bsq"
+    type_name = "bsq"
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -67,7 +67,7 @@ class GroupedSphericalQuantizer(Quantizer):
     0.25), and with `entropy_loss` "gsq/entropy".
     """
 
-    family = "gsq"
+    type_name = "gsq"
 
     def __init__(self, cfg: GSQConfig, dim: int):
         super().__init__()
@@ -97,7 +97,7 @@ class GroupedSphericalQuantizer(Quantizer):
         return self.codebook.weight.dtype
 
     def check_n_codebooks(self, n_codebooks: int | None) -> int:
-        return check_every_codebook(n_codebooks, self.n_codebooks, self.family)
+        return check_every_codebook(n_codebooks, self.n_codebooks, self.type_name)
 
     def groups_on_sphere(self, z: Tensor) -> Tensor:
         """z [B, D, T] -> l2(u) [B, G, d, T], each group a unit vector."""

@@ -78,11 +78,11 @@ class LookupFreeQuantizer(Quantizer):
 
     A 1x1 conv maps D to d = K * b dims (none when D == d); dim k * b + i is bit i of
     codebook k. The forward pass uses the sign (+-`scale`), the backward pass copies the
-    gradient straight through to the unquantized dims. Losses, named by `family`:
-    "<family>/entropy" (entropy.py) and "<family>/commit" (pulls the dims to their signs).
+    gradient straight through to the unquantized dims. Losses, named by `type_name`:
+    "<type_name>/entropy" (entropy.py) and "<type_name>/commit" (pulls the dims to their signs).
     """
 
-    family = "lfq"
+    type_name = "lfq"
 
     def __init__(self, cfg: LFQConfig, dim: int):
         super().__init__()
@@ -96,7 +96,7 @@ class LookupFreeQuantizer(Quantizer):
     @property
     def loss_weights(self) -> dict[str, float]:
         # MAGVIT-v2 and vector-quantize-pytorch's defaults: entropy 0.1, commitment 0.25
-        return {f"{self.family}/entropy": 0.1, f"{self.family}/commit": 0.25}
+        return {f"{self.type_name}/entropy": 0.1, f"{self.type_name}/commit": 0.25}
 
     @property
     def scale(self) -> float:
@@ -109,7 +109,7 @@ class LookupFreeQuantizer(Quantizer):
         return torch.float32 if weight is None else weight.dtype
 
     def check_n_codebooks(self, n_codebooks: int | None) -> int:
-        return check_every_codebook(n_codebooks, self.n_codebooks, self.family)
+        return check_every_codebook(n_codebooks, self.n_codebooks, self.type_name)
 
     def latent(self, z: Tensor) -> Tensor:
         """z [B, D, T] -> the dims to quantize, [B, K, b, T]."""
@@ -133,11 +133,11 @@ class LookupFreeQuantizer(Quantizer):
         codes = signs_to_codes(positive)
         logits = 4 * self.cfg.inv_temperature * self.scale * x
         sample, codebook = bit_entropy_terms(logits, self.cfg.group_bits)
-        losses = {f"{self.family}/entropy": sample - self.cfg.diversity_gamma * codebook,
-                  f"{self.family}/commit": self.commitment(x, q)}
+        losses = {f"{self.type_name}/entropy": sample - self.cfg.diversity_gamma * codebook,
+                  f"{self.type_name}/commit": self.commitment(x, q)}
         metrics = {**level_metrics(codes, self.codebook_sizes),
-                   f"{self.family}/sample_entropy": sample.detach(),
-                   f"{self.family}/codebook_entropy": codebook.detach()}
+                   f"{self.type_name}/sample_entropy": sample.detach(),
+                   f"{self.type_name}/codebook_entropy": codebook.detach()}
         return QuantizerOutput(z_q, codes, losses, metrics)
 
     @torch.no_grad()

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import from_dict, to_dict
 from ..errors import ConfigError
+from ..strict_config import from_dict, to_dict
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .codebook_usage import shift_levels
 from .vq import check_code_rows

@@ -1,4 +1,4 @@
-"""Pitch + residual VQ: latent channel 0 carries a coded F0 (modules/pitch.py), scalar-
+"""Pitch + residual VQ: latent channel 0 carries a coded F0 (modules/f0.py), scalar-
 quantized into token level 0; the other channels go through a residual VQ into levels 1..K.
 
 Level 0 is never dropped: quantizer dropout and `n_codebooks` act on the RVQ levels, so the
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..modules.pitch import UNVOICED
+from ..modules.f0 import UNVOICED
 from .base import QUANTIZERS, Quantizer, QuantizerOutput
 from .codebook_usage import code_metrics, shift_levels
 from .rvq import ResidualVQ, RVQConfig, subconfig

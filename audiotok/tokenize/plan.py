@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..data.config import AUDIO_EXTENSIONS
-from ..data.manifest import _parse_line
+from ..data.data_config import AUDIO_EXTENSIONS
+from ..data.manifest import parse_manifest_line
 from ..errors import AudiotokError
 
 # columns every record has; manifest keys may not reuse these names
@@ -99,7 +99,7 @@ def _list_manifest(manifest: Path) -> list[Utterance]:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            entry = _parse_line(manifest, number, line)
+            entry = parse_manifest_line(manifest, number, line)
             uid = entry.pop("id", entry["path"])
             if not isinstance(uid, str) or not uid:
                 raise AudiotokError(f"{manifest} line {number}: \"id\" must be a non-empty "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import Recipe, read_recipe
+from .recipe_config import Recipe, read_recipe
 
 
 def train(recipe_path, overrides: list[str] | None = None) -> int:

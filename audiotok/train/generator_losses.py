@@ -8,7 +8,7 @@ Names (bind weights to these in a recipe):
     lfq/entropy, lfq/commit, bsq/entropy, bsq/commit, gsq/codebook, gsq/commit, gsq/entropy
                              from the lookup-free and spherical quantizers; weighted as their
                              papers train them unless the recipe names them
-    decoder/magnitude, decoder/compressed   from the spectral decoder (codecs/spectral.py):
+    decoder/magnitude, decoder/compressed   from the spectral decoder (codecs/spectral_decoder.py):
                              log-magnitude L1 and |X|^0.3 MSE of its predicted spectrogram
     adv/gen, feat            adversarial and feature matching, once the discriminator starts
 """
@@ -27,7 +27,7 @@ from ..losses.reconstruction import (
     options_section,
     reconstruction_losses,
 )
-from .config import LossConfig, Recipe
+from .recipe_config import LossConfig, Recipe
 
 ADVERSARIAL = ("adv/gen", "feat")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .config import OptimConfig
+from .recipe_config import OptimConfig
 
 
 def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:

@@ -27,11 +27,10 @@ from ..codecs.base import Codec
 from ..data import build_items, make_train_loader, make_val_loader
 from ..discriminators import MultiDiscriminator
 from ..losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from ..metrics import mel_distance, si_sdr
 from ..quantizers.codebook_usage import level_metrics
 from ..quantizers.perturb import Perturbation
+from ..waveform_metrics import mel_distance, si_sdr
 from . import checkpoint as ckpt
-from .config import Recipe
 from .distributed import (
     DistInfo,
     all_reduce_mean,
@@ -43,6 +42,7 @@ from .distributed import (
 from .generator_losses import ReconstructionLosses, total_loss, with_quantizer_weights
 from .perturb import check_perturbable
 from .rates import check_segments, split_batch
+from .recipe_config import Recipe
 from .runlog import RunLogger
 from .schedule import lr_factor
 from .trainable import freeze_all_but_decoder
@@ -55,7 +55,7 @@ class Trainer:
         self.recipe = recipe
         self.cfg = recipe.train
         torch.set_flush_denormal(True)  # silent stretches of audio otherwise slow CPUs ~15x
-        self.device = _pick_device(self.cfg.device)
+        self.device = pick_device(self.cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -188,7 +188,7 @@ class Trainer:
         """One step on wav [B, C, T] at the codec's output rate (its target; rates.py makes
         the input); `batch` (the loader's dict: names, transcripts, offsets) is needed only
         by text and cached distillation teachers."""
-        torch.manual_seed(_step_seed(self.cfg.seed, self.step, self.dist.rank))
+        torch.manual_seed(step_seed(self.cfg.seed, self.step, self.dist.rank))
         inputs, wav = split_batch(self.codec, wav)
         use_disc = self.step >= self.cfg.disc_start_step
         # the semantic-only reconstruction is asked for only when a head reads it
@@ -441,11 +441,11 @@ def save_or_stop(trainer, cfg, log) -> int | None:
     return 128 + (trainer._stop_signal or 0)
 
 
-def _pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
+def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2 ** 63)

@@ -1,6 +1,6 @@
 """Typed configs: dataclasses built strictly from dicts (recipes, config.json).
 
-Unknown keys are errors that name the key and the nearest valid one, so a typo in a recipe
+Unknown keys are errors that name the key and the closest valid one, so a typo in a recipe
 never silently falls back to a default. Numbers must be finite (YAML's .inf and .nan are
 refused). Every key of a mapping is checked before the first error is raised, and all the
 errors found are reported together, so a recipe is fixed in one go, not one error per run.
@@ -10,13 +10,12 @@ The value "???" marks a key that must be set (`--set key=...`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 UNSET = "???"  # a recipe value the user must set
@@ -31,12 +30,6 @@ def check_ranges(obj, positive: tuple[str, ...] = (), at_least_0: tuple[str, ...
             value = getattr(obj, name)
             if value is not None and not ok(value):
                 raise ValueError(f"{name} must be {what}, got {value}")
-
-
-def nearest(key: str, options) -> str:
-    """Return ' (did you mean X?)' for the closest option, or ''."""
-    match = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -112,7 +105,7 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
-            errors.append(f"unknown key '{path}'{nearest(key, fields)}")
+            errors.append(f"unknown key '{path}'{did_you_mean(key, fields)}")
         elif value == UNSET:
             errors.append(f"'{path}' must be set (e.g. --set {path}=...)")
         else:

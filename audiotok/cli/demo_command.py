@@ -1,10 +1,11 @@
-"""`audiotok demo`: serve the Gradio page (audiotok/demo_app.py). Gradio is imported only when
+"""`audiotok demo`: serve the Gradio page (audiotok/demo/app.py). Gradio is imported only when
 the command runs, so the rest of the CLI starts fast."""
 
 from __future__ import annotations
 
+from ..codec_backend import check_device
 from .argtypes import port, positive_float
-from .commands import CODEC_HELP
+from .codec_options import CODEC_HELP
 
 
 def add_demo(sub) -> None:
@@ -28,10 +29,8 @@ def add_demo(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .commands import _check_device
-
-    _check_device(args.device)
-    from .demo_app import launch
+    check_device(args.device)
+    from ..demo.app import launch
 
     launch(args.codec, args.host, args.port, args.max_seconds, args.share, args.device)
     return 0

@@ -3,8 +3,8 @@ comb a magnitude decoder multiplies its envelope with.
 
 A small magnitude decoder trained on a CPU learns the spectral envelope of speech well but
 blurs its harmonics, and blurred harmonics cost more PESQ and STOI than anything else (see
-codecs/spectral.py). Parametric speech coders (Codec2, MELP, the LPC vocoders) transmit the
-pitch instead and draw the harmonics at the decoder; `pitch_rvq` (quantizers/pitch.py) and the
+codecs/spectral_decoder.py). Parametric speech coders (Codec2, MELP, the LPC vocoders) transmit the
+pitch instead and draw the harmonics at the decoder; `pitch_rvq` (quantizers/pitch_rvq.py) and the
 spectral decoder's `pitch` option do the same with one scalar-quantized token level. On 8 of
 our held-out clips, true magnitudes blurred over 5 bins x 3 frames score PESQ-WB 1.58 / STOI
 0.84 through Griffin-Lim, and the same blurred envelope times the comb of this estimator's F0

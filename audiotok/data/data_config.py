@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import from_dict
+from ..strict_config import from_dict
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 

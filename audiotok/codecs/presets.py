@@ -1,4 +1,5 @@
-"""Named codec families: default model configs that `load_codec(name)` builds untrained.
+"""Codec presets: a default model config per codec family, named after it, that
+`load_codec(name)` builds untrained.
 
 Sizes here are moderate defaults for a 16 kHz speech codec; the published full-size designs
 live in recipes/designs/.
@@ -6,7 +7,7 @@ live in recipes/designs/.
 
 from __future__ import annotations
 
-FAMILIES: dict[str, dict] = {
+PRESETS: dict[str, dict] = {
     # EnCodec-like: SEANet conv + LSTM, RVQ with quantizer dropout, 50 Hz at 16 kHz
     "seanet": {
         "family": "seanet", "sample_rate": 16000, "latent_dim": 128,

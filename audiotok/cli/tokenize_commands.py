@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
-from ..commands import CODEC_HELP, add_backend
+from ..codec_backend import check_device, open_codec
 from ..errors import AudiotokError
+from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from .codec_options import CODEC_HELP, add_backend
 
 
 def add_tokenize(sub) -> None:
@@ -60,18 +61,18 @@ def _default_workers(device: str) -> int:
 
 
 def cmd_tokenize(args) -> int:
-    from ..commands import _check_device, _open_codec
-    from .run import TokenizeOptions, tokenize
+    from ..tokenize.run import TokenizeOptions, tokenize
 
-    _check_device(args.device)
+    check_device(args.device)
     # the workers move it (or load it) to --device; an ONNX export's folder is what the
     # workers open, so they run onnxruntime too
-    codec = _open_codec(args.codec, "cpu", args.backend)
+    codec = open_codec(args.codec, "cpu", args.backend)
     opts = TokenizeOptions(
         source=args.input, output=args.output, codec=codec.ref, format=args.format,
         n_codebooks=args.n_codebooks, shard_size=args.shard_size,
         batch_seconds=args.batch_seconds, chunk_seconds=args.chunk_seconds,
-        workers=args.workers or _default_workers(args.device), decode_workers=args.decode_workers, device=args.device,
+        workers=args.workers or _default_workers(args.device),
+        decode_workers=args.decode_workers, device=args.device,
         worker_processes=True if args.worker_processes else None,
         progress=not args.no_progress)
     tokenize(opts, codec)
@@ -97,55 +98,16 @@ def add_detokenize(sub) -> None:
 
 
 def cmd_detokenize(args) -> int:
-    import numpy as np
-    import torch
-
-    from ..audio import save_audio
-    from ..commands import PER_FILE_ERRORS, _open_codec, report_error
-    from ..tokens import CodecSpec, Tokens
-    from .state import read_index
-    from .writers import read_records
+    from ..tokenize.detokenize import detokenize
+    from ..tokenize.state import read_index
+    from .per_file import report_error
 
     index = read_index(args.shards)
     if args.limit is not None and args.limit < 1:
         raise AudiotokError(f"--limit must be at least 1, got {args.limit}")
-    codec = _open_codec(args.codec or index["codec_ref"], args.device)
-    spec = CodecSpec.from_dict(index["codec"])
-    wanted = set(args.ids) if args.ids else None
-    written: set[Path] = set()
-    failed = 0
-    for rec in read_records(args.shards, index):
-        if wanted is not None and rec.id not in wanted:
-            continue
-        dst = args.output / _wav_name(rec.id)
-        try:  # a record that cannot be decoded or written is reported; the rest go on
-            if dst in written:
-                raise AudiotokError(f"{rec.id}: another id already wrote {dst}")
-            tokens = Tokens(codes=torch.from_numpy(rec.codes.astype(np.int64))[None],
-                            spec=spec, lengths=torch.tensor([rec.n_frames]),
-                            num_samples=torch.tensor([rec.num_samples]),
-                            global_codes=None if rec.global_codes is None else
-                            torch.from_numpy(rec.global_codes.astype(np.int64))[None])
-            codec.check_tokens(tokens)
-            wav = codec.decode(tokens.to(args.device), chunk_seconds=args.chunk_seconds)
-            save_audio(dst, wav[0].cpu(), codec.sample_rate)
-            written.add(dst)
-        except PER_FILE_ERRORS as e:
-            failed += 1
-            report_error(e if str(e).startswith(rec.id) else AudiotokError(f"{rec.id}: {e}"))
-        if wanted is not None:
-            wanted.discard(rec.id)
-        if len(written) + failed == args.limit or wanted == set():
-            break
-    if wanted:
-        raise AudiotokError(f"no such id in {args.shards}: {min(wanted)}")
-    print(f"audiotok: decoded {len(written)} utterances into {args.output}"
+    codec = open_codec(args.codec or index["codec_ref"], args.device)
+    written, failed = detokenize(args.shards, index, codec, args.output, args.ids, args.limit,
+                                 args.chunk_seconds, args.device, on_error=report_error)
+    print(f"audiotok: decoded {written} utterances into {args.output}"
           + (f"; {failed} failed (see above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
-
-
-def _wav_name(uid: str) -> str:
-    """`spk/utt.flac` -> `spk/utt.flac.wav`; ids that leave the folder are flattened."""
-    parts = [p for p in uid.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    name = "/".join(parts) or "_"
-    return name if name.lower().endswith(".wav") else name + ".wav"

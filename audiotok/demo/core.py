@@ -1,6 +1,6 @@
 """What the demo page computes, without any UI: a clip through a codec at K codebooks (token
 file, reconstruction, metrics), a token file decoded, and the spectrogram and token-grid
-images. Kept apart from the Gradio code (`demo_app.py`) so it is tested without a browser and
+images. Kept apart from the Gradio code (`demo/app.py`) so it is tested without a browser and
 usable from a notebook.
 
     result = run_clip(codec, "tiny", "speech.flac", n_codebooks=4, out_dir=tmp, max_seconds=60)
@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import audio_info, load_audio, save_audio
-from .codecs import Codec
-from .codecs.loading import bundled_models
-from .errors import AudioError, AudiotokError, TokenFileError
-from .eval.evaluate import MIN_SECONDS, SystemOutput, score
-from .tokens import Tokens, read_header
+from ..audio import audio_info, load_audio, save_audio
+from ..codecs import Codec
+from ..codecs.loading import bundled_models
+from ..errors import AudioError, AudiotokError, TokenFileError
+from ..eval.evaluate import MIN_SECONDS, SystemOutput, score
+from ..tokens import Tokens, read_header
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # Used when no --codec is given and no trained model ships; only present in a source checkout.
-FALLBACK_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny_speech_16k.yaml"
+FALLBACK_RECIPE = Path(__file__).resolve().parent.parent.parent / "recipes" / "tiny_speech_16k.yaml"
 # Below these rates a metric is meaningless: PESQ-WB scores 16 kHz speech, PESQ-NB 8 kHz, and
 # STOI analyses up to ~4.6 kHz at 10 kHz. An 8 kHz codec upsampled to 16 kHz would score as
 # if it had dropped the whole upper band.
@@ -237,7 +237,7 @@ def _at_input_rate(codec: Codec, rec: torch.Tensor) -> torch.Tensor:
     (NeuCodec decodes 16 kHz input to 24 kHz)."""
     if codec.output_sample_rate == codec.sample_rate:
         return rec
-    from .audio import resample
+    from ..audio import resample
 
     out = resample(rec.numpy(), codec.output_sample_rate, codec.sample_rate)
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))

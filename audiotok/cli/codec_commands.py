@@ -1,4 +1,4 @@
-"""`audiotok encode`, `decode` and `info`."""
+"""`audiotok encode`, `decode`, `info` and `convert`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import math
 import sys
 from pathlib import Path
 
+from ..codec_backend import open_codec
+from ..errors import AudiotokError
 from .argtypes import nonneg_int, positive_float, positive_int
-from .errors import AudiotokError
+from .codec_options import CODEC_HELP, add_backend
+from .per_file import for_each, output_paths
 
 TOKEN_SUFFIX = ".atok"
-CODEC_HELP = ("codec checkpoint directory, recipe .yaml (untrained weights) or a name from "
-              "`audiotok info --list`")
 
 
 def add_encode_decode_info(sub) -> None:
@@ -76,103 +77,12 @@ def _add_common(p) -> None:
     add_backend(p)
 
 
-def add_backend(p) -> None:
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
-                   help="run the codec with torch, or with onnxruntime (CPU): a folder from "
-                   "`audiotok export --format onnx` runs as it is, any other codec is "
-                   "exported once into the cache (AUDIOTOK_CACHE, default ~/.cache/audiotok); "
-                   "default: torch, onnxruntime for an exported folder")
-
-
-def _open_codec(ref, device, backend: str | None = None):
-    from .codecs import load_codec
-    from .codecs.loading import default_codec, is_untrained
-
-    _check_device(device)
-    ref = default_codec() if ref is None else ref
-    codec = load_codec(ref, device=device)
-    # a tokens-only codec (codecs/beats.py) makes no audio to call noise
-    tokens_only = getattr(codec, "tokens_only", False)  # an ONNX export has none
-    if is_untrained(codec) and not tokens_only:
-        print(f"audiotok: note: codec '{ref}' has untrained weights; its audio is noise",
-              file=sys.stderr)
-    return _with_backend(codec, ref, backend)
-
-
-def _with_backend(codec, ref, backend: str | None):
-    from .export.onnx_codec import OnnxCodec
-
-    exported = isinstance(codec, OnnxCodec)
-    if backend == "torch" and exported:
-        raise AudiotokError(f"{ref} is an ONNX export: it runs with --backend onnxruntime; "
-                            f"for torch pass the codec it was exported from "
-                            f"({codec.manifest.get('source')})")
-    if backend == "onnxruntime" and not exported:
-        from .export.cache import onnx_backend
-
-        return onnx_backend(codec)
-    return codec
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise AudiotokError(f"unknown device '{device}' (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AudiotokError(f"--device {device}: CUDA is not available here; use --device cpu")
-
-
-def _outputs(inputs: list[Path], output: Path, suffix: str) -> list[Path]:
-    """One output per input: `output` itself for a single input with a file suffix, else
-    `output/<stem><suffix>`; refuse two inputs that would write the same file."""
-    if len(inputs) == 1 and output.suffix and not output.is_dir():
-        return [output]
-    outs = [output / (p.stem + suffix) for p in inputs]
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(inputs, outs):
-        if dst in seen:
-            raise AudiotokError(f"{src} and {seen[dst]} would both write {dst}; rename one")
-        seen[dst] = src
-    return outs
-
-
-# what one file of a batch can fail with; the batch reports it and goes on
-PER_FILE_ERRORS = (AudiotokError, ValueError, OSError, RuntimeError)
-
-
-def report_error(e: BaseException) -> None:
-    """One line on stderr, on a line of its own even while a progress bar is drawn."""
-    from tqdm import tqdm
-
-    tqdm.write(f"audiotok: error: {' '.join(str(e).split()) or type(e).__name__}",
-               file=sys.stderr)
-
-
-def _for_each(items, outs, work, what: str) -> int:
-    from tqdm import tqdm
-
-    failed = 0
-    for src, dst in tqdm(list(zip(items, outs)), desc=what, unit="file", disable=len(items) < 2,
-                         file=sys.stderr):
-        try:
-            work(src, dst)
-        except PER_FILE_ERRORS as e:
-            failed += 1
-            report_error(e)
-    if failed and len(items) > 1:
-        print(f"audiotok: {failed} of {len(items)} files failed", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def cmd_encode(args) -> int:
-    from .audio import load_audio
+    from ..audio import load_audio
 
-    codec = _open_codec(args.codec, args.device, args.backend)
+    codec = open_codec(args.codec, args.device, args.backend)
     codec.quantizer.check_n_codebooks(args.n_codebooks)
-    outs = _outputs(args.audio, args.output, TOKEN_SUFFIX)
+    outs = output_paths(args.audio, args.output, TOKEN_SUFFIX)
 
     def work(src: Path, dst: Path) -> None:
         wav, _ = load_audio(src, codec.sample_rate, codec.channels)
@@ -181,15 +91,15 @@ def cmd_encode(args) -> int:
         tokens.meta["source"] = src.name
         tokens.save(dst)
 
-    return _for_each(args.audio, outs, work, "encode")
+    return for_each(args.audio, outs, work, "encode")
 
 
 def cmd_decode(args) -> int:
-    from .audio import load_audio, save_audio
-    from .codecs import Codec
-    from .tokens import Tokens
+    from ..audio import load_audio, save_audio
+    from ..codecs import Codec
+    from ..tokens import Tokens
 
-    outs = _outputs(args.tokens, args.output, "." + args.format)
+    outs = output_paths(args.tokens, args.output, "." + args.format)
     codecs: dict = {}
     # given only when asked for: deterministic decoders refuse them
     sampling = {k: v for k, v in (("steps", args.steps), ("seed", args.seed),
@@ -202,7 +112,7 @@ def cmd_decode(args) -> int:
             raise AudiotokError(f"{src}: the file does not say which codec made it; "
                                 f"pass --codec")
         if ref not in codecs:
-            codecs[ref] = _open_codec(ref, args.device, args.backend)
+            codecs[ref] = open_codec(ref, args.device, args.backend)
         codec = codecs[ref]
         try:
             codec.check_tokens(tokens)
@@ -220,11 +130,11 @@ def cmd_decode(args) -> int:
             length = codec.output_samples(int(tokens.num_samples[i]))
             save_audio(target, wav[i, :, :length], codec.output_sample_rate)
 
-    return _for_each(args.tokens, outs, work, "decode")
+    return for_each(args.tokens, outs, work, "decode")
 
 
 def cmd_info(args) -> int:
-    from .tokens import MAGIC
+    from ..tokens import MAGIC
 
     if args.list or not args.target:
         _print_codec_list()
@@ -236,14 +146,14 @@ def cmd_info(args) -> int:
         if is_tokens:
             _print_tokens_info(path)
             return 0
-    _print_codec_info(_open_codec(args.target, "cpu"))
+    _print_codec_info(open_codec(args.target, "cpu"))
     return 0
 
 
 def _print_tokens_info(path: Path) -> None:
     """From the header alone (the payload's checksum is verified block by block), so a
     large file is never held in memory."""
-    from .tokens import CodecSpec, read_header
+    from ..tokens import CodecSpec, read_header
 
     h = read_header(path, verify_payload=True)
     s = CodecSpec.from_dict(h["spec"])
@@ -264,9 +174,9 @@ def _print_tokens_info(path: Path) -> None:
 
 
 def _print_codec_list() -> None:
-    from .codecs.families import FAMILIES
-    from .codecs.loading import bundled_models
-    from .codecs.published.names import NAMES
+    from ..codecs.loading import bundled_models
+    from ..codecs.presets import PRESETS
+    from ..codecs.published.names import NAMES
 
     print("bundled (trained, offline)")
     for name in bundled_models():
@@ -280,14 +190,15 @@ def _print_codec_list() -> None:
         print(f"  {n.name:<{width}} {n.sample_rate:>6} {n.frame_rate:>8.2f} "
               f"{f'{n.n_codebooks}x{n.codebook_size}':>9} {n.kbps:>6.2f}  {n.licence:<{lic}} "
               f"{n.source} ({n.repo})")
+    # the presets (codecs/presets.py) are named after their families; the heading is as it was
     print("families (untrained weights, for training)")
-    print("  " + " ".join(sorted(FAMILIES)))
+    print("  " + " ".join(sorted(PRESETS)))
 
 
 def cmd_convert(args) -> int:
     import torch
 
-    from .codecs import load_codec
+    from ..codecs import load_codec
 
     out = args.output
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -306,7 +217,7 @@ def cmd_convert(args) -> int:
 
 
 def _print_codec_info(codec) -> None:
-    from .quantizers.base import encodable_counts
+    from ..quantizers.base import encodable_counts
 
     s = codec.spec
     print(f"codec           {codec.ref}")
@@ -331,24 +242,3 @@ def _print_codec_info(codec) -> None:
     print("n_codebooks  tokens/s  kbps")
     for k in encodable_counts(codec.quantizer):  # lfq, bsq, gsq: all codebooks only
         print(f"{k:>11}  {s.tokens_per_second(k):>8g}  {s.bitrate(k) / 1000:>6.3f}")
-
-
-def add_train(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train a codec from a recipe (resumes where it stopped)",
-        description="Train a codec from a YAML recipe. Running the same command again resumes "
-        "from the last checkpoint in the run directory. Multi-GPU: torchrun "
-        "--nproc_per_node=N -m audiotok train RECIPE.")
-    p.add_argument("recipe", type=Path, help="a recipe .yaml: recipes/tiny_speech_16k.yaml, "
-                   "recipes/designs/*.yaml (published designs), recipes/speech_16k/*.yaml "
-                   "(the bundled model's stages), recipes/finetune/*.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key, e.g. --set data.train=/data/speech "
-                   "--set train.steps=2000 (repeatable)")
-    p.set_defaults(func=cmd_train)
-
-
-def cmd_train(args) -> int:
-    from .train import train
-
-    return train(args.recipe, args.overrides)

@@ -29,7 +29,7 @@ from torch import Tensor
 from ..errors import AudiotokError
 from ..fileio import atomic_path
 from ..modules.ssl import load_units  # noqa: F401  (the units format lives with its reader)
-from .config import TeacherConfig
+from .distill_config import TeacherConfig
 from .teachers import SSLTeacher, pick_layers
 
 

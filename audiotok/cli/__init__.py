@@ -1,5 +1,17 @@
-"""The `audiotok` command line: encode, decode, info, train, eval, tokenize, detokenize,
-export, probe, demo."""
+"""The `audiotok` command line: `main` and the parser; each command's options and its glue to
+the package that does the work live in one module here.
+
+    codec_commands.py        encode, decode, info, convert
+    train_command.py         train
+    eval_command.py          eval
+    distill_cache_command.py distill-cache
+    kmeans_command.py        kmeans
+    tokenize_commands.py     tokenize, detokenize
+    export_command.py        export
+    probe_command.py         probe
+    demo_command.py          demo
+    argtypes.py, codec_options.py, per_file.py: what several commands share
+"""
 
 from __future__ import annotations
 
@@ -7,8 +19,8 @@ import argparse
 import os
 import sys
 
-from . import __version__
-from .errors import AudiotokError
+from .._version import __version__
+from ..errors import AudiotokError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,18 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
         "tokens and back, inspect codecs and token files.")
     p.add_argument("--version", action="version", version=f"audiotok {__version__}")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
-    from .commands import add_encode_decode_info, add_train
-    from .demo_cli import add_demo
-    from .distill.cli import add_distill
-    from .eval.cli import add_eval
-    from .export.cli import add_export
-    from .probe.cli import add_probe
-    from .tokenize.cli import add_detokenize, add_tokenize
+    from .codec_commands import add_encode_decode_info
+    from .demo_command import add_demo
+    from .distill_cache_command import add_distill_cache
+    from .eval_command import add_eval
+    from .export_command import add_export
+    from .kmeans_command import add_kmeans
+    from .probe_command import add_probe
+    from .tokenize_commands import add_detokenize, add_tokenize
+    from .train_command import add_train
 
     add_encode_decode_info(sub)
     add_train(sub)
     add_eval(sub)
-    add_distill(sub)
+    add_distill_cache(sub)
+    add_kmeans(sub)
     add_tokenize(sub)
     add_detokenize(sub)
     add_export(sub)
@@ -75,6 +90,3 @@ def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split())
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -20,7 +20,7 @@ al. 2024, arXiv:2406.05298, decode quantized spectral features):
 
 The phase (`phase`) is fast Griffin-Lim from zero phase, or, with a coded F0 (`pitch`), the
 harmonic phase model of sinusoidal coders: each bin takes the phase of its nearest harmonic
-along the F0 track plus the minimum phase of the harmonic envelope (modules/pitch.py
+along the F0 track plus the minimum phase of the harmonic envelope (modules/f0.py
 `harmonic_phase`, `min_phase`). The harmonic phase needs no iterations and is consistent (the
 STFT of its iSTFT has the same magnitudes) for a steady harmonic signal; on predicted
 magnitudes, which no signal has exactly, it scores better than Griffin-Lim (see `phase`).
@@ -40,9 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
-from ..modules.istft import ISTFT, check_stft_sizes, stft_same
-from ..modules.pitch import (
+from ..modules.f0 import (
     PHASE_PERIOD,
     harmonic_comb,
     harmonic_phase,
@@ -50,11 +48,13 @@ from ..modules.pitch import (
     min_phase,
     upsample_f0,
 )
+from ..modules.griffin_lim import fast_griffin_lim, griffin_lim_reach
+from ..modules.istft import ISTFT, check_stft_sizes, stft_same
 from ..quantizers.pitch_rvq import check_pitch_coding
 from .components import DECODERS, frame_hop
 from .contracts import Decoder
-from .stft_encoder import _blocks
-from .vocos import _init_backbone
+from .stft_encoder import convnext_blocks
+from .vocos import init_backbone
 
 LOG_FLOOR = 1e-5
 MAX_MAG = 1e2  # as Vocos clips its predicted magnitudes
@@ -85,7 +85,7 @@ class SpectralDecoderConfig:
     envelope_points: int = 0
     # how the magnitudes get a phase: "griffin_lim" (fast Griffin-Lim, `iterations`), or
     # "harmonic" (needs pitch): every bin takes the phase of its nearest harmonic of the coded
-    # F0 (modules/pitch.py `harmonic_phase`) plus the minimum phase of the harmonic envelope,
+    # F0 (modules/f0.py `harmonic_phase`) plus the minimum phase of the harmonic envelope,
     # the phase model of sinusoidal speech coders. No iterations: decoding is several times
     # faster, and on the 48 held-out clips the bundled weights score PESQ-WB 1.75 -> 1.79
     # (3 kbps, refined F0) with it before any training for it
@@ -154,16 +154,16 @@ class SpectralDecoder(Decoder):
         self.pitch = cfg.pitch
         self.embed = nn.Conv1d(latent_dim - cfg.pitch, cfg.dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.blocks = nn.ModuleList(_blocks(cfg.dim, cfg.num_layers,
-                                            cfg.intermediate_dim / cfg.dim))
+        self.blocks = nn.ModuleList(convnext_blocks(cfg.dim, cfg.num_layers,
+                                                    cfg.intermediate_dim / cfg.dim))
         self.up_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.fine_dim, cfg.upsample, stride=cfg.upsample)
-        self.fine_blocks = nn.ModuleList(_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
+        self.fine_blocks = nn.ModuleList(convnext_blocks(cfg.fine_dim, cfg.fine_layers, 3.0))
         self.final_norm = nn.LayerNorm(cfg.fine_dim, eps=1e-6)
         self.head_size = cfg.envelope_points or self.n_bins  # outputs per channel per frame
         self.proj = nn.Linear(cfg.fine_dim, channels * self.head_size)
         for m in (self.embed, self.blocks, self.fine_blocks):
-            m.apply(_init_backbone)
+            m.apply(init_backbone)
         # start quiet (|X| ~ 0.007, about -43 dB per bin) rather than at |X| = 1: a loud
         # initial output makes the first updates large enough to collapse the codebooks
         nn.init.constant_(self.proj.bias, INITIAL_LOG_MAG)

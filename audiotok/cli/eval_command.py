@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from ..argtypes import nonneg_int, positive_int
-from ..commands import CODEC_HELP
+from ..codec_backend import check_device
 from ..errors import AudiotokError
+from .argtypes import nonneg_int, positive_int
+from .codec_options import CODEC_HELP
 
 
 def add_eval(sub) -> None:
@@ -97,11 +98,10 @@ def parse_fractions(values: list[str]) -> list[float]:
 
 
 def cmd_eval(args) -> int:
-    from ..commands import _check_device
-    from .evaluate import EvalConfig, evaluate
-    from .report import markdown_table, write_report
+    from ..eval.evaluate import EvalConfig, evaluate
+    from ..eval.report import markdown_table, write_report
 
-    _check_device(args.device)
+    check_device(args.device)
     baselines = [b.strip() for b in (args.baselines or "").split(",") if b.strip()]
     codecs = list(args.codec)
     if not codecs and not baselines:  # as encode and demo do

@@ -7,9 +7,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..argtypes import positive_float, positive_int
-from ..commands import CODEC_HELP
+from ..codec_backend import check_device
 from ..errors import AudiotokError
+from .argtypes import positive_float, positive_int
+from .codec_options import CODEC_HELP
 
 TASKS = ("speaker", "label", "ctc", "lm")
 
@@ -96,16 +97,14 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def cmd_probe(args) -> int:
-    from ..commands import _check_device
-
     _check_args(args)
-    _check_device(args.device)
+    check_device(args.device)
     if args.task == "lm":
         return _lm(args)
-    from ..eval.cli import parse_counts
-    from .downstream import ProbeConfig
-    from .report import downstream_table
-    from .run import downstream_probe
+    from ..probe.downstream import ProbeConfig
+    from ..probe.report import downstream_table
+    from ..probe.run import downstream_probe
+    from .eval_command import parse_counts
 
     codecs = list(args.codec)
     if not codecs:
@@ -124,8 +123,8 @@ def cmd_probe(args) -> int:
 
 
 def _lm(args) -> int:
-    from .lm_probe import LMProbeConfig, lm_probe
-    from .report import lm_table
+    from ..probe.lm_probe import LMProbeConfig, lm_probe
+    from ..probe.report import lm_table
 
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     groups = _int_list("--groups", args.groups) if args.groups else None
@@ -141,7 +140,7 @@ def _lm(args) -> int:
 
 
 def _write(report: dict, out: Path | None) -> None:
-    from .report import write_report
+    from ..probe.report import write_report
 
     if out is None:
         return

@@ -1,8 +1,9 @@
 """The Gradio page behind `audiotok demo`: hear a clip through any codec at any bitrate next to
 the original, with spectrograms, the token grid, metrics and downloads; an A/B tab for two
-codecs or bitrates; a tab that decodes token files. The computing is in `demo_core`; this file
+codecs or bitrates; a tab that decodes token files. The computing is in `core.py`; this file
 lays out the page and turns every user error into a one-line status, so the server keeps
-serving. It lives in the package (not only in `demo/`) so the installed command finds it.
+serving. It lives in the package (not only in the checkout's `demo/app.py`) so the installed
+command finds it.
 
     demo = build_demo({"mine": "runs/tiny/model"}, max_seconds=30)
     demo.launch()                      # or launch(["runs/tiny/model"]), as `audiotok demo`
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from .codecs import Codec
-from .codecs.loading import is_untrained
-from .demo_core import (
+from ..codecs import Codec
+from ..codecs.loading import is_untrained
+from ..errors import AudiotokError
+from ..eval.evaluate import codec_labels
+from ..quantizers.base import encodable_counts
+from .core import (
     ClipResult,
     bitrate_hint,
     bundled_examples,
@@ -33,9 +37,6 @@ from .demo_core import (
     token_grid_image,
     user_message,
 )
-from .errors import AudiotokError
-from .eval.evaluate import _labels
-from .quantizers.base import encodable_counts
 
 # One request at a time: the codec already uses every core (torch threads), so parallel runs
 # would only split them and multiply memory. Others wait in the queue, which is bounded so a
@@ -129,11 +130,11 @@ def build_demo(codecs: dict[str, Codec | str | Path], max_seconds: float = 60.0,
     """The page for `codecs` (label -> loaded codec, or a ref `load_codec` opens: checkpoint
     directory, recipe or name). `examples`: clips offered as one-click inputs (default: the
     bundled ones). Requests are queued and run one at a time."""
-    from .commands import _open_codec
+    from ..codec_backend import open_codec
 
     if not codecs:
         raise AudiotokError("the demo needs at least one codec")
-    loaded = {name: c if isinstance(c, Codec) else _open_codec(str(c), device)
+    loaded = {name: c if isinstance(c, Codec) else open_codec(str(c), device)
               for name, c in codecs.items()}
     work = Path(tempfile.mkdtemp(prefix="audiotok-demo-"))
     atexit.register(shutil.rmtree, work, True)
@@ -285,7 +286,7 @@ def launch(codec_refs: list[str] | None = None, host: str = "127.0.0.1", port: i
     """Serve the page until interrupted; no `codec_refs`: the bundled model (or the tiny
     untrained recipe). Only this machine can connect unless `host` says otherwise."""
     refs = list(codec_refs or default_codec_refs())
-    demo = build_demo(dict(zip(_labels(refs), refs)), max_seconds, device=device)
+    demo = build_demo(dict(zip(codec_labels(refs), refs)), max_seconds, device=device)
     # quiet: Gradio's own banner suggests `share=True` in code; say it in the CLI's terms.
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, show_error=True, ssr_mode=False,

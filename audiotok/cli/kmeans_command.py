@@ -1,30 +1,14 @@
-"""`audiotok distill-cache` (teacher features for a recipe's corpus) and `audiotok kmeans`
-(SSL k-means units)."""
+"""`audiotok kmeans`: k-means units on SSL model layers over a corpus (distill/ssl_units.py), the
+units file of the ssl_kmeans codec and of `audiotok eval --probe-units`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..argtypes import nonneg_int, positive_float, positive_int
+from ..codec_backend import check_device
 from ..errors import AudiotokError
+from .argtypes import nonneg_int, positive_int
 
 
-def add_distill(sub) -> None:
-    p = sub.add_parser(
-        "distill-cache", help="compute a recipe's SSL teacher features for its corpus",
-        description="Run each ssl teacher of RECIPE's distill section over every file of its "
-        "data (train and validation) and store the features in OUT/<head>/, to be read "
-        "instead of running the teacher: --set distill.heads.<head>.teacher.cache=OUT/<head>")
-    p.add_argument("recipe", help="recipe .yaml with a distill section")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="cache folder")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a recipe key (repeatable)")
-    p.add_argument("--head", default=None, help="only this head (default: every ssl head)")
-    p.add_argument("--device", default="cpu", help="torch device for the teacher")
-    p.add_argument("--chunk-seconds", type=positive_float, default=30.0,
-                   help="teacher input per call on long files (default 30)")
-    p.set_defaults(func=cmd_distill_cache)
-
+def add_kmeans(sub) -> None:
     p = sub.add_parser(
         "kmeans", help="fit k-means units on SSL model layers over a corpus",
         description="Mini-batch k-means (bounded memory) on the frame features of a "
@@ -55,38 +39,12 @@ def add_distill(sub) -> None:
     p.set_defaults(func=cmd_kmeans)
 
 
-def cmd_distill_cache(args) -> int:
-    from ..commands import _check_device
-    from ..data import build_items
-    from ..train import read_recipe
-    from .cache import write_cache
-
-    _check_device(args.device)
-    recipe = read_recipe(args.recipe, args.overrides)
-    if recipe.distill is None:
-        raise AudiotokError(f"{args.recipe}: recipe has no distill section")
-    heads = {n: h for n, h in recipe.distill.heads.items() if h.teacher.type == "ssl"
-             and args.head in (None, n)}
-    if not heads:
-        raise AudiotokError(f"{args.recipe}: no ssl teacher head"
-                            + (f" named '{args.head}'" if args.head else ""))
-    splits = build_items(recipe.data)
-    for name, head in heads.items():
-        out = Path(args.output) / name
-        write_cache(head.teacher, splits.train + splits.val, out, recipe.data.loudness_db,
-                    args.device, args.chunk_seconds)
-        print(f"{name}: features of {len(splits.train) + len(splits.val)} files in {out}; "
-              f"train with --set distill.heads.{name}.teacher.cache={out}")
-    return 0
-
-
 def cmd_kmeans(args) -> int:
-    from ..commands import _check_device
     from ..data import index_files
-    from .config import TeacherConfig
-    from .kmeans import fit_units
+    from ..distill.distill_config import TeacherConfig
+    from ..distill.ssl_units import fit_units
 
-    _check_device(args.device)
+    check_device(args.device)
     for flag in ("batch_frames", "epochs", "max_files"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise AudiotokError(f"--{flag.replace('_', '-')} must be at least 1")
@@ -106,7 +64,7 @@ def cmd_kmeans(args) -> int:
 def parse_layers(text: str | None) -> list[list[int]]:
     """`--layers` -> the hidden states of each stream: None -> [[]] (every layer averaged),
     "3,7,12" -> [[3], [7], [12]], "3+4+5,12" -> [[3, 4, 5], [12]]."""
-    from .teachers import layer_streams
+    from ..distill.teachers import layer_streams
 
     if text is None:
         return [[]]

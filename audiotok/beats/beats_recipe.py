@@ -4,7 +4,7 @@
     model:   the tokenizer codec (CodecConfig, family beats): in stage ssl the one whose codes
              are the labels (frozen; `beats.tokenizer` may name a trained one instead), in
              stage tokenizer the one trained; `load_codec(recipe.yaml)` builds it
-    data, optim, train: as every recipe (audiotok/train/config.py)
+    data, optim, train: as every recipe (audiotok/train/recipe_config.py)
     losses:  weights by loss name: ssl/mlm; distill/cosine, vq/commit
 
 Stage ssl (iteration 1, and the SSL half of every later one) trains the SSL model to predict
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..codecs.base import CodecConfig
-from ..config import from_dict
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..errors import ConfigError
 from ..recipe import apply_overrides, load_recipe
-from ..train.config import OptimConfig, TrainConfig
+from ..strict_config import from_dict
+from ..train.recipe_config import OptimConfig, TrainConfig
 from .ssl_model import SSLModelConfig
 
 STAGES = ("ssl", "tokenizer")
@@ -84,9 +84,9 @@ class BEATsLossConfig:
         names = sorted({n for names in LOSSES.values() for n in names})
         for key, weight in self.weights.items():
             if key not in names:
-                from ..config import nearest
+                from ..errors import did_you_mean
 
-                raise ValueError(f"weights.{key} names no BEATs loss{nearest(key, names)}; "
+                raise ValueError(f"weights.{key} names no BEATs loss{did_you_mean(key, names)}; "
                                  f"they are: {', '.join(names)}")
             if weight < 0:
                 raise ValueError(f"weights.{key} must be >= 0, got {weight}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import metrics as _wave_metrics
+from .. import waveform_metrics as _wave_metrics
 from ..audio import resample
 
 # Token-stream statistics live in their own file; re-exported so every metric imports from here.
@@ -113,14 +113,14 @@ def stoi(ref, est, sample_rate: int, extended: bool = False) -> Score:
 
 def si_sdr(ref, est) -> float:
     """Scale-invariant SDR in dB (Le Roux et al. 2019), capped at 100 dB for an exact copy; see
-    audiotok.metrics.si_sdr."""
+    audiotok.waveform_metrics.si_sdr."""
     ref, est = _pair(ref, est)
     return float(_wave_metrics.si_sdr(torch.from_numpy(ref)[None], torch.from_numpy(est)[None]))
 
 
 def mel_distance(ref, est, sample_rate: int) -> float:
     """DAC's multi-scale log-mel L1 distance (0 for identical signals); see
-    audiotok.metrics.mel_distance."""
+    audiotok.waveform_metrics.mel_distance."""
     ref, est = _pair(ref, est)
     ref_t, est_t = (torch.from_numpy(x).float()[None, None] for x in (ref, est))
     return float(_wave_metrics.mel_distance(ref_t, est_t, sample_rate))

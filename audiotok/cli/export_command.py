@@ -31,10 +31,10 @@ def add_export(sub) -> None:
 
 def cmd_export(args) -> int:
     from ..codecs import load_codec
-    from .onnx import _check_target, export_onnx
-    from .onnx_codec import OnnxCodec
+    from ..export.onnx import check_target, export_onnx
+    from ..export.onnx_codec import OnnxCodec
 
-    _check_target(args.output, args.force)  # before loading and tracing: fail fast
+    check_target(args.output, args.force)  # before loading and tracing: fail fast
     codec = load_codec(args.codec)
     if isinstance(codec, OnnxCodec):
         raise AudiotokError(f"{args.codec} is an ONNX export already")

@@ -1,12 +1,12 @@
 """The typed recipe: one YAML file validated against these dataclasses.
 
     model:          CodecConfig (audiotok/codecs/base.py)
-    data:           DataConfig (audiotok/data/config.py)
+    data:           DataConfig (audiotok/data/data_config.py)
     discriminators: list of {type: mpd|msd|msstft|mrd|cqt, ...}
     losses:         weights by loss name, each reconstruction loss's options
     optim:          optimisers and LR schedule
     train:          steps, batch, logging/validation/checkpoint cadence, run directory
-    distill:        DistillConfig (audiotok/distill/config.py): teachers and heads, optional
+    distill:        DistillConfig (audiotok/distill/distill_config.py): teachers and heads, optional
 
 Every default lives in these dataclasses (and DataConfig's), not in recipes/base.yaml: the
 package carries them, recipes/ is not installed with it. They are DAC's where DAC has one
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 from ..codecs.base import CodecConfig
-from ..config import check_ranges, from_dict
-from ..data.config import DataConfig
-from ..distill.config import DistillConfig
+from ..data.data_config import DataConfig
+from ..distill.distill_config import DistillConfig
 from ..errors import AudiotokError, ConfigError
 from ..losses.reconstruction import options_sections
 from ..recipe import apply_overrides, load_recipe
+from ..strict_config import check_ranges, from_dict
 from .perturb import PerturbConfig
 
 TRAINABLE = ("all", "decoder")
