@@ -1,4 +1,4 @@
-"""Our YIN (modules/pitch.py `yin_f0`, with and without `refine_f0`) next to the pitch trackers
+"""Our YIN (modules/f0.py `yin_f0`, with and without `refine_f0`) next to the pitch trackers
 that libraries ship: librosa.yin, librosa.pyin and torchaudio's detect_pitch_frequency.
 
     python benchmarks/yin_vs_library.py [--chunk-seconds 1.0]
@@ -46,7 +46,7 @@ import soxr
 import torch
 import torchaudio
 
-from audiotok.modules.pitch import refine_f0, yin_f0, yin_reach
+from audiotok.modules.f0 import refine_f0, yin_f0, yin_reach
 
 SR, HOP = 16000, 320
 F0_LOW, F0_HIGH = 50.0, 600.0
