@@ -107,9 +107,11 @@ def test_untrained_weights_refuse_to_train(recipe, monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="pip install resemblyzer"):
         codec.global_branch(wav(1.0)[None, None])
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="global_branch.encoder.weights"):
-        GE2ESpeakerEncoder(GE2EConfig(weights=str(bad)), 1, 16000, 8)
+    for content in (b"not a checkpoint", b"", b"model:\n  quantizer: {dim: 16}\n"):
+        bad.write_bytes(content)  # bytes, nothing, a recipe named by mistake
+        with pytest.raises(ConfigError, match="global_branch.encoder.weights: .* is not a "
+                                              "Resemblyzer checkpoint"):
+            GE2ESpeakerEncoder(GE2EConfig(weights=str(bad)), 1, 16000, 8)
     with pytest.raises(ConfigError, match="global_branch.encoder.weights: no such file"):
         GE2ESpeakerEncoder(GE2EConfig(weights=str(tmp_path / "none.pt")), 1, 16000, 8)
 

@@ -28,7 +28,6 @@ the codec, so a trained codec loads without the package.
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +101,11 @@ class GE2ESpeakerEncoder(nn.Module):
                                        if k.startswith("lstm.")})
             self.linear.load_state_dict({k[7:]: v for k, v in state.items()
                                          if k.startswith("linear.")})
-        except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        # any file can be named here, and torch's unpickler raises whatever a stray byte
+        # stream makes it raise (IndexError on a YAML file, EOFError on an empty one, ...)
+        except Exception as e:  # noqa: BLE001
             raise ConfigError(f"global_branch.encoder.weights: {path} is not a Resemblyzer "
-                              f"checkpoint ({str(e).splitlines()[0]})") from None
+                              f"checkpoint ({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
         self.pretrained.fill_(1.0)
 
     def mel(self, wav: Tensor) -> Tensor:
