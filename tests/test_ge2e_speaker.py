@@ -154,3 +154,21 @@ def test_pitch_shift_moves_a_tone(semitones):
     assert y.shape == (1, 16000)
     peak = torch.fft.rfft(y[0, 2000:14000]).abs().argmax().item() * 16000 / 12000
     assert abs(peak - 200 * 2 ** (semitones / 12)) < 2.7
+
+
+def test_small_voice_conversion_recipe_builds_as_measured(tmp_path):
+    """recipes/designs/freecodec_16k_small.yaml, the configuration whose voice-conversion
+    figures its header reports: frozen GE2E timbre, perturbed frame input, factorised frame
+    codes, no discriminator steps."""
+    r = read_recipe(RECIPES / "freecodec_16k_small.yaml",
+                    [f"data.train={tmp_path}", f"train.run_dir={tmp_path / 'run'}"])
+    assert r.train.disc_start_step > r.train.steps == 8000
+    codec = Codec(r.model)
+    assert isinstance(codec.global_branch.encoder, GE2ESpeakerEncoder)
+    assert float(codec.global_branch.encoder.pretrained) == 1.0
+    assert r.model.encoder["perturb_semitones"] == 3
+    for stream in r.model.quantizer["streams"]:
+        assert stream["quantizer"]["codebook_dim"] == 8 and stream["quantizer"]["l2_normalize"]
+    wav = torch.from_numpy(speechlike(1.0, 16000)).float().reshape(1, 1, -1)
+    tokens = codec.eval().encode(wav)
+    assert tokens.global_codes.shape == (1, 4) and tokens.codes.shape[1] == 2
