@@ -98,6 +98,21 @@ def build(name: str, seed: int = 0):
     torch.manual_seed(seed)
     return Codec.from_config(dict(TINY[name])).eval()
 
+def one_thread_fixture(scope: str = "module"):
+    """An autouse fixture that runs a test module on one torch thread: modules of tiny ops
+    (small convs, heads, anti-aliased activations) spend more on a second thread's
+    synchronisation than it saves on a busy 2-core machine. Use as
+    `one_thread = one_thread_fixture()` at module level."""
+
+    @pytest.fixture(scope=scope, autouse=True)
+    def one_thread():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(threads)
+
+    return one_thread
+
 
 @pytest.fixture(params=sorted(TINY))
 def family(request):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speechlike
+from conftest import one_thread_fixture, speechlike
 
 from audiotok import Codec, Tokens, load_codec
 from audiotok.cli import main
@@ -29,12 +29,7 @@ from audiotok.train import read_recipe
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture()
 
 
 def recipe(name, *overrides):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import speechlike
+from conftest import one_thread_fixture, speechlike
 
 from audiotok import Codec, load_codec
 from audiotok.codecs import ge2e_speaker
@@ -18,12 +18,7 @@ resemblyzer = pytest.importorskip("resemblyzer")
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "designs"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import TINY, speechlike
+from conftest import TINY, one_thread_fixture, speechlike
 from test_streaming import MIMI, SEANET_CAUSAL, SEANET_LSTM
 
 from audiotok import AudiotokError, Codec, load_codec
@@ -57,12 +57,7 @@ OFFLINE = {**{name: TINY[name] for name in EXPORTABLE},
 CONFIGS = {**OFFLINE, **STREAMING}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture()
 
 
 def build(name: str) -> Codec:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_thread_fixture
 from test_eval_report import assert_one_line_error
 
 from audiotok.cli import main
@@ -22,14 +23,9 @@ pytestmark = [pytest.mark.skipif(shutil.which("espeak-ng") is None,
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small heads run thousands of tiny ops: a second intra-op thread only adds
-    synchronisation, which on a busy 2-core machine costs more than the ops."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small heads run thousands of tiny ops: a second intra-op thread only adds
+# synchronisation, which on a busy 2-core machine costs more than the ops.
+one_thread = one_thread_fixture("function")
 
 
 def _prepare():

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import one_thread_fixture
 from test_eval_report import assert_one_line_error
 
 from audiotok.cli import main
@@ -20,12 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 FRAME_RATE = 50  # 16 kHz, hop 320
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = one_thread_fixture("function")
 
 
 def write_shards(out, codes: list[np.ndarray], sizes, strides=()):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import build, slow_commits_env, speechlike
+from conftest import build, one_thread_fixture, slow_commits_env, speechlike
 
 from audiotok import load_codec
 from audiotok.audio import load_audio
@@ -30,14 +30,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 BROKEN = {"broken.wav", "sub/truncated.wav", "sub/truncated.ogg"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny codecs run many tiny convolutions: a second thread only adds synchronisation
-    (and on a busy 2-core machine, spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny codecs run many tiny convolutions: a second thread only adds synchronisation
+# (and on a busy 2-core machine, spinning).
+one_thread = one_thread_fixture()
 
 
 @pytest.fixture(scope="module")

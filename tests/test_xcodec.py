@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import one_thread_fixture
 
 import audiotok
 from audiotok.errors import AudiotokError
@@ -38,14 +39,9 @@ ACOUSTIC = {"encoder_hidden_size": 4, "decoder_hidden_size": 64, "hidden_size": 
             "downsampling_ratios": [8, 5, 4, 2], "upsampling_ratios": [8, 5, 4, 2]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions over every sample: two threads on a busy 2-core machine spend more
-    on synchronisation than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny convolutions over every sample: two threads on a busy 2-core machine spend more
+# on synchronisation than they save.
+one_thread = one_thread_fixture()
 
 
 def tiny_config(semantic: str = "hubert"):

@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import one_thread_fixture
 
 import audiotok
 from audiotok.errors import AudiotokError
@@ -32,15 +33,10 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "encoder_hidden_size": 4, "quantization_dim": 96}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The anti-aliased activations are hundreds of tiny depthwise convs: with two threads
-    on a busy 2-core machine their synchronisation dominates (measured: 1 s of audio encodes
-    in 0.04 s on one thread, 5.5 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The anti-aliased activations are hundreds of tiny depthwise convs: with two threads
+# on a busy 2-core machine their synchronisation dominates (measured: 1 s of audio encodes
+# in 0.04 s on one thread, 5.5 s on two).
+one_thread = one_thread_fixture()
 
 
 def tiny_config():
